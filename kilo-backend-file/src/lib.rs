@@ -1,0 +1,1 @@
+//! Cluster state from files: the static mesh TOML and Kubernetes YAML snapshots.

@@ -1,0 +1,1 @@
+//! The `kilo.squat.ai/*` annotation codec (filled by the annotations work).

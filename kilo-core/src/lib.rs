@@ -1,0 +1,30 @@
+//! # kilo-core
+//!
+//! The pure model of a [Kilo](https://kilo.squat.ai) WireGuard mesh, and every decision Kilo
+//! makes: segments and leaders, WireGuard addresses and configuration, routes, policy rules,
+//! firewall rules, validation findings and the agent's reactions. No I/O, no async runtime, no
+//! clock, no DNS: time, resolved addresses and device state come in as arguments, and effects go
+//! out as data.
+//!
+//! Behaviour matches upstream Kilo (Go) so that both agents can run in one cluster; the upstream
+//! quirks that are fixed are listed in the project's contract.
+
+pub mod annotations;
+pub mod backend;
+pub mod cidr;
+pub mod endpoint;
+pub mod firewall;
+pub mod key;
+pub mod mesh;
+pub mod options;
+pub mod routes;
+pub mod topology;
+pub mod wireguard;
+
+pub use backend::{Backend, Event, Invalid, MeshSettings, ObjectKind, Snapshot};
+pub use cidr::Cidr;
+pub use endpoint::Endpoint;
+pub use key::{Key, PrivateKey};
+pub use mesh::{Node, Peer};
+pub use options::{Compatibility, Encapsulation, Granularity};
+pub use topology::{Segment, Topology, TopologyInput};

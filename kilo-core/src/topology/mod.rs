@@ -1,0 +1,102 @@
+//! The topology: nodes grouped into segments with one leader each, WireGuard addresses allocated,
+//! allowed IPs computed, exactly as upstream's `NewTopology` (upstream-kilo.md 5, Appendix A).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::{Cidr, Endpoint, Granularity, Key, Peer, PrivateKey};
+
+/// One node's contribution to its segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The node's name.
+    pub name: String,
+    /// The node's pod CIDRs (upstream `cidrs[i]`; upstream has at most one).
+    pub subnets: Vec<Cidr>,
+    /// The node's private IP with its interface mask (upstream `privateIPs`), if it has one.
+    pub internal_ip: Option<Cidr>,
+    /// The node's CNI compatibility IP (cilium), if any.
+    pub cni_compatibility_ip: Option<Cidr>,
+}
+
+/// A group of nodes that appears to the rest of the mesh as one WireGuard peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The segment key: `location:<location>` or `node:<name>`.
+    pub location: String,
+    /// In `cross` granularity, `location:<node location>`; otherwise `None`.
+    pub node_location: Option<String>,
+    /// Members, sorted by name.
+    pub members: Vec<Member>,
+    /// Index of the leader in `members`.
+    pub leader: usize,
+    /// The leader's public key.
+    pub key: Key,
+    /// The leader's endpoint.
+    pub endpoint: Option<Endpoint>,
+    /// The leader's own `persistent-keepalive` (gates NAT endpoint substitution).
+    pub persistent_keepalive: Duration,
+    /// Per member `[subnets…, internal IP/32]`, then the segment's WireGuard IP /32 (upstream order).
+    pub allowed_ips: Vec<Cidr>,
+    /// The segment's WireGuard IP.
+    pub wireguard_ip: Option<IpAddr>,
+    /// Allowed-location IPs after de-duplication, filtering and sorting by CIDR text.
+    pub allowed_location_ips: Vec<Cidr>,
+}
+
+/// Inputs to [`Topology::new`].
+#[derive(Debug, Clone)]
+pub struct TopologyInput<'a> {
+    /// The nodes (the agent passes ready nodes only).
+    pub nodes: &'a [crate::Node],
+    /// The peers (ready peers only).
+    pub peers: &'a [Peer],
+    /// How nodes are grouped.
+    pub granularity: Granularity,
+    /// The local node's name; it must be among `nodes`.
+    pub hostname: &'a str,
+    /// The local WireGuard listen port.
+    pub port: u16,
+    /// The local private key (zero for offline tools such as `kgctl`).
+    pub key: PrivateKey,
+    /// The WireGuard (Kilo) subnet.
+    pub subnet: Cidr,
+    /// Service CIDRs (excluded from NAT).
+    pub service_cidrs: &'a [Cidr],
+    /// The local node's persistent keepalive.
+    pub persistent_keepalive: Duration,
+}
+
+/// The mesh seen from one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The local private key.
+    pub key: PrivateKey,
+    /// The local listen port.
+    pub port: u16,
+    /// The local segment key.
+    pub location: String,
+    /// In `cross` granularity, the local node's `location:<location>`.
+    pub node_location: Option<String>,
+    /// Whether the local node leads its segment (always true in `cross`).
+    pub leader: bool,
+    /// The local node's persistent keepalive (applied to every WireGuard peer, contract C10).
+    pub persistent_keepalive: Duration,
+    /// The local node's private IP.
+    pub private_ip: Option<Cidr>,
+    /// The local node's pod CIDRs.
+    pub subnets: Vec<Cidr>,
+    /// The local WireGuard address with the subnet's prefix if leader, else the WireGuard subnet.
+    pub wireguard_cidr: Cidr,
+    /// Segments sorted by key.
+    pub segments: Vec<Segment>,
+    /// Peers sorted by name, allowed IPs de-duplicated.
+    pub peers: Vec<Peer>,
+    /// NAT-discovered endpoints by public key (local node's first, then first writer wins).
+    pub discovered_endpoints: BTreeMap<Key, SocketAddr>,
+    /// Service CIDRs.
+    pub service_cidrs: Vec<Cidr>,
+    /// Human-readable warnings produced while building (dropped allowed-location IPs).
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,37 @@
+//! WireGuard configuration: the model, upstream's INI text (render and parse), and a normalised
+//! per-peer diff (contract C12).
+
+use crate::{Cidr, Endpoint, Key, PrivateKey};
+
+/// The `[Interface]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InterfaceConfig {
+    /// The private key; omitted from text when zero.
+    pub private_key: Option<PrivateKey>,
+    /// The UDP listen port.
+    pub listen_port: Option<u16>,
+}
+
+/// One `[Peer]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerConfig {
+    /// The peer's public key.
+    pub public_key: Key,
+    /// The pre-shared key, if any.
+    pub preshared_key: Option<Key>,
+    /// Where to send packets; `None` when the peer dials in.
+    pub endpoint: Option<Endpoint>,
+    /// Addresses routed to this peer, in order.
+    pub allowed_ips: Vec<Cidr>,
+    /// Keepalive interval in seconds; 0 disables it.
+    pub persistent_keepalive: u16,
+}
+
+/// A WireGuard device configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// The `[Interface]` section, if any (a peer's config from `showconf peer` has none).
+    pub interface: Option<InterfaceConfig>,
+    /// The peers in order.
+    pub peers: Vec<PeerConfig>,
+}
