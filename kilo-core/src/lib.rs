@@ -14,6 +14,7 @@ pub mod backend;
 pub mod cidr;
 pub mod endpoint;
 pub mod firewall;
+pub mod fixtures;
 pub mod key;
 pub mod mesh;
 pub mod options;
