@@ -15,6 +15,7 @@ pub mod cidr;
 pub mod endpoint;
 pub mod firewall;
 pub mod fixtures;
+pub mod graph;
 pub mod key;
 pub mod mesh;
 pub mod options;
