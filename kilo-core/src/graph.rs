@@ -92,7 +92,9 @@ impl Topology {
             for (j, m) in s.members.iter().enumerate() {
                 let leader = j == s.leader;
                 let mut label = vec![location.to_string(), m.name.clone()];
-                label.push(m.subnets.first().map(|c| c.to_string()).unwrap_or_else(|| "<nil>".into()));
+                label.push(
+                    m.subnets.first().map(|c| c.to_string()).unwrap_or_else(|| "<nil>".into()),
+                );
                 if let Some(ip) = m.internal_ip {
                     label.push(ip.addr().to_string());
                 }
@@ -156,8 +158,11 @@ impl Topology {
         clusters.insert("cluster_peers".into(), Cluster { label: "peers".into() });
         let mut peers: Vec<(String, NodeIndex)> = Vec::with_capacity(self.peers.len());
         for p in &self.peers {
-            let id =
-                if node_names.contains(&p.name) { format!("peer:{}", p.name) } else { p.name.clone() };
+            let id = if node_names.contains(&p.name) {
+                format!("peer:{}", p.name)
+            } else {
+                p.name.clone()
+            };
             let endpoint = p.endpoint.as_ref().map(|e| e.to_string()).unwrap_or_default();
             let ix = graph.add_node(Vertex {
                 id: id.clone(),

@@ -21,12 +21,13 @@ pub mod mesh;
 pub mod options;
 pub mod routes;
 pub mod topology;
+pub mod validate;
 pub mod wireguard;
 
 pub use backend::{Backend, Event, Invalid, MeshSettings, ObjectKind, Snapshot};
 pub use cidr::Cidr;
 pub use endpoint::Endpoint;
 pub use key::{Key, PrivateKey};
-pub use mesh::{Node, Peer};
+pub use mesh::{Node, Peer, Readiness};
 pub use options::{Compatibility, Encapsulation, Granularity};
 pub use topology::{Segment, Topology, TopologyInput};
