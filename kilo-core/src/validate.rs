@@ -148,7 +148,7 @@ pub fn validate(input: &ValidationInput<'_>) -> Vec<Finding> {
             "use a larger --subnet",
         ));
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 
@@ -204,15 +204,14 @@ fn nodes(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
                 "give it an endpoint, or persistent-keepalive (e.g. 25) if it is behind NAT",
             ));
         }
-        if let Some(ip) = n.endpoint.as_ref().and_then(|e| e.ip()) {
-            if ip.is_loopback() || ip.is_unspecified() {
-                out.push(finding(
-                    Severity::Error,
-                    vec![node(&n.name)],
-                    format!("endpoint {ip} is a {} address", describe_ip_class(ip)),
-                    "set force-endpoint to an address other nodes can reach",
-                ));
-            }
+        let ip = n.endpoint.as_ref().and_then(|e| e.ip());
+        if let Some(ip) = ip.filter(|ip| ip.is_loopback() || ip.is_unspecified()) {
+            out.push(finding(
+                Severity::Error,
+                vec![node(&n.name)],
+                format!("endpoint {ip} is a {} address", describe_ip_class(ip)),
+                "set force-endpoint to an address other nodes can reach",
+            ));
         }
     }
 }
