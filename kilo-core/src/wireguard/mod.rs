@@ -1,6 +1,14 @@
 //! WireGuard configuration: the model, upstream's INI text (render and parse), and a normalised
 //! per-peer diff (contract C12).
 
+mod diff;
+mod normalize;
+mod parse;
+mod render;
+
+pub use diff::{ConfigDiff, InterfaceChange, PeerChange, PeerField, diff};
+pub use parse::{IGNORED_INTERFACE_KEYS, IniError};
+
 use crate::{Cidr, Endpoint, Key, PrivateKey};
 
 /// The `[Interface]` section.
