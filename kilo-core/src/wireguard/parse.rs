@@ -106,7 +106,7 @@ impl Config {
     /// Parses wg(8)'s configuration format (the output of [`Config::to_ini`], `wg showconf`,
     /// `kgctl showconf`, or a wg-quick file).
     ///
-    /// Accepted: section names and keys in any case; `#` comments, whole-line or trailing;
+    /// Accepted: a leading byte-order mark; section names and keys in any case; `#` comments, whole-line or trailing;
     /// blank lines and whitespace around keys, values and list items; `AllowedIPs` repeated
     /// (the lists append) and written with or without spaces after the commas, an address
     /// without a prefix meaning `/32` or `/128`, host bits kept as written; `Endpoint` as
@@ -122,6 +122,8 @@ impl Config {
     pub fn from_ini(text: &str) -> Result<Config, IniError> {
         let mut config = Config::default();
         let mut section = Section::None;
+        // A byte-order mark, as some editors write, is not part of the first line.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let content = raw.split_once('#').map_or(raw, |(before, _)| before).trim();
