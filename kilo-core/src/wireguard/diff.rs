@@ -151,12 +151,11 @@ fn diff_interface(
 
 fn diff_peer(have: &PeerConfig, want: &PeerConfig) -> Vec<PeerField> {
     let mut changes = Vec::new();
-    if let Some(to) = &want.endpoint {
-        if let Some(addr) = to.addr() {
-            if have.endpoint.as_ref().and_then(Endpoint::addr) != Some(addr) {
-                changes.push(PeerField::Endpoint { from: have.endpoint.clone(), to: to.clone() });
-            }
-        }
+    if let Some(to) = &want.endpoint
+        && let Some(addr) = to.addr()
+        && have.endpoint.as_ref().and_then(Endpoint::addr) != Some(addr)
+    {
+        changes.push(PeerField::Endpoint { from: have.endpoint.clone(), to: to.clone() });
     }
     let added: Vec<Cidr> =
         want.allowed_ips.iter().filter(|c| !have.allowed_ips.contains(c)).copied().collect();

@@ -54,10 +54,10 @@ fn write_peer(out: &mut String, peer: &PeerConfig) {
         }
         out.push('\n');
     }
-    if let Some(endpoint) = peer.endpoint.as_ref().map(ToString::to_string) {
-        if !endpoint.is_empty() {
-            let _ = writeln!(out, "Endpoint = {endpoint}");
-        }
+    if let Some(endpoint) = peer.endpoint.as_ref().map(ToString::to_string)
+        && !endpoint.is_empty()
+    {
+        let _ = writeln!(out, "Endpoint = {endpoint}");
     }
     let _ = writeln!(out, "PersistentKeepalive = {}", peer.persistent_keepalive);
     if let Some(psk) = peer.preshared_key.filter(|k| !k.is_zero()) {
