@@ -228,6 +228,12 @@ fn keys_and_sections_are_case_insensitive_and_crlf_is_accepted() {
 }
 
 #[test]
+fn upper_case_dns_endpoint_is_stored_in_lower_case() {
+    let config = Config::from_ini(&format!("{PEER}Endpoint = VPN.Example.com:51820\n")).unwrap();
+    assert_eq!(config.peers[0].endpoint, endpoint("vpn.example.com:51820"));
+}
+
+#[test]
 fn later_scalar_value_overwrites_earlier_one() {
     let text = "[Peer]\nPublicKey = a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\
                 PersistentKeepalive = 5\nPersistentKeepalive = 7\n";

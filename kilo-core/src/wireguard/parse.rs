@@ -110,7 +110,8 @@ impl Config {
     /// blank lines and whitespace around keys, values and list items; `AllowedIPs` repeated
     /// (the lists append) and written with or without spaces after the commas, an address
     /// without a prefix meaning `/32` or `/128`, host bits kept as written; `Endpoint` as
-    /// `ipv4:port`, `[ipv6]:port` or `dns-name:port` (see [`Endpoint`]'s parser);
+    /// `ipv4:port`, `[ipv6]:port` or `dns-name:port` (see [`Endpoint`]'s parser; a DNS name
+    /// with upper-case letters is stored in lower case);
     /// `PersistentKeepalive = off`; `ListenPort = 0` … `65535`. Several `[Interface]` sections
     /// merge into one. A repeated scalar key overwrites the earlier value, as in wg(8).
     ///
@@ -228,8 +229,11 @@ fn peer_key(peer: &mut PeerConfig, key: &str, value: &str, line: usize) -> Resul
             }
         }
     } else if key.eq_ignore_ascii_case("Endpoint") {
-        let endpoint =
-            value.parse::<Endpoint>().map_err(|e| invalid(line, "Endpoint", e.to_string()))?;
+        // DNS names are case-insensitive; upstream's endpoint parser takes lower case only.
+        let endpoint = value
+            .parse::<Endpoint>()
+            .or_else(|e| value.to_ascii_lowercase().parse::<Endpoint>().map_err(|_| e))
+            .map_err(|e| invalid(line, "Endpoint", e.to_string()))?;
         peer.endpoint = Some(endpoint);
     } else if key.eq_ignore_ascii_case("PersistentKeepalive") {
         peer.persistent_keepalive = if value.eq_ignore_ascii_case("off") {
