@@ -316,6 +316,8 @@ fn secret_values_are_not_echoed_in_errors() {
     assert!(!e.to_string().contains(secret), "{e}");
     let e = err(&format!("{PEER}PresharedKey = {secret}\n"));
     assert!(!e.to_string().contains(secret), "{e}");
+    let e = err(&format!("[Interface]\nPrivateKey {secret}\n"));
+    assert_eq!(e, IniError::MissingEquals { line: 2, text: "PrivateKey <redacted>".into() });
 }
 
 #[test]

@@ -106,14 +106,15 @@ impl Config {
     /// Parses wg(8)'s configuration format (the output of [`Config::to_ini`], `wg showconf`,
     /// `kgctl showconf`, or a wg-quick file).
     ///
-    /// Accepted: a leading byte-order mark; section names and keys in any case; `#` comments, whole-line or trailing;
-    /// blank lines and whitespace around keys, values and list items; `AllowedIPs` repeated
-    /// (the lists append) and written with or without spaces after the commas, an address
-    /// without a prefix meaning `/32` or `/128`, host bits kept as written; `Endpoint` as
-    /// `ipv4:port`, `[ipv6]:port` or `dns-name:port` (see [`Endpoint`]'s parser; a DNS name
-    /// with upper-case letters is stored in lower case);
-    /// `PersistentKeepalive = off`; `ListenPort = 0` … `65535`. Several `[Interface]` sections
-    /// merge into one. A repeated scalar key overwrites the earlier value, as in wg(8).
+    /// Accepted: a leading byte-order mark; `\n` or `\r\n` line ends; section names and keys
+    /// in any case; `#` comments, whole-line or trailing; blank lines and whitespace around
+    /// keys, values and list items; `AllowedIPs` repeated (the lists append) and written with
+    /// or without spaces after the commas, an address without a prefix meaning `/32` or
+    /// `/128`, host bits kept as written; `Endpoint` as `ipv4:port`, `[ipv6]:port` or
+    /// `dns-name:port` (see [`Endpoint`]'s parser; a DNS name with upper-case letters is
+    /// stored in lower case); `PersistentKeepalive = off`; `ListenPort = 0` … `65535`.
+    /// Several `[Interface]` sections merge into one. A repeated scalar key overwrites the
+    /// earlier value, as in wg(8).
     ///
     /// Ignored: the wg-quick keys listed in [`IGNORED_INTERFACE_KEYS`], in `[Interface]` only.
     ///
@@ -137,7 +138,7 @@ impl Config {
                 continue;
             }
             let Some((key, value)) = content.split_once('=') else {
-                return Err(IniError::MissingEquals { line, text: content.to_string() });
+                return Err(IniError::MissingEquals { line, text: redact(content) });
             };
             let (key, value) = (key.trim(), value.trim());
             match &mut section {
@@ -158,6 +159,15 @@ impl Config {
         }
         finish(&section)?;
         Ok(config)
+    }
+}
+
+/// A line for an error message, without what follows a secret key's name.
+fn redact(content: &str) -> String {
+    let lower = content.to_ascii_lowercase();
+    match ["privatekey", "presharedkey"].iter().find(|k| lower.starts_with(*k)) {
+        Some(k) if content.len() > k.len() => format!("{} <redacted>", &content[..k.len()]),
+        _ => content.to_string(),
     }
 }
 
