@@ -111,6 +111,15 @@ pub(crate) fn quote(s: &str) -> String {
     out
 }
 
+/// [`quote`] of at most the first 64 characters, for messages about values of any size.
+pub(crate) fn quote_short(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", quote(&s[..cut]), s.len()),
+        None => quote(s),
+    }
+}
+
 /// Kubernetes' `dns1123SubdomainErrorMsg` with its regex, as `validation.RegexError` prints it.
 const DNS1123_SUBDOMAIN_REGEX_ERROR: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
 alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. \

@@ -94,20 +94,7 @@ pub struct AnnotationIssue {
 impl fmt::Display for AnnotationIssue {
     /// `key="value": message`, with a long value shortened.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 80;
-        if self.value.chars().count() > MAX {
-            let short: String = self.value.chars().take(MAX).collect();
-            write!(
-                f,
-                "{}={}… ({} bytes): {}",
-                self.key,
-                go::quote(&short),
-                self.value.len(),
-                self.message
-            )
-        } else {
-            write!(f, "{}={}: {}", self.key, go::quote(&self.value), self.message)
-        }
+        write!(f, "{}={}: {}", self.key, go::quote_short(&self.value), self.message)
     }
 }
 

@@ -182,7 +182,7 @@ pub fn node_from_object(
             for entry in value.split(',') {
                 match entry.parse::<Cidr>() {
                     Ok(cidr) => allowed_location_ips.push(cidr),
-                    Err(_) => bad.push(format!("{} is not a CIDR", go::quote(entry))),
+                    Err(_) => bad.push(format!("{} is not a CIDR", go::quote_short(entry))),
                 }
             }
         }
@@ -196,7 +196,7 @@ pub fn node_from_object(
         Some(value) => match value.parse::<Granularity>() {
             Ok(g) => Some(g),
             Err(e) => {
-                r.issue(key::GRANULARITY, value, format!("{e}; ignored"));
+                r.issue(key::GRANULARITY, value, format!("not one of {}; ignored", e.allowed));
                 None
             }
         },
