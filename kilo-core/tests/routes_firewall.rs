@@ -190,4 +190,7 @@ fn extending_puts_encapsulation_rules_before_topology_rules_in_both_lists() {
     assert_eq!(append[6], "nat -N KILO-NAT");
     assert!(set.prepend[0].identity().starts_with("filter -A KILO-IPIP"));
     assert!(set.prepend[2].identity().starts_with("nat -A POSTROUTING -s 10.2.3.0/24"));
+    let mut empty = RuleSet::default();
+    empty.extend(t.rules(true, false));
+    assert_eq!(empty, t.rules(true, false));
 }

@@ -229,10 +229,10 @@ impl Topology {
     /// `updateEndpoint(...).IP()`): the discovered address when the leader has a keepalive and
     /// one was discovered, else the endpoint's resolved IP.
     pub(crate) fn nat_endpoint_ip(&self, seg: &Segment) -> Option<IpAddr> {
-        if !seg.persistent_keepalive.is_zero() {
-            if let Some(addr) = self.discovered_endpoints.get(&seg.key) {
-                return Some(addr.ip());
-            }
+        if !seg.persistent_keepalive.is_zero()
+            && let Some(addr) = self.discovered_endpoints.get(&seg.key)
+        {
+            return Some(addr.ip());
         }
         seg.endpoint.as_ref().and_then(|e| e.ip())
     }
