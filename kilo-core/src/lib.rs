@@ -20,6 +20,7 @@ pub mod key;
 pub mod mesh;
 pub mod options;
 pub mod peer_spec;
+pub mod plan;
 pub mod routes;
 pub mod topology;
 pub mod validate;
