@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::collections::HashSet;
 
-use super::filter::AllowedIpIndex;
+use super::filter::Containment;
 use super::{Member, Segment, Topology, TopologyError, TopologyInput};
 use crate::cidr::{Allocator, is_public};
 use crate::{Cidr, Granularity, Node, Peer};
@@ -13,17 +13,42 @@ pub const LOCATION_PREFIX: &str = "location:";
 /// Prefix of segment keys that hold a single node.
 pub const NODE_PREFIX: &str = "node:";
 
+/// A segment key without allocation; its order is the order of the key strings, since every
+/// `location:` key sorts before every `node:` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum GroupKey<'a> {
+    Location(&'a str),
+    Node(&'a str),
+}
+
+impl GroupKey<'_> {
+    fn of(node: &Node, granularity: Granularity) -> GroupKey<'_> {
+        match granularity {
+            Granularity::Location if node.internal_ip.is_some() => {
+                GroupKey::Location(&node.location)
+            }
+            _ => GroupKey::Node(&node.name),
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            GroupKey::Location(l) => format!("{LOCATION_PREFIX}{l}"),
+            GroupKey::Node(n) => format!("{NODE_PREFIX}{n}"),
+        }
+    }
+}
+
+/// The node location of a node in `cross` granularity (Appendix A), else `None`.
+fn node_location(node: &Node, granularity: Granularity) -> Option<String> {
+    (granularity == Granularity::Cross).then(|| format!("{LOCATION_PREFIX}{}", node.location))
+}
+
 /// A node's segment key and, in `cross` granularity, its node location (upstream 5.1, Appendix A):
 /// `location` → `location:<location>`, or `node:<name>` for a node without an internal IP;
 /// `full` → `node:<name>`; `cross` → `node:<name>` with node location `location:<location>`.
 pub fn segment_key(node: &Node, granularity: Granularity) -> (String, Option<String>) {
-    let own = || format!("{NODE_PREFIX}{}", node.name);
-    let logical = || format!("{LOCATION_PREFIX}{}", node.location);
-    match granularity {
-        Granularity::Location if node.internal_ip.is_some() => (logical(), None),
-        Granularity::Location | Granularity::Full => (own(), None),
-        Granularity::Cross => (own(), Some(logical())),
-    }
+    (GroupKey::of(node, granularity).text(), node_location(node, granularity))
 }
 
 /// Upstream's `findLeader` (5.2) over a segment's nodes in the order given: the first volunteer
@@ -81,29 +106,37 @@ impl Topology {
         })?;
 
         // Group: sort node indexes by (segment key, name); equal keys become one segment.
-        let keys: Vec<(String, Option<String>)> =
-            nodes.iter().map(|n| segment_key(n, granularity)).collect();
-        let mut order: Vec<usize> = (0..nodes.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            keys[a].0.cmp(&keys[b].0).then_with(|| nodes[a].name.cmp(&nodes[b].name))
-        });
-        if let Some(w) = order.windows(2).find(|w| nodes[w[0]].name == nodes[w[1]].name) {
-            return Err(TopologyError::DuplicateNode { name: nodes[w[0]].name.clone() });
+        let mut order: Vec<(GroupKey<'_>, &str, usize)> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (GroupKey::of(n, granularity), n.name.as_str(), i))
+            .collect();
+        order.sort_unstable();
+        if let Some(w) = order.windows(2).find(|w| w[0].1 == w[1].1) {
+            return Err(TopologyError::DuplicateNode { name: w[0].1.to_string() });
         }
+        let local_key = GroupKey::of(local, granularity);
         let (location, node_location) = segment_key(local, granularity);
 
         let mut segments = Vec::new();
-        let mut groups: Vec<Vec<&Node>> = Vec::new();
+        let mut discovering: Vec<Vec<&Node>> = Vec::new();
         let mut leader = granularity == Granularity::Cross;
-        for chunk in order.chunk_by(|&a, &b| keys[a].0 == keys[b].0) {
-            let group: Vec<&Node> = chunk.iter().map(|&i| &nodes[i]).collect();
-            let (seg_location, seg_node_location) = keys[chunk[0]].clone();
-            let segment = new_segment(&group, seg_location, seg_node_location);
-            if segment.location == location && segment.leader_member().name == hostname {
+        let mut group = Vec::new();
+        for chunk in order.chunk_by(|a, b| a.0 == b.0) {
+            group.clear();
+            group.extend(chunk.iter().map(|&(_, _, i)| &nodes[i]));
+            let segment =
+                new_segment(&group, chunk[0].0.text(), self::node_location(group[0], granularity));
+            if chunk[0].0 == local_key && segment.leader_member().name == hostname {
                 leader = true;
             }
             segments.push(segment);
-            groups.push(group);
+            if group.iter().any(|n| n.discovered_endpoints.as_ref().is_some_and(|d| !d.is_empty()))
+            {
+                discovering.push(group.clone());
+            } else {
+                discovering.push(Vec::new());
+            }
         }
 
         let mut sorted_peers: Vec<Peer> = peers.to_vec();
@@ -128,7 +161,7 @@ impl Topology {
             service_cidrs: service_cidrs.to_vec(),
             warnings: Vec::new(),
         };
-        t.allocate(subnet, &groups)?;
+        t.allocate(subnet, &discovering)?;
         Ok(t)
     }
 
@@ -145,10 +178,8 @@ impl Topology {
         if u128::try_from(count).map_or(true, |n| n > allocator.capacity()) {
             return Err(full());
         }
-        let mut index = AllowedIpIndex::default();
-        for (i, segment) in self.segments.iter().enumerate() {
-            index.extend(i, &segment.allowed_ips);
-        }
+        // Built before any WireGuard /32 is appended; those are tracked by `allocated`.
+        let mut index = Containment::new(&self.segments);
         let with_location_ips: Vec<usize> = (0..self.segments.len())
             .filter(|&i| !self.segments[i].allowed_location_ips.is_empty())
             .collect();
@@ -158,7 +189,7 @@ impl Topology {
             let segment = &mut self.segments[i];
             segment.wireguard_ip = Some(ip.addr());
             segment.allowed_ips.push(host);
-            index.extend(i, &[host]);
+            index.allocated(subnet, i + 1);
             if self.leader && segment.location == self.location {
                 self.wireguard_cidr = ip;
             }

@@ -11,7 +11,8 @@ mod build;
 mod conf;
 mod filter;
 
-pub use build::{deduplicate_peer_ips, find_leader, segment_key};
+pub use build::{LOCATION_PREFIX, NODE_PREFIX, deduplicate_peer_ips, find_leader, segment_key};
+pub use conf::keepalive_secs;
 pub use filter::Filtered;
 
 /// Why a topology cannot be built.
