@@ -297,3 +297,115 @@ proptest! {
         }
     }
 }
+
+/// Allowed-location IPs that collide with everything: pod CIDRs, WireGuard IPs (some only once
+/// later segments are allocated), peers, internal IPs, each other, IPv6, host bits.
+const WIDE_POOL: [&str; 20] = [
+    "172.16.0.0/16",
+    "172.16.1.9/32",
+    "172.16.2.0/24",
+    "10.4.0.1/32",
+    "10.4.0.2/32",
+    "10.4.0.0/24",
+    "10.5.0.7/32",
+    "10.5.0.0/16",
+    "192.168.1.5/32",
+    "192.168.0.0/16",
+    "198.18.0.0/24",
+    "198.18.0.1/32",
+    "198.18.0.0/22",
+    "198.18.1.0/24",
+    "fd10:1::5/128",
+    "fd10::/16",
+    "2001:db8::/64",
+    "2001:db8::1/128",
+    "198.18.0.1/24",
+    "10.4.0.3/30",
+];
+
+/// A direct port of upstream's allocation loop and `filterAllowedLocationIPs` scan (5.5, 5.6),
+/// replayed on `t`'s segments: returns every segment's filtered allowed-location IPs.
+fn upstream_filter(t: &Topology, nodes: &[Node]) -> Vec<Vec<Cidr>> {
+    struct S {
+        location: String,
+        allowed: Vec<Cidr>,
+        location_ips: Vec<Cidr>,
+    }
+    let mut segs: Vec<S> = t
+        .segments
+        .iter()
+        .map(|s| {
+            let mut location_ips: Vec<Cidr> = Vec::new();
+            for m in &s.members {
+                let node = nodes.iter().find(|n| n.name == m.name).unwrap();
+                for ip in &node.allowed_location_ips {
+                    if !location_ips.iter().any(|x| x.to_string() == ip.to_string()) {
+                        location_ips.push(*ip);
+                    }
+                }
+            }
+            location_ips.sort_by_key(|c| c.to_string());
+            S {
+                location: s.location.clone(),
+                allowed: s.allowed_ips[..s.allowed_ips.len() - 1].to_vec(),
+                location_ips,
+            }
+        })
+        .collect();
+    for k in 0..segs.len() {
+        segs[k].allowed.push(Cidr::host(t.segments[k].wireguard_ip.unwrap()));
+        let ips = segs[k].location_ips.clone();
+        let kept = ips
+            .into_iter()
+            .filter(|ip| {
+                let by_segment = segs.iter().any(|s| {
+                    (s.location != segs[k].location
+                        && s.location_ips.iter().any(|i| ip.intersects(i)))
+                        || s.allowed.iter().any(|i| i.contains(ip.addr()))
+                });
+                let by_peer =
+                    t.peers.iter().any(|p| p.allowed_ips.iter().any(|i| ip.intersects(i)));
+                !by_segment && !by_peer
+            })
+            .collect();
+        segs[k].location_ips = kept;
+    }
+    segs.into_iter().map(|s| s.location_ips).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The indexed filtering keeps exactly what upstream's scan keeps, order dependence included.
+    #[test]
+    fn allowed_location_ip_filtering_matches_a_direct_port_of_upstream(
+        mesh in mesh(),
+        picks in prop::collection::vec(prop::collection::vec(0usize..WIDE_POOL.len(), 0..4), 12),
+    ) {
+        let mut mesh = mesh;
+        for (node, picks) in mesh.nodes.iter_mut().zip(&picks) {
+            node.allowed_location_ips = picks.iter().map(|&i| c(WIDE_POOL[i])).collect();
+        }
+        let t = build(&mesh, &mesh.nodes, &mesh.nodes[0].name, fixtures::subnet()).unwrap();
+        let want = upstream_filter(&t, &mesh.nodes);
+        let got: Vec<Vec<Cidr>> =
+            t.segments.iter().map(|s| s.allowed_location_ips.clone()).collect();
+        prop_assert_eq!(&got, &want);
+        let before: usize = t
+            .segments
+            .iter()
+            .map(|s| {
+                let set: HashSet<Cidr> = s
+                    .members
+                    .iter()
+                    .flat_map(|m| {
+                        mesh.nodes.iter().find(|n| n.name == m.name).unwrap().allowed_location_ips.clone()
+                    })
+                    .collect();
+                set.len()
+            })
+            .sum();
+        let after: usize = got.iter().map(Vec::len).sum();
+        prop_assert_eq!(t.warnings.len(), before - after);
+    }
+}
