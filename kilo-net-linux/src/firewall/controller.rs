@@ -208,6 +208,23 @@ impl<C: Client> Controller<C> {
                 break;
             }
         }
+        // Upstream lists a chain before the rules that jump to it (`KILO-IPIP` before the
+        // `INPUT` jump), so its `-X` fails while they exist: once they are gone, try again.
+        if result.is_ok() {
+            for entry in list.iter().skip(from) {
+                let Entry::Chain { family, table, name } = entry else {
+                    continue;
+                };
+                if !self.enabled(*family) {
+                    continue;
+                }
+                self.count(*family, Operation::ListChains, table, "*");
+                if self.client.list_chains(*family, table).is_ok_and(|c| c.contains(name)) {
+                    self.count(*family, Operation::DeleteChain, table, name);
+                    let _ = self.client.delete_chain(*family, table, name);
+                }
+            }
+        }
         if prepend {
             self.prepend = kept;
         } else {
