@@ -5,7 +5,7 @@
 //!   way kube-proxy's wrapper does), with rule strings identical to upstream Kilo so either agent
 //!   finds and cleans up the other's rules;
 //! - [`Nftables`] speaks nf_tables netlink directly (no binary) and keeps the same rules, natively
-//!   translated, in tables of its own (`table ip kilo`, `table ip6 kilo`).
+//!   translated, in tables of its own (`table ip kilo`, `table ip6 kilo6`).
 //!
 //! Both follow upstream's controller semantics exactly (8.4): [`Firewall::set`] walks the append
 //! list and diffs the prepend list against what was applied before, [`Firewall::reconcile`]

@@ -1,11 +1,12 @@
 //! Native nf_tables (netlink, through `rustables`) as a [`Client`].
 //!
-//! Layout: one table of ours per family, `table ip kilo` and `table ip6 kilo`. An iptables chain
+//! Layout: one table of ours per family, `table ip kilo` and `table ip6 kilo6`. An iptables chain
 //! `CHAIN` of table `TABLE` becomes the nftables chain `TABLE-CHAIN` (`nat-KILO-NAT`,
 //! `filter-FORWARD`). Built-in iptables chains become base chains at the same hook and priority
 //! as iptables' (`nat-POSTROUTING`: type nat hook postrouting priority srcnat (100);
 //! `filter-FORWARD` / `filter-INPUT`: type filter priority filter (0)), policy accept. Each rule
-//! carries upstream's identity string as its comment (the user data `nft` prints as
+//! carries upstream's identity string as its comment (the `--comment` argument in single quotes
+//! instead of double ones, so that `nft list ruleset` output reads back with `nft -f`) (the user data `nft` prints as
 //! `comment "…"`), which is how the state is read back and diffed.
 //!
 //! Translated matches: `-s`, `-d` (payload, mask, compare), `-p` (`meta l4proto`),
@@ -32,11 +33,21 @@ use rustables::{
 
 use super::controller::{Client, Controller};
 use super::netns::in_netns;
-use super::rule::{RuleKey, identity, protocol_number};
+use super::rule::{RuleKey, identity, identity_single_quoted, protocol_number};
 use super::{FirewallError, OpLabels};
 
-/// The name of our nftables tables (`table ip kilo`, `table ip6 kilo`).
+/// The name of our IPv4 nftables table (`table ip kilo`).
 pub const TABLE_NAME: &str = "kilo";
+/// The name of our IPv6 nftables table (`table ip6 kilo6`). Distinct from the IPv4 one because
+/// rustables' dumps ask for every family and do not expose the family of what they return.
+pub const TABLE_NAME_IPV6: &str = "kilo6";
+
+fn table_name(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => TABLE_NAME,
+        Family::Ipv6 => TABLE_NAME_IPV6,
+    }
+}
 
 /// `NFTNL_UDATA_RULE_COMMENT`: the user data type `nft` reads as a rule's comment.
 const UDATA_COMMENT: u8 = 0;
@@ -86,7 +97,7 @@ fn base_chain(table: &str, chain: &str) -> Option<(ChainType, HookClass, i32)> {
 fn netlink(operation: String, e: rustables::error::QueryError) -> FirewallError {
     let message = match &e {
         rustables::error::QueryError::NetlinkError(err) => {
-            format!("{e}: {}", std::io::Error::from_raw_os_error(-err.error))
+            format!("{e}: {}", std::io::Error::from_raw_os_error(err.error.abs()))
         }
         other => {
             let mut message = other.to_string();
@@ -103,6 +114,10 @@ fn netlink(operation: String, e: rustables::error::QueryError) -> FirewallError 
 
 /// A comment user data TLV holding `text` (NUL-terminated, as `nft` writes it).
 fn comment_udata(text: &str) -> Option<Vec<u8>> {
+    // The kernel keeps at most 256 bytes of user data: type, length, text, NUL.
+    if text.len() + 3 > 256 {
+        return None;
+    }
     let len = u8::try_from(text.len() + 1).ok()?;
     let mut out = vec![UDATA_COMMENT, len];
     out.extend_from_slice(text.as_bytes());
@@ -211,7 +226,7 @@ pub(crate) struct NftClient {
 
 impl NftClient {
     fn table(family: Family) -> Table {
-        Table::new(protocol_family(family)).with_name(TABLE_NAME)
+        Table::new(protocol_family(family)).with_name(table_name(family))
     }
 
     fn chain(family: Family, table: &str, chain: &str) -> Chain {
@@ -225,7 +240,12 @@ impl NftClient {
     }
 
     fn describe(family: Family, what: &str, table: &str, chain: &str) -> String {
-        format!("{what} {} {TABLE_NAME} {}", family_name(family), chain_name(table, chain))
+        format!(
+            "{what} {} {} {}",
+            family_name(family),
+            table_name(family),
+            chain_name(table, chain)
+        )
     }
 
     fn run<T: Send>(
@@ -239,7 +259,7 @@ impl NftClient {
     fn chain_names(family: Family) -> Result<Vec<String>, FirewallError> {
         let table = Self::table(family);
         let chains = list_chains_for_table(&table).map_err(|e| {
-            netlink(format!("list chains of {} {TABLE_NAME}", family_name(family)), e)
+            netlink(format!("list chains of {} {}", family_name(family), table_name(family)), e)
         })?;
         Ok(chains.iter().filter_map(|c| c.get_name().cloned()).collect())
     }
@@ -286,8 +306,8 @@ impl NftClient {
         let id = identity(&entry);
         let unsupported = |reason: String| FirewallError::Unsupported { rule: id.clone(), reason };
         let exprs = translate(family, table, spec).map_err(unsupported)?;
-        let udata = comment_udata(&id)
-            .ok_or_else(|| unsupported("the identity is longer than 254 bytes".into()))?;
+        let udata = comment_udata(&identity_single_quoted(&entry))
+            .ok_or_else(|| unsupported("the identity is longer than 253 bytes".into()))?;
         let mut rule = Rule::new(&Self::chain(family, table, chain))
             .map_err(|e| unsupported(e.to_string()))?
             .with_userdata(udata);
@@ -315,10 +335,15 @@ impl NftClient {
         batch.add(&Self::table(family), MsgType::Del);
         match batch.send() {
             Ok(()) => Ok(()),
-            Err(rustables::error::QueryError::NetlinkError(e)) if -e.error == libc_enoent() => {
+            Err(rustables::error::QueryError::NetlinkError(e))
+                if e.error.abs() == libc_enoent() =>
+            {
                 Ok(())
             }
-            Err(e) => Err(netlink(format!("delete table {} {TABLE_NAME}", family_name(family)), e)),
+            Err(e) => Err(netlink(
+                format!("delete table {} {}", family_name(family), table_name(family)),
+                e,
+            )),
         }
     }
 }

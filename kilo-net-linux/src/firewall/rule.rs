@@ -33,19 +33,43 @@ pub(crate) fn identity(entry: &Entry) -> String {
     }
 }
 
+/// The identity with the comment in single quotes (`'` and `\\` escaped with a backslash):
+/// what the nftables backend stores as a rule's comment, so that `nft list ruleset` prints a
+/// double-quoted comment `nft -f` reads back. [`split_args`] parses both forms to the same key.
+pub(crate) fn identity_single_quoted(entry: &Entry) -> String {
+    match entry {
+        Entry::Chain { .. } => identity(entry),
+        Entry::Rule { table, chain, spec, .. } => {
+            let mut out = format!("{table} -A {chain}");
+            for (i, arg) in spec.iter().enumerate() {
+                out.push(' ');
+                if i > 0 && spec[i - 1] == "--comment" {
+                    out.push('\'');
+                    out.push_str(&arg.replace('\\', "\\\\").replace('\'', "\\'"));
+                    out.push('\'');
+                } else {
+                    out.push_str(arg);
+                }
+            }
+            out
+        }
+    }
+}
+
 /// Splits an `iptables -S` line or an identity string into arguments: blanks separate them,
-/// double quotes group them, and inside double quotes a backslash escapes the next character
+/// double or single quotes group them, and inside quotes a backslash escapes the next character
 /// (`iptables` writes `node\'s`).
 pub(crate) fn split_args(line: &str) -> Vec<String> {
     let mut args = Vec::new();
     let mut current = String::new();
     let mut in_arg = false;
-    let mut quoted = false;
+    let mut quote: Option<char> = None;
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
+        let quoted = quote.is_some();
         match c {
-            '"' => {
-                quoted = !quoted;
+            '"' | '\'' if quote.is_none() || quote == Some(c) => {
+                quote = if quoted { None } else { Some(c) };
                 in_arg = true;
             }
             '\\' if quoted => {
@@ -281,6 +305,17 @@ mod tests {
         );
         assert_eq!(RuleKey::from_identity(&identity(&r)), RuleKey::of_entry(&r));
         assert_eq!(RuleKey::from_identity("nat -N KILO-NAT"), None);
+        let apostrophe = rule(
+            "filter",
+            "FORWARD",
+            &["-m", "comment", "--comment", "the node's \\ \"pod\"", "-j", "ACCEPT"],
+        );
+        let single = identity_single_quoted(&apostrophe);
+        assert_eq!(
+            single,
+            r#"filter -A FORWARD -m comment --comment 'the node\'s \\ "pod"' -j ACCEPT"#
+        );
+        assert_eq!(RuleKey::from_identity(&single), RuleKey::of_entry(&apostrophe));
     }
 
     #[test]
