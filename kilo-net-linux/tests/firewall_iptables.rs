@@ -13,7 +13,7 @@ fn save(ns: &Netns, variant: Variant, family: Family) -> String {
     ns.run(&[&format!("{}-save", variant.binary(family))])
 }
 
-/// The `-A CHAIN` lines of `chain` in `table` as `*-save` prints them.
+/// The `-A CHAIN` lines of `chain` in `table` as `iptables-save` prints them, in order.
 fn chain_lines(
     ns: &Netns,
     variant: Variant,
@@ -21,8 +21,9 @@ fn chain_lines(
     table: &str,
     chain: &str,
 ) -> Vec<String> {
-    let out = ns.run(&[variant.binary(family), "-t", table, "-S", chain]);
-    out.lines().filter(|l| l.starts_with("-A ")).map(str::to_string).collect()
+    let out = ns.run(&[&format!("{}-save", variant.binary(family)), "-t", table]);
+    let prefix = format!("-A {chain} ");
+    out.lines().filter(|l| l.starts_with(&prefix)).map(str::to_string).collect()
 }
 
 /// Every chain of the rule set holds exactly its rules, in order.

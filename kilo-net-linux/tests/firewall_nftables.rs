@@ -203,3 +203,16 @@ fn a_missing_namespace_is_an_error_naming_it() {
     let err = fw.set(&leader_rules(&[])).unwrap_err().to_string();
     assert!(err.contains("kfw-does-not-exist"), "{err}");
 }
+
+#[test]
+fn a_restarted_agent_adopts_the_nftables_rules_it_finds() {
+    let ns = Netns::new("nftadopt");
+    let rules = leader_rules(&PEERS);
+    firewall(&ns).set(&rules).unwrap();
+    let mut fw = firewall(&ns);
+    fw.set(&rules).unwrap();
+    assert_applied(&ns, &rules);
+    fw.clean_up().unwrap();
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    assert!(!ruleset.contains("kilo"), "{ruleset}");
+}

@@ -13,11 +13,13 @@ use super::{FirewallError, OpLabels, Operation};
 /// What the controller needs from a firewall implementation. Each method is one counted
 /// operation (upstream's `Client` interface, with upstream's operation names).
 pub(crate) trait Client {
-    /// Creates the chain if it is missing, then flushes it (`ClearChain`).
+    /// Creates the chain if it is missing, then flushes it (`ClearChain`; `iptables -N`, `-F`;
+    /// `nft add chain`, `nft flush chain`).
     fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError>;
-    /// Deletes an (empty, unreferenced) chain (`DeleteChain`).
+    /// Deletes an (empty, unreferenced) chain (`DeleteChain`; `iptables -X`; `nft delete chain`).
     fn delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError>;
-    /// Appends the rule unless it is present (`AppendUnique`).
+    /// Appends the rule unless it is present (`AppendUnique`; `iptables -C`, `-A`;
+    /// `nft add rule`).
     fn append_unique(
         &self,
         family: Family,
@@ -25,7 +27,8 @@ pub(crate) trait Client {
         chain: &str,
         spec: &[String],
     ) -> Result<(), FirewallError>;
-    /// Inserts the rule at position 1 unless it is present (`InsertUnique`).
+    /// Inserts the rule at position 1 unless it is present (`InsertUnique`; `iptables -C`,
+    /// `-I CHAIN 1`; `nft insert rule`).
     fn insert_unique(
         &self,
         family: Family,
@@ -33,7 +36,8 @@ pub(crate) trait Client {
         chain: &str,
         spec: &[String],
     ) -> Result<(), FirewallError>;
-    /// Deletes the rule (`Delete`); an error when it is absent.
+    /// Deletes the rule (`Delete`; `iptables -D`; `nft delete rule … handle H`); an error when
+    /// it is absent.
     fn delete(
         &self,
         family: Family,
@@ -41,14 +45,15 @@ pub(crate) trait Client {
         chain: &str,
         spec: &[String],
     ) -> Result<(), FirewallError>;
-    /// The rules of a chain, `None` when the chain does not exist (`List`).
+    /// The rules of a chain, `None` when the chain does not exist (`List`; `iptables -S CHAIN`;
+    /// `nft list chain`).
     fn list(
         &self,
         family: Family,
         table: &str,
         chain: &str,
     ) -> Result<Option<Vec<RuleKey>>, FirewallError>;
-    /// The chains of a table (`ListChains`).
+    /// The chains of a table (`ListChains`; `iptables -S`; `nft list table`).
     fn list_chains(&self, family: Family, table: &str) -> Result<Vec<String>, FirewallError>;
 }
 

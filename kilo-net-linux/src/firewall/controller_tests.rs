@@ -282,3 +282,34 @@ fn list_chains_is_counted_with_chain_star() {
     c.reconcile().unwrap();
     assert!(c.operations().keys().any(|l| l.operation == Operation::ListChains && l.chain == "*"));
 }
+
+#[test]
+fn clean_up_removes_a_chain_listed_before_the_rules_that_jump_to_it() {
+    // Upstream 8.3: chain KILO-IPIP comes before the INPUT rule jumping to it.
+    let set = RuleSet {
+        append: vec![
+            chain(Family::Ipv4, "filter", "KILO-IPIP"),
+            rule(
+                Family::Ipv4,
+                "filter",
+                "INPUT",
+                r#"-p ipencap -m comment --comment "Kilo: jump to IPIP chain" -j KILO-IPIP"#,
+            ),
+        ],
+        prepend: vec![],
+    };
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&set).unwrap();
+    c.clean_up().unwrap();
+    let chains = c.client().chains.borrow();
+    assert!(
+        !chains.contains_key(&(Family::Ipv4, "filter".into(), "KILO-IPIP".into())),
+        "{chains:?}"
+    );
+}
+
+#[test]
+fn firewalls_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<crate::firewall::Firewall>();
+}
