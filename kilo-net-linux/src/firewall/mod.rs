@@ -12,6 +12,27 @@
 //! restores what someone deleted and writes nothing when all is present, [`Firewall::clean_up`]
 //! removes everything. Every kernel call is counted under upstream's labels of
 //! `kilo_iptables_operations_total` ([`Firewall::operations`]).
+//!
+//! ```no_run
+//! use kilo_core::firewall::RuleSet;
+//! use kilo_net_linux::firewall::{Firewall, Iptables, Nftables, Runner};
+//!
+//! # fn main() -> Result<(), kilo_net_linux::firewall::FirewallError> {
+//! // `iptables` of whichever variant the host uses, in the current network namespace
+//! // (`Runner::netns("NS")` would run `ip netns exec NS iptables …`).
+//! let mut firewall = Firewall::Iptables(Iptables::detect(Runner::new()));
+//! // Or: let mut firewall = Firewall::Nftables(Nftables::new());
+//! # let _ = Nftables::new;
+//! let rules = RuleSet::default(); // from kilo-core's topology
+//! firewall.set(&rules)?; // on every topology change
+//! firewall.reconcile()?; // on every resync tick
+//! for (labels, count) in firewall.operations() {
+//!     println!("{} {} {} {} {count}", labels.protocol_label(), labels.operation, labels.table, labels.chain);
+//! }
+//! firewall.clean_up()?; // on exit with --clean-up
+//! # Ok(())
+//! # }
+//! ```
 
 mod controller;
 mod iptables;
