@@ -205,6 +205,11 @@ fn the_variant_the_namespace_already_uses_is_detected() {
     let nft = Netns::new("iptdn");
     nft.run(&["iptables-nft", "-t", "filter", "-A", "INPUT", "-s", "10.9.0.1/32", "-j", "ACCEPT"]);
     assert_eq!(detect_variant(&Runner::netns(&nft.name)), Variant::Nft);
+    // A fresh namespace: whatever the plain `iptables` is (nf_tables on Debian 12).
+    let fresh = Netns::new("iptdf");
+    let plain = fresh.run(&["iptables", "--version"]);
+    let expected = if plain.contains("legacy") { Variant::Legacy } else { Variant::Nft };
+    assert_eq!(detect_variant(&Runner::netns(&fresh.name)), expected);
 }
 
 #[test]

@@ -120,42 +120,47 @@ impl Variant {
 /// holding kubelet's hint chains (`KUBE-IPTABLES-HINT`, `KUBE-KUBELET-CANARY` in `mangle`) wins;
 /// otherwise the variant with more rules (`-…` lines of `*-save`, IPv4 and IPv6); on a tie (a
 /// fresh host) the variant the plain `iptables` binary is (`iptables --version` says
-/// `nf_tables` or `legacy`). When the variant binaries are missing: [`Variant::Default`].
+/// `nf_tables` or `legacy`), if that variant's binaries exist; else [`Variant::Default`].
+/// Legacy tables are only read when the kernel has some (`/proc/net/ip{,6}_tables_names`), so
+/// detection does not load x_tables modules on an nf_tables host.
 pub fn detect_variant(runner: &Runner) -> Variant {
-    let save = |variant: Variant, family: Family, args: &[String]| -> Option<String> {
-        runner
-            .run(&variant.save_binary(family), args)
-            .ok()
-            .or_else(|| (family == Family::Ipv6).then(String::new))
+    let legacy_in_use = runner
+        .output(
+            "cat",
+            &["/proc/net/ip_tables_names".to_string(), "/proc/net/ip6_tables_names".to_string()],
+        )
+        .is_ok_and(|o| !o.stdout.iter().all(u8::is_ascii_whitespace));
+    let save = |variant: Variant, family: Family, args: &[String]| -> String {
+        if variant == Variant::Legacy && !legacy_in_use {
+            return String::new();
+        }
+        runner.run(&variant.save_binary(family), args).unwrap_or_default()
     };
     let mangle = ["-t".to_string(), "mangle".to_string()];
     for variant in [Variant::Nft, Variant::Legacy] {
         for family in [Family::Ipv4, Family::Ipv6] {
-            if let Some(out) = save(variant, family, &mangle)
-                && (out.contains("KUBE-IPTABLES-HINT") || out.contains("KUBE-KUBELET-CANARY"))
-            {
+            let out = save(variant, family, &mangle);
+            if out.contains("KUBE-IPTABLES-HINT") || out.contains("KUBE-KUBELET-CANARY") {
                 return variant;
             }
         }
     }
-    let count = |variant: Variant| -> Option<usize> {
-        let mut n = 0;
-        for family in [Family::Ipv4, Family::Ipv6] {
-            n += save(variant, family, &[])?.lines().filter(|l| l.starts_with('-')).count();
-        }
-        Some(n)
+    let count = |variant: Variant| -> usize {
+        [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .map(|family| save(variant, family, &[]).lines().filter(|l| l.starts_with('-')).count())
+            .sum()
     };
-    match (count(Variant::Legacy), count(Variant::Nft)) {
-        (Some(legacy), Some(nft)) if legacy > nft => Variant::Legacy,
-        (Some(legacy), Some(nft)) if nft > legacy => Variant::Nft,
-        (Some(_), Some(_)) => match runner.run("iptables", &["--version".to_string()]) {
-            Ok(v) if v.contains("legacy") => Variant::Legacy,
-            Ok(v) if v.contains("nf_tables") => Variant::Nft,
-            _ => Variant::Default,
-        },
-        (Some(_), None) => Variant::Legacy,
-        (None, Some(_)) => Variant::Nft,
-        (None, None) => Variant::Default,
+    let (legacy, nft) = (count(Variant::Legacy), count(Variant::Nft));
+    if legacy != nft {
+        return if legacy > nft { Variant::Legacy } else { Variant::Nft };
+    }
+    let version = ["--version".to_string()];
+    let exists = |variant: Variant| runner.run(variant.binary(Family::Ipv4), &version).is_ok();
+    match runner.run("iptables", &version) {
+        Ok(v) if v.contains("legacy") && exists(Variant::Legacy) => Variant::Legacy,
+        Ok(v) if v.contains("nf_tables") && exists(Variant::Nft) => Variant::Nft,
+        _ => Variant::Default,
     }
 }
 
