@@ -100,6 +100,11 @@ impl<C: Client> Controller<C> {
         &self.client
     }
 
+    /// Whether IPv6 operations reach the kernel.
+    pub(crate) fn ipv6(&self) -> bool {
+        self.ipv6
+    }
+
     /// Operation counts so far.
     pub(crate) fn operations(&self) -> &BTreeMap<OpLabels, u64> {
         &self.ops

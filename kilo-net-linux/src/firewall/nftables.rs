@@ -508,10 +508,14 @@ impl Nftables {
     /// Removes everything applied, then our (now empty) `kilo` tables with their base chains.
     pub fn clean_up(&mut self) -> Result<(), FirewallError> {
         self.controller.clean_up()?;
+        let ipv6 = self.controller.ipv6();
         let client = self.controller.client();
         client.run(|| {
             NftClient::delete_table(Family::Ipv4)?;
-            NftClient::delete_table(Family::Ipv6)
+            if ipv6 {
+                NftClient::delete_table(Family::Ipv6)?;
+            }
+            Ok(())
         })
     }
 
