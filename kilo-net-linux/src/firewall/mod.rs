@@ -46,7 +46,7 @@ use std::fmt;
 use kilo_core::firewall::{Family, RuleSet};
 
 pub use iptables::{Iptables, Runner, Variant, detect_variant, ipv6_disabled};
-pub use nftables::Nftables;
+pub use nftables::{Nftables, TABLE_NAME as NFT_TABLE, TABLE_NAME_IPV6 as NFT_TABLE_IPV6};
 
 /// An error from a firewall operation. Each names what it was doing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
