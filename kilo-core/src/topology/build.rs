@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use super::filter::Containment;
 use super::{Member, Segment, Topology, TopologyError, TopologyInput};
+use crate::Endpoint;
 use crate::cidr::{Allocator, is_public};
 use crate::{Cidr, Granularity, Node, Peer};
 
@@ -54,7 +55,22 @@ pub fn segment_key(node: &Node, granularity: Granularity) -> (String, Option<Str
 /// Upstream's `findLeader` (5.2) over a segment's nodes in the order given: the first volunteer
 /// (`leader`) whose endpoint IP is public, else the first volunteer, else the first node whose
 /// endpoint has a public (resolved) IP, else 0. An empty list gives 0.
+///
+/// Static meshes (contract 3) may hold nodes without an endpoint, which upstream never sees
+/// (they are not ready there): such a node is never elected while a node of its segment has an
+/// endpoint, so the rules above run over the dialable nodes first.
 pub fn find_leader<N: Borrow<Node>>(nodes: &[N]) -> usize {
+    let dialable: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].borrow().endpoint.as_ref().is_some_and(Endpoint::is_ready))
+        .collect();
+    if dialable.is_empty() || dialable.len() == nodes.len() {
+        return upstream_find_leader(nodes);
+    }
+    let subset: Vec<&Node> = dialable.iter().map(|&i| nodes[i].borrow()).collect();
+    dialable[upstream_find_leader(&subset)]
+}
+
+fn upstream_find_leader<N: Borrow<Node>>(nodes: &[N]) -> usize {
     let public = |n: &Node| n.endpoint.as_ref().and_then(|e| e.ip()).is_some_and(is_public);
     let mut volunteer = None;
     let mut first_public = None;
