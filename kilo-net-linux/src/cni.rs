@@ -58,9 +58,10 @@ pub enum CniError {
 /// none or it does not parse.
 pub fn current_pod_cidr(conflist: &Value) -> Option<Cidr> {
     let plugins = conflist.get("plugins")?.as_array()?;
-    let ipam = plugins.iter().filter_map(|p| p.get("ipam")).find(|ipam| {
-        ipam.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty())
-    })?;
+    let ipam = plugins
+        .iter()
+        .filter_map(|p| p.get("ipam"))
+        .find(|ipam| ipam.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty()))?;
     let subnet = ipam
         .get("ranges")?
         .as_array()?
@@ -79,7 +80,9 @@ pub fn set_pod_cidr(conflist: &mut Value, pod_cidr: Cidr, path: &Path) -> Result
         .and_then(Value::as_array_mut)
         .ok_or_else(|| CniError::NoPlugins { path: path.to_path_buf() })?;
     let mut found = false;
-    for ipam in plugins.iter_mut().filter_map(|p| p.get_mut("ipam")).filter_map(Value::as_object_mut) {
+    for ipam in
+        plugins.iter_mut().filter_map(|p| p.get_mut("ipam")).filter_map(Value::as_object_mut)
+    {
         ipam.insert("ranges".to_string(), json!([[{ "subnet": pod_cidr.to_string() }]]));
         found = true;
     }
@@ -110,12 +113,17 @@ pub fn update_cni_config(path: &Path, pod_cidr: Cidr) -> Result<bool, CniError> 
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
-    let err = |e: std::io::Error| CniError::Write { path: path.to_path_buf(), message: e.to_string() };
+    let err =
+        |e: std::io::Error| CniError::Write { path: path.to_path_buf(), message: e.to_string() };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.kilo-{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file =
-            fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;

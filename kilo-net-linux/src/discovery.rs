@@ -108,7 +108,8 @@ pub fn select_ips(input: &DiscoveryInput) -> Result<Discovered, DiscoveryError> 
         .filter(|i| i.name == default)
         .flat_map(|i| i.addresses.iter().copied())
         .collect();
-    let all: Vec<Cidr> = input.interfaces.iter().flat_map(|i| i.addresses.iter().copied()).collect();
+    let all: Vec<Cidr> =
+        input.interfaces.iter().flat_map(|i| i.addresses.iter().copied()).collect();
 
     let (mut private, mut public) = (Vec::new(), Vec::new());
     for group in [host, on_default, all] {
@@ -202,7 +203,13 @@ pub async fn gather(
         Err(DiscoveryError::NoDefaultRoute) => None,
         Err(e) => return Err(e),
     };
-    Ok(DiscoveryInput { interfaces, default_interface, hostname_ips, ignored_interfaces, internal_cidrs })
+    Ok(DiscoveryInput {
+        interfaces,
+        default_interface,
+        hostname_ips,
+        ignored_interfaces,
+        internal_cidrs,
+    })
 }
 
 /// Discovers the node's private and public IP (upstream `getIP`): resolves `hostname`, gathers

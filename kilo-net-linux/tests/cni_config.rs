@@ -61,7 +61,8 @@ fn an_unchanged_pod_cidr_writes_nothing() {
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "untouched");
     // A different pod CIDR is rewritten.
     assert!(cni::update_cni_config(&path, c("10.2.7.0/24")).unwrap());
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(cni::current_pod_cidr(&v), Some(c("10.2.7.0/24")));
 }
 
@@ -83,10 +84,12 @@ fn every_plugin_with_ipam_is_rewritten_and_only_typed_ipam_is_read() {
     );
 }
 
+type Expect = fn(&CniError) -> bool;
+
 #[test]
 fn bad_conflists_give_errors_that_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, fn(&CniError) -> bool); 3] = [
+    let cases: [(&str, Expect); 3] = [
         ("{not json", |e| matches!(e, CniError::Parse { .. })),
         (r#"{"name":"kilo"}"#, |e| matches!(e, CniError::NoPlugins { .. })),
         (r#"{"plugins":[{"type":"portmap"}]}"#, |e| matches!(e, CniError::NoIpam { .. })),
@@ -96,9 +99,16 @@ fn bad_conflists_give_errors_that_name_the_file() {
         let err = cni::update_cni_config(&path, c("10.2.1.0/24")).unwrap_err();
         assert!(is_expected(&err), "{text}: {err:?}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "a failed update leaves the file alone");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "a failed update leaves the file alone"
+        );
     }
     let missing = dir.path().join("missing.conflist");
     let err = cni::update_cni_config(&missing, c("10.2.1.0/24")).unwrap_err();
-    assert!(matches!(err, CniError::Read { .. }) && err.to_string().contains("missing.conflist"), "{err}");
+    assert!(
+        matches!(err, CniError::Read { .. }) && err.to_string().contains("missing.conflist"),
+        "{err}"
+    );
 }

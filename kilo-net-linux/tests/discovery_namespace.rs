@@ -38,12 +38,16 @@ async fn discovery_reads_the_default_route_interface_and_its_mtu() {
     assert_eq!(discovery::detect_mtu(&nl).await, 8920);
 
     let found = discovery::discover_ips(&nl, "192.0.2.77", &ignored, &[]).await.unwrap();
-    assert_eq!((found.private, found.public), (Some(c("192.168.0.10/24")), Some(c("203.0.113.5/24"))));
+    assert_eq!(
+        (found.private, found.public),
+        (Some(c("192.168.0.10/24")), Some(c("203.0.113.5/24")))
+    );
 
     // The hostname's address comes first; --internal-cidr narrows the private choice.
     let found = discovery::discover_ips(&nl, "10.0.0.5", &ignored, &[]).await.unwrap();
     assert_eq!(found.private, Some(c("10.0.0.5/16")));
-    let found = discovery::discover_ips(&nl, "192.0.2.77", &ignored, &[c("10.4.0.0/16")]).await.unwrap();
+    let found =
+        discovery::discover_ips(&nl, "192.0.2.77", &ignored, &[c("10.4.0.0/16")]).await.unwrap();
     assert_eq!(found.private, None, "kilo0's address is ignored even when it matches");
     assert_eq!(found.public, Some(c("203.0.113.5/24")));
 }

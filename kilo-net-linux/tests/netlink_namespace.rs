@@ -55,7 +55,8 @@ async fn addresses_are_listed_replaced_deleted_and_made_the_only_one() {
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let link = nl.link("kilo0").await.unwrap();
 
-    let mut got: Vec<Cidr> = nl.link_addresses(&link).await.unwrap().into_iter().map(|a| a.cidr).collect();
+    let mut got: Vec<Cidr> =
+        nl.link_addresses(&link).await.unwrap().into_iter().map(|a| a.cidr).collect();
     got.sort_by_key(|c| c.to_string());
     assert_eq!(got, [c("10.9.0.1/24"), c("10.9.1.1/24")]);
 
@@ -63,12 +64,19 @@ async fn addresses_are_listed_replaced_deleted_and_made_the_only_one() {
     nl.delete_address(&link, c("10.9.0.1/24")).await.unwrap();
     let text = ns.ip("addr show dev kilo0");
     assert!(text.contains("10.9.2.1/24") && !text.contains("10.9.0.1/24"), "{text}");
-    assert!(nl.addresses().await.unwrap().iter().any(|a| a.cidr == c("10.9.1.1/24") && a.index == link.index));
+    assert!(
+        nl.addresses()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.cidr == c("10.9.1.1/24") && a.index == link.index)
+    );
 
     // The leader's kilo0 address: host bits kept, every other address removed.
     let writes = nl.set_only_address(&link, c("10.4.0.1/16")).await.unwrap();
     assert_eq!(writes, 3);
-    let got: Vec<Cidr> = nl.link_addresses(&link).await.unwrap().into_iter().map(|a| a.cidr).collect();
+    let got: Vec<Cidr> =
+        nl.link_addresses(&link).await.unwrap().into_iter().map(|a| a.cidr).collect();
     assert_eq!(got, [c("10.4.0.1/16")]);
     assert_eq!(nl.set_only_address(&link, c("10.4.0.1/16")).await.unwrap(), 0);
 }
@@ -86,7 +94,10 @@ async fn ipip_tunnel_is_created_or_the_error_says_the_kernel_lacks_ipip() {
         }
         Err(err) => {
             assert!(!kernel_has_ipip, "ip can create IPIP links but we failed: {err}");
-            assert!(matches!(err, NetlinkError::IpipUnsupported { ref name, .. } if name == "tunl0"), "{err:?}");
+            assert!(
+                matches!(err, NetlinkError::IpipUnsupported { ref name, .. } if name == "tunl0"),
+                "{err:?}"
+            );
             let text = err.to_string();
             assert!(text.contains("no IPIP support") && text.contains("modprobe ipip"), "{text}");
             assert!(text.contains("--encapsulate=never"), "{text}");

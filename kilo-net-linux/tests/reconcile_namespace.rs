@@ -15,7 +15,14 @@ fn c(s: &str) -> Cidr {
     s.parse().unwrap()
 }
 
-fn route(dst: &str, via: Option<&str>, dev: &str, src: Option<&str>, table: u32, onlink: bool) -> Route {
+fn route(
+    dst: &str,
+    via: Option<&str>,
+    dev: &str,
+    src: Option<&str>,
+    table: u32,
+    onlink: bool,
+) -> Route {
     Route {
         dst: c(dst),
         via: via.map(|v| v.parse().unwrap()),
@@ -61,7 +68,14 @@ fn desired() -> (Vec<Route>, Vec<Rule>) {
 
 async fn kernel_keys(nl: &Netlink) -> (HashSet<RouteKey>, HashSet<RuleKey>) {
     let routes = nl.routes().await.unwrap().iter().map(RouteKey::of_kernel).collect();
-    let rules = nl.rules().await.unwrap().iter().filter(|r| r.lookup).map(|r| RuleKey::of(&r.rule)).collect();
+    let rules = nl
+        .rules()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.lookup)
+        .map(|r| RuleKey::of(&r.rule))
+        .collect();
     (routes, rules)
 }
 
@@ -86,10 +100,19 @@ async fn reconcile_applies_routes_and_rules_then_a_resync_writes_nothing() {
     }
     // Independent read-back with iproute2.
     let main = ns.ip("route show table main");
-    assert!(main.contains("10.2.1.0/24 via 10.4.0.2 dev kilo0 proto static src 192.168.0.1 onlink"), "{main}");
-    assert!(main.contains("10.5.0.0/24 dev kilo0 proto static scope link src 192.168.0.1"), "{main}");
+    assert!(
+        main.contains("10.2.1.0/24 via 10.4.0.2 dev kilo0 proto static src 192.168.0.1 onlink"),
+        "{main}"
+    );
+    assert!(
+        main.contains("10.5.0.0/24 dev kilo0 proto static scope link src 192.168.0.1"),
+        "{main}"
+    );
     let kilo = ns.ip("route show table 1107");
-    assert!(kilo.contains("192.168.1.2 via 192.168.0.2 dev eth0 proto static src 192.168.0.1 onlink"), "{kilo}");
+    assert!(
+        kilo.contains("192.168.1.2 via 192.168.0.2 dev eth0 proto static src 192.168.0.1 onlink"),
+        "{kilo}"
+    );
     let ip_rules = ns.ip("rule show");
     assert!(ip_rules.contains("from 10.2.0.0/24 to 192.168.1.2 lookup 1107"), "{ip_rules}");
     assert!(ip_rules.contains("from all to 192.168.1.2 iif kilo0 lookup 1107"), "{ip_rules}");
@@ -161,7 +184,10 @@ async fn changing_one_route_is_exactly_one_delete_and_one_add() {
     assert!(diff.delete_rules.is_empty() && diff.add_rules.is_empty());
     assert_eq!(rec.writes(), before + 2);
     let main = ns.ip("route show table main");
-    assert!(main.contains("10.2.1.0/24 via 10.4.0.3 dev kilo0") && !main.contains("via 10.4.0.2"), "{main}");
+    assert!(
+        main.contains("10.2.1.0/24 via 10.4.0.3 dev kilo0") && !main.contains("via 10.4.0.2"),
+        "{main}"
+    );
 }
 
 #[tokio::test]
@@ -196,8 +222,13 @@ async fn only_managed_routes_and_rules_are_deleted_and_clean_up_removes_them_all
     ns.ip("rule add to 10.8.2.0/24 lookup 1107");
 
     let diff = rec.reconcile(&routes, &rules).await.unwrap();
-    let deleted: HashSet<String> = diff.delete_routes.iter().map(|r| r.route.dst.to_string()).collect();
-    assert_eq!(deleted, HashSet::from(["10.8.0.0/24".to_string(), "10.8.1.0/24".to_string()]), "{diff}");
+    let deleted: HashSet<String> =
+        diff.delete_routes.iter().map(|r| r.route.dst.to_string()).collect();
+    assert_eq!(
+        deleted,
+        HashSet::from(["10.8.0.0/24".to_string(), "10.8.1.0/24".to_string()]),
+        "{diff}"
+    );
     assert_eq!(diff.delete_rules.len(), 1, "{diff}");
     assert_eq!(diff.delete_rules[0].rule.to, Some(c("10.8.2.0/24")));
     assert!(diff.add_routes.is_empty() && diff.add_rules.is_empty(), "{diff}");

@@ -69,7 +69,9 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|e| NetlinkError::request(format!("ip address replace {cidr} dev {}", link.name), e))
+            .map_err(|e| {
+                NetlinkError::request(format!("ip address replace {cidr} dev {}", link.name), e)
+            })
     }
 
     /// Removes an address (`ip address del CIDR dev NAME`).
@@ -102,7 +104,11 @@ impl Netlink {
     /// Makes `cidr` the only address of `link` (upstream 9.2, the leader's `kilo0` address):
     /// removes every other address, adds `cidr` if it is missing (`ip address flush dev NAME`
     /// then `ip address replace CIDR dev NAME`, minimally). Returns how many writes it made.
-    pub async fn set_only_address(&self, link: &LinkInfo, cidr: Cidr) -> Result<usize, NetlinkError> {
+    pub async fn set_only_address(
+        &self,
+        link: &LinkInfo,
+        cidr: Cidr,
+    ) -> Result<usize, NetlinkError> {
         let mut writes = 0;
         let mut present = false;
         for address in self.link_addresses(link).await? {

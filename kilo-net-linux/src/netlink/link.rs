@@ -51,7 +51,9 @@ impl Netlink {
     pub async fn links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
         let mut stream = self.handle().link().get().execute();
         let mut links = Vec::new();
-        while let Some(msg) = stream.try_next().await.map_err(|e| NetlinkError::request("ip link show", e))? {
+        while let Some(msg) =
+            stream.try_next().await.map_err(|e| NetlinkError::request("ip link show", e))?
+        {
             links.push(LinkInfo::from_message(&msg));
         }
         Ok(links)
@@ -59,7 +61,9 @@ impl Netlink {
 
     /// The link called `name` (`ip link show dev NAME`); [`NetlinkError::LinkNotFound`] if none.
     pub async fn link(&self, name: &str) -> Result<LinkInfo, NetlinkError> {
-        self.find_link(name).await?.ok_or_else(|| NetlinkError::LinkNotFound { name: name.to_string() })
+        self.find_link(name)
+            .await?
+            .ok_or_else(|| NetlinkError::LinkNotFound { name: name.to_string() })
     }
 
     /// The link called `name`, or `None` (`ip link show dev NAME`).
@@ -111,12 +115,9 @@ impl Netlink {
     /// Sets a link's MTU (`ip link set dev NAME mtu MTU`).
     pub async fn set_link_mtu(&self, link: &LinkInfo, mtu: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(link.index).mtu(mtu).build();
-        self.handle()
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::request(format!("ip link set dev {} mtu {mtu}", link.name), e))
+        self.handle().link().set(msg).execute().await.map_err(|e| {
+            NetlinkError::request(format!("ip link set dev {} mtu {mtu}", link.name), e)
+        })
     }
 
     /// Deletes a link (`ip link delete dev NAME`).
@@ -145,7 +146,10 @@ impl Netlink {
                     Some(EEXIST) => {}
                     Some(EOPNOTSUPP) => {
                         let NetlinkError::Request { message, .. } = err else { return Err(err) };
-                        return Err(NetlinkError::IpipUnsupported { name: name.to_string(), message });
+                        return Err(NetlinkError::IpipUnsupported {
+                            name: name.to_string(),
+                            message,
+                        });
                     }
                     _ => return Err(err),
                 }

@@ -15,21 +15,22 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use futures::channel::mpsc::UnboundedReceiver;
+use rtnetlink::MulticastGroup;
 use rtnetlink::packet_core::NetlinkMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::MulticastGroup;
 use rtnetlink::sys::SocketAddr;
 
 pub use addr::Address;
 pub use link::{IPIP_TUNNEL, LinkInfo};
-pub use route::{KernelRoute, PROTO_STATIC, RouteKind, describe_route};
 pub(crate) use route::from_message as route_from_message;
+pub use route::{KernelRoute, PROTO_STATIC, RouteKind, describe_route};
 pub use rule::{KernelRule, describe_rule};
 
 use crate::error::NetlinkError;
 
 /// Messages a multicast (monitor) connection receives.
-pub(crate) type Notifications = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+pub(crate) type Notifications =
+    UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
 /// A handle on one rtnetlink connection. Cheap to clone (clones share the connection).
 ///
@@ -68,7 +69,10 @@ impl Netlink {
     }
 
     /// Opens a second connection, in the same namespace, subscribed to `groups` (as `ip monitor`).
-    pub(crate) fn subscribe(&self, groups: &[MulticastGroup]) -> Result<Notifications, NetlinkError> {
+    pub(crate) fn subscribe(
+        &self,
+        groups: &[MulticastGroup],
+    ) -> Result<Notifications, NetlinkError> {
         let groups = groups.to_vec();
         let (conn, _handle, messages) = in_namespace(self.namespace.as_deref(), move || {
             rtnetlink::new_multicast_connection(&groups)
@@ -84,10 +88,8 @@ where
     T: Send + 'static,
     F: FnOnce() -> io::Result<T> + Send + 'static,
 {
-    let connect_err = |message: String| NetlinkError::Connect {
-        namespace: path.map(Path::to_path_buf),
-        message,
-    };
+    let connect_err =
+        |message: String| NetlinkError::Connect { namespace: path.map(Path::to_path_buf), message };
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| connect_err(format!("not inside a tokio runtime: {e}")))?;
     let Some(path) = path else {
@@ -95,7 +97,8 @@ where
     };
     let owned = path.to_path_buf();
     let thread = std::thread::spawn(move || -> Result<T, String> {
-        let file = File::open(&owned).map_err(|e| format!("cannot open {}: {e}", owned.display()))?;
+        let file =
+            File::open(&owned).map_err(|e| format!("cannot open {}: {e}", owned.display()))?;
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("cannot enter {}: {e}", owned.display()))?;
         let _entered = runtime.enter();

@@ -97,7 +97,10 @@ pub(crate) fn table_of(msg: &RouteMessage) -> u32 {
 }
 
 /// Normalises a kernel route message; `None` for families Kilo does not handle.
-pub(crate) fn from_message(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<KernelRoute> {
+pub(crate) fn from_message(
+    msg: &RouteMessage,
+    names: &HashMap<u32, String>,
+) -> Option<KernelRoute> {
     let ipv4 = match msg.header.address_family {
         rtnetlink::packet_route::AddressFamily::Inet => true,
         rtnetlink::packet_route::AddressFamily::Inet6 => false,
@@ -116,7 +119,8 @@ pub(crate) fn from_message(msg: &RouteMessage, names: &HashMap<u32, String>) -> 
     }
     let unspecified =
         if ipv4 { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
-    let dst = Cidr::new(dst.unwrap_or(unspecified), msg.header.destination_prefix_length)?.network();
+    let dst =
+        Cidr::new(dst.unwrap_or(unspecified), msg.header.destination_prefix_length)?.network();
     let route = Route {
         dst,
         via,
@@ -137,7 +141,10 @@ pub(crate) fn from_message(msg: &RouteMessage, names: &HashMap<u32, String>) -> 
 
 /// The netlink message for `ip route replace ROUTE` with the device resolved to `oif`.
 pub(crate) fn to_message(route: &Route, oif: u32) -> Result<RouteMessage, NetlinkError> {
-    let invalid = |e: String| NetlinkError::Invalid { what: format!("route {}", describe_route(route)), reason: e };
+    let invalid = |e: String| NetlinkError::Invalid {
+        what: format!("route {}", describe_route(route)),
+        reason: e,
+    };
     let dst = route.dst.network();
     let mut b = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(dst.addr(), dst.prefix())
@@ -195,9 +202,8 @@ impl Netlink {
     /// [onlink] proto static`).
     pub async fn replace_route(&self, route: &Route) -> Result<(), NetlinkError> {
         let what = describe_route(route);
-        let link = self.find_link(&route.dev).await?.ok_or_else(|| NetlinkError::UnknownDevice {
-            what: format!("route {what}"),
-            dev: route.dev.clone(),
+        let link = self.find_link(&route.dev).await?.ok_or_else(|| {
+            NetlinkError::UnknownDevice { what: format!("route {what}"), dev: route.dev.clone() }
         })?;
         let msg = to_message(route, link.index)?;
         self.handle()
@@ -228,5 +234,13 @@ impl Netlink {
         self.handle().route().del(msg).execute().await.map_err(|e| {
             NetlinkError::request(format!("ip route del {}", describe_route(&route.route)), e)
         })
+    }
+}
+
+#[cfg(test)]
+impl KernelRoute {
+    /// A kernel route without a wire message, for pure tests.
+    pub(crate) fn synthetic(route: Route, kind: RouteKind, protocol: u8) -> KernelRoute {
+        KernelRoute { route, kind, protocol, priority: 0, oif: 1, message: RouteMessage::default() }
     }
 }

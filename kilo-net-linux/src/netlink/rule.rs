@@ -148,3 +148,12 @@ impl Netlink {
         })
     }
 }
+
+#[cfg(test)]
+impl KernelRule {
+    /// A kernel `lookup` rule without a wire message, for pure tests.
+    pub(crate) fn synthetic(rule: Rule) -> KernelRule {
+        let ipv4 = rule_family(&rule).unwrap_or(true);
+        KernelRule { rule, ipv4, lookup: true, priority: 100, message: RuleMessage::default() }
+    }
+}

@@ -62,8 +62,15 @@ impl RouteReconciler {
         S: Into<String>,
     {
         let devices: BTreeSet<String> = owned_devices.into_iter().map(Into::into).collect();
-        let state = State { desired: HashSet::new(), ownership: Ownership { devices, ..Ownership::default() } };
-        RouteReconciler { netlink, state: Arc::new(Mutex::new(state)), writes: Arc::new(AtomicU64::new(0)) }
+        let state = State {
+            desired: HashSet::new(),
+            ownership: Ownership { devices, ..Ownership::default() },
+        };
+        RouteReconciler {
+            netlink,
+            state: Arc::new(Mutex::new(state)),
+            writes: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The connection this reconciler writes through.
@@ -83,7 +90,12 @@ impl RouteReconciler {
         self.compute(routes, rules, &state.ownership).await
     }
 
-    async fn compute(&self, routes: &[Route], rules: &[Rule], ownership: &Ownership) -> Result<Diff, ReconcileError> {
+    async fn compute(
+        &self,
+        routes: &[Route],
+        rules: &[Rule],
+        ownership: &Ownership,
+    ) -> Result<Diff, ReconcileError> {
         let kernel_routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
         let kernel_rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
         Ok(diff(routes, rules, &kernel_routes, &kernel_rules, ownership))
@@ -93,7 +105,11 @@ impl RouteReconciler {
     /// kernel's state, deletes managed items that are not desired, adds desired items that are
     /// missing (`ip rule del …; ip route del …; ip route replace …; ip rule add …`). Returns
     /// the diff it applied. Failed changes do not stop the others.
-    pub async fn reconcile(&self, routes: &[Route], rules: &[Rule]) -> Result<Diff, ReconcileError> {
+    pub async fn reconcile(
+        &self,
+        routes: &[Route],
+        rules: &[Rule],
+    ) -> Result<Diff, ReconcileError> {
         let mut state = self.state.lock().await;
         state.desired = routes.iter().map(RouteKey::of).collect();
         let diff = self.compute(routes, rules, &state.ownership).await?;
@@ -131,7 +147,11 @@ impl RouteReconciler {
             }
         }
         if !diff.is_empty() {
-            tracing::info!(changes = diff.len(), failed = failures.len(), "routes and rules reconciled:\n{diff}");
+            tracing::info!(
+                changes = diff.len(),
+                failed = failures.len(),
+                "routes and rules reconciled:\n{diff}"
+            );
         }
         if failures.is_empty() {
             Ok(diff)
@@ -152,7 +172,10 @@ impl RouteReconciler {
     }
 
     /// Runs one kernel write and counts it (whether or not the kernel accepted it).
-    async fn write<F: Future<Output = Result<(), NetlinkError>>>(&self, op: F) -> Result<(), NetlinkError> {
+    async fn write<F: Future<Output = Result<(), NetlinkError>>>(
+        &self,
+        op: F,
+    ) -> Result<(), NetlinkError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         op.await
     }

@@ -1,10 +1,10 @@
 //! The route monitor: restores managed routes deleted behind Kilo's back (upstream 7.5 `Run`).
 
 use futures::{Stream, StreamExt};
+use kilo_core::routes::Route;
 use rtnetlink::MulticastGroup;
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use kilo_core::routes::Route;
 
 use super::{RouteKey, RouteReconciler};
 use crate::error::NetlinkError;
@@ -28,8 +28,9 @@ impl std::fmt::Debug for RouteMonitor {
 
 impl RouteMonitor {
     pub(super) fn new(reconciler: RouteReconciler) -> Result<RouteMonitor, NetlinkError> {
-        let messages =
-            reconciler.netlink.subscribe(&[MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route])?;
+        let messages = reconciler
+            .netlink
+            .subscribe(&[MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route])?;
         Ok(RouteMonitor { reconciler, messages })
     }
 
@@ -37,7 +38,8 @@ impl RouteMonitor {
     /// the restored route, the failure to restore it, or `None` when the subscription ended.
     pub async fn next_restored(&mut self) -> Option<Result<Route, NetlinkError>> {
         while let Some((message, _)) = self.messages.next().await {
-            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) = message.payload else {
+            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) = message.payload
+            else {
                 continue;
             };
             let names = match self.reconciler.netlink.link_names().await {
