@@ -26,8 +26,16 @@ async fn links_are_looked_up_by_name_and_changed_in_place() {
     assert_eq!((link.mtu, link.up), (1320, true));
     assert!(ns.ip("link show dev d0").contains("mtu 1320"));
 
+    // The idempotent forms write only when something differs.
+    assert!(!nl.ensure_link_state("d0", true).await.unwrap());
+    assert!(!nl.ensure_link_mtu("d0", 1320).await.unwrap());
+    assert!(nl.ensure_link_mtu("d0", 1280).await.unwrap());
+    assert_eq!(nl.link("d0").await.unwrap().mtu, 1280);
+
     nl.set_link_down(&link).await.unwrap();
     assert!(!nl.link("d0").await.unwrap().up);
+    assert!(nl.ensure_link_state("d0", true).await.unwrap());
+    assert!(nl.link("d0").await.unwrap().up);
     assert!(nl.links().await.unwrap().iter().any(|l| l.name == "lo"));
 
     nl.delete_link(&link).await.unwrap();

@@ -149,6 +149,7 @@ async fn the_monitor_restores_a_deleted_route_at_once() {
     let (routes, rules) = desired();
     rec.reconcile(&routes, &rules).await.unwrap();
     let mut monitor = rec.monitor().unwrap();
+    let before = rec.writes();
 
     // An unrelated deletion is ignored; the managed one is restored.
     ns.ip("route add 10.77.0.0/24 dev eth0");
@@ -160,6 +161,7 @@ async fn the_monitor_restores_a_deleted_route_at_once() {
         .expect("the subscription is open")
         .expect("the route is re-added");
     assert_eq!(RouteKey::of(&restored), RouteKey::of(&routes[0]));
+    assert_eq!(rec.writes(), before + 1, "the monitor wrote exactly the restore");
     let main = ns.ip("route show table main");
     assert!(main.contains("10.2.1.0/24 via 10.4.0.2 dev kilo0"), "{main}");
     // And a resync afterwards has nothing to do.
@@ -233,6 +235,9 @@ async fn only_managed_routes_and_rules_are_deleted_and_clean_up_removes_them_all
     assert_eq!(diff.delete_rules[0].rule.to, Some(c("10.8.2.0/24")));
     assert!(diff.add_routes.is_empty() && diff.add_rules.is_empty(), "{diff}");
 
+    let (managed_routes, managed_rules) = rec.managed().await.unwrap();
+    assert_eq!((managed_routes.len(), managed_rules.len()), (5, 2));
+
     let clean = rec.clean_up().await.unwrap();
     assert_eq!((clean.delete_routes.len(), clean.delete_rules.len()), (5, 2), "{clean}");
     assert_eq!(ns.ip("route show table 1107").trim(), "");
@@ -245,4 +250,27 @@ async fn only_managed_routes_and_rules_are_deleted_and_clean_up_removes_them_all
     assert!(!main.contains("10.2.") && !main.contains("10.5.0.0"), "{main}");
     assert!(!ns.ip("-6 route show").contains("fd00:5::"));
     assert!(rec.clean_up().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_monitor_as_a_stream_ignores_routes_no_longer_desired() {
+    use futures::StreamExt;
+
+    let ns = host("stream");
+    let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
+    let rec = RouteReconciler::new(nl.clone(), ["kilo0"]);
+    let (routes, rules) = desired();
+    rec.reconcile(&routes, &rules).await.unwrap();
+    let mut stream = Box::pin(rec.monitor().unwrap().into_stream());
+
+    // Dropped from the plan: the reconciler deletes it, and the monitor must not bring it back.
+    rec.reconcile(&routes[1..], &rules).await.unwrap();
+    ns.ip("route del 10.5.0.0/24 dev kilo0");
+    let restored = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(restored.dst, c("10.5.0.1/24").network());
+    assert!(!ns.ip("route show table main").contains("10.2.1.0/24"));
 }

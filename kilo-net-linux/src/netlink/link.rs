@@ -120,6 +120,32 @@ impl Netlink {
         })
     }
 
+    /// Brings the link `name` up or down only if it is not already so (`ip link set dev NAME
+    /// up|down`). Returns whether it wrote.
+    pub async fn ensure_link_state(&self, name: &str, up: bool) -> Result<bool, NetlinkError> {
+        let link = self.link(name).await?;
+        if link.up == up {
+            return Ok(false);
+        }
+        if up {
+            self.set_link_up(&link).await?;
+        } else {
+            self.set_link_down(&link).await?;
+        }
+        Ok(true)
+    }
+
+    /// Sets the MTU of the link `name` only if it differs (`ip link set dev NAME mtu MTU`,
+    /// upstream 9.4: "set only if it differs"). Returns whether it wrote.
+    pub async fn ensure_link_mtu(&self, name: &str, mtu: u32) -> Result<bool, NetlinkError> {
+        let link = self.link(name).await?;
+        if link.mtu == mtu {
+            return Ok(false);
+        }
+        self.set_link_mtu(&link, mtu).await?;
+        Ok(true)
+    }
+
     /// Deletes a link (`ip link delete dev NAME`).
     pub async fn delete_link(&self, link: &LinkInfo) -> Result<(), NetlinkError> {
         self.handle()

@@ -19,7 +19,7 @@ pub use diff::{Diff, Ownership, RouteKey, RuleKey, diff};
 pub use monitor::RouteMonitor;
 
 use crate::error::NetlinkError;
-use crate::netlink::Netlink;
+use crate::netlink::{KernelRoute, KernelRule, Netlink};
 
 /// Why a reconcile did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +99,19 @@ impl RouteReconciler {
         let kernel_routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
         let kernel_rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
         Ok(diff(routes, rules, &kernel_routes, &kernel_rules, ownership))
+    }
+
+    /// The kernel's routes and rules that this reconciler manages now (what
+    /// [`RouteReconciler::clean_up`] would delete): `ip route show proto static` on owned
+    /// devices, in table 1107 or recorded, and `ip rule show lookup 1107`.
+    pub async fn managed(&self) -> Result<(Vec<KernelRoute>, Vec<KernelRule>), ReconcileError> {
+        let state = self.state.lock().await;
+        let routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
+        let rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
+        Ok((
+            routes.into_iter().filter(|r| state.ownership.owns_route(r)).collect(),
+            rules.into_iter().filter(|r| state.ownership.owns_rule(r)).collect(),
+        ))
     }
 
     /// Makes the kernel's managed routes and rules equal to `routes` and `rules`: reads the
