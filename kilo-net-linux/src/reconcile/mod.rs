@@ -4,6 +4,20 @@
 //! A resync that finds nothing to change writes nothing ([`RouteReconciler::writes`] counts
 //! every netlink write). Only managed routes and rules are ever deleted (see [`Ownership`]).
 //! A [`RouteMonitor`] restores a managed route as soon as something deletes it.
+//!
+//! ```no_run
+//! # async fn agent(routes: Vec<kilo_core::routes::Route>, rules: Vec<kilo_core::routes::Rule>)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use kilo_net_linux::{Netlink, reconcile::RouteReconciler};
+//!
+//! let netlink = Netlink::connect()?;
+//! let reconciler = RouteReconciler::new(netlink, ["kilo0", "tunl0"]);
+//! tokio::spawn(reconciler.monitor()?.run());
+//! let diff = reconciler.reconcile(&routes, &rules).await?; // on every resync
+//! println!("{diff}");
+//! reconciler.clean_up().await?; // on exit with --clean-up
+//! # Ok(()) }
+//! ```
 
 mod diff;
 mod monitor;
