@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use kilo_core::wireguard::PeerConfig;
+use kilo_core::wireguard::{Config, InterfaceConfig, PeerConfig, diff};
 use kilo_core::{Key, PrivateKey};
 use kilo_net_linux::wireguard::{
     Device, DeviceOptions, PeerState, WireGuardChoice, WireGuardError, WireGuardKind, select,
@@ -175,7 +175,10 @@ async fn two_userspace_devices_in_namespaces_handshake_and_carry_pings() -> Resu
     assert!(to_b.last_handshake.is_some(), "{to_b:?}");
     assert!(to_b.rx_bytes > 0 && to_b.tx_bytes > 0, "{to_b:?}");
     assert_eq!(to_b.config.allowed_ips, vec!["10.9.0.2/32".parse().unwrap()]);
-    assert_eq!(to_b.config.endpoint.as_ref().map(|e| e.to_string()).as_deref(), Some("192.168.50.2:51820"));
+    assert_eq!(
+        to_b.config.endpoint.as_ref().map(|e| e.to_string()).as_deref(),
+        Some("192.168.50.2:51820")
+    );
     let config = state.to_config();
     assert_eq!(config.interface.and_then(|i| i.private_key), Some(ka));
     assert_eq!(config.peers.len(), 1);
@@ -200,7 +203,10 @@ fn assert_same_handshake(now: &PeerState, before: &PeerState) {
         panic!("no handshake: {now:?} / {before:?}");
     };
     let gap = a.duration_since(b).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
-    assert!(gap < Duration::from_millis(200), "peer's session was reset: handshake moved by {gap:?}");
+    assert!(
+        gap < Duration::from_millis(200),
+        "peer's session was reset: handshake moved by {gap:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +298,8 @@ async fn auto_selects_the_kernel_exactly_when_it_can_create_a_wireguard_link() -
     require_root();
     let ns = Netns::new("auto")?;
     let kernel_has_wireguard = ns.ip(&["link", "add", "probe0", "type", "wireguard"]).is_ok();
-    let opts = DeviceOptions { uapi_dir: tempfile::tempdir()?.path().into(), netns: Some(ns.path()) };
+    let opts =
+        DeviceOptions { uapi_dir: tempfile::tempdir()?.path().into(), netns: Some(ns.path()) };
     let kind = select(WireGuardChoice::Auto, &opts).await;
     let expected =
         if kernel_has_wireguard { WireGuardKind::Kernel } else { WireGuardKind::Userspace };
@@ -319,11 +326,70 @@ async fn auto_selects_the_kernel_exactly_when_it_can_create_a_wireguard_link() -
         }
         Err(e) => {
             ensure!(!kernel_has_wireguard, "kernel device failed: {e}");
-            assert!(
-                matches!(&e, WireGuardError::Kernel { name, .. } if name == "wgk0"),
-                "{e}"
-            );
+            assert!(matches!(&e, WireGuardError::Kernel { name, .. } if name == "wgk0"), "{e}");
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_a_diff_configures_the_device_and_a_resync_without_changes_touches_nothing()
+-> Result<()> {
+    require_root();
+    let (nsa, nsb) = pair("diff")?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(10);
+    let (kb, pb) = key_pair(11);
+    let (_, pc) = key_pair(12);
+    let desired = |k: &PrivateKey, peers: Vec<PeerConfig>| Config {
+        interface: Some(InterfaceConfig { private_key: Some(k.clone()), listen_port: Some(51820) }),
+        peers,
+    };
+    let want_a = desired(
+        &ka,
+        vec![
+            peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32"]),
+            peer(pc, None, &["10.9.0.3/32"]),
+        ],
+    );
+    let want_b = desired(&kb, vec![peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32"])]);
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
+        .await?;
+    let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsb, &dirb))
+        .await?;
+    assert_eq!(a.apply(&diff(&a.read().await?.to_config(), &want_a)).await?, 3);
+    assert_eq!(b.apply(&diff(&b.read().await?.to_config(), &want_b)).await?, 2);
+    address(&nsa, "10.9.0.1/24")?;
+    address(&nsb, "10.9.0.2/24")?;
+    ping(&nsa, "10.9.0.2")?;
+    let before = a.read().await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A resync with the same desired state finds nothing to change and sends nothing.
+    let again = diff(&a.read().await?.to_config(), &want_a);
+    assert!(again.is_empty(), "{again}");
+    assert_eq!(a.apply(&again).await?, 0);
+    let still = a.read().await?;
+    assert_same_handshake(still.peer(&pb).context("peer b")?, before.peer(&pb).context("peer b")?);
+
+    // Dropping peer c and widening peer b's allowed IPs: b is updated, its endpoint is kept.
+    let mut next = want_a.clone();
+    next.peers.truncate(1);
+    next.peers[0].allowed_ips.push("10.9.5.0/24".parse()?);
+    let changes = diff(&a.read().await?.to_config(), &next);
+    assert_eq!(a.apply(&changes).await?, 2);
+    let after = a.read().await?;
+    assert_eq!(after.peers.len(), 1);
+    let b_now = after.peer(&pb).context("peer b")?;
+    assert_eq!(b_now.config.allowed_ips.len(), 2);
+    assert_eq!(
+        b_now.config.endpoint.as_ref().map(ToString::to_string).as_deref(),
+        Some("192.168.50.2:51820")
+    );
+    assert!(diff(&after.to_config(), &next).is_empty());
+    ping(&nsa, "10.9.0.2")?;
+
+    a.delete().await?;
+    b.delete().await?;
     Ok(())
 }

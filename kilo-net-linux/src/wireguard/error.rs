@@ -92,4 +92,16 @@ pub enum WireGuardError {
         /// The interface name.
         name: String,
     },
+    /// Some operations of an [`apply`](super::Device::apply) failed; the others were applied.
+    #[error("{failed} of {total} WireGuard changes on {name:?} failed; first: {first}")]
+    Apply {
+        /// The interface name.
+        name: String,
+        /// How many operations failed.
+        failed: usize,
+        /// How many operations were attempted.
+        total: usize,
+        /// The first failure.
+        first: Box<WireGuardError>,
+    },
 }

@@ -157,9 +157,25 @@ impl KernelDevice {
         private_key: &PrivateKey,
         listen_port: u16,
     ) -> Result<(), WireGuardError> {
-        let update = wgc::DeviceUpdate::new()
-            .set_private_key(wgc::Key(*private_key.expose_bytes()))
-            .set_listen_port(listen_port);
+        self.configure_interface(Some(private_key), Some(listen_port)).await
+    }
+
+    /// Sets only the given interface fields; an all-zero private key removes the key.
+    pub async fn configure_interface(
+        &self,
+        private_key: Option<&PrivateKey>,
+        listen_port: Option<u16>,
+    ) -> Result<(), WireGuardError> {
+        if private_key.is_none() && listen_port.is_none() {
+            return Ok(());
+        }
+        let mut update = wgc::DeviceUpdate::new();
+        if let Some(k) = private_key {
+            update = update.set_private_key(wgc::Key(*k.expose_bytes()));
+        }
+        if let Some(p) = listen_port {
+            update = update.set_listen_port(p);
+        }
         self.run(move |i| update.apply(i, wgc::Backend::Kernel), "wg set private-key listen-port")
             .await
     }

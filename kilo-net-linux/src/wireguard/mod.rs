@@ -15,6 +15,7 @@
 //! All operations are async and meant for the agent's tokio runtime; devices in another network
 //! namespace ([`DeviceOptions::netns`]) are handled from dedicated threads inside it.
 
+pub mod apply;
 pub mod error;
 pub mod kernel;
 pub mod netns;
@@ -213,6 +214,19 @@ impl Device {
         match self {
             Device::Kernel(d) => d.set_interface(private_key, listen_port).await,
             Device::Userspace(d) => d.set_interface(private_key, listen_port).await,
+        }
+    }
+
+    /// Sets only the given interface fields (`wg set IFACE [private-key F] [listen-port P]`); an
+    /// all-zero private key removes the key. Nothing is sent when both are `None`.
+    pub async fn configure_interface(
+        &self,
+        private_key: Option<&PrivateKey>,
+        listen_port: Option<u16>,
+    ) -> Result<(), WireGuardError> {
+        match self {
+            Device::Kernel(d) => d.configure_interface(private_key, listen_port).await,
+            Device::Userspace(d) => d.configure_interface(private_key, listen_port).await,
         }
     }
 

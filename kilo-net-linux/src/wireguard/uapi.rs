@@ -29,10 +29,21 @@ pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
 /// The `set=1` request that sets the private key and listen port (`wg set IFACE private-key F
 /// listen-port P`).
 pub fn set_interface_request(private_key: &PrivateKey, listen_port: u16) -> String {
-    format!(
-        "set=1\nprivate_key={}\nlisten_port={listen_port}\n\n",
-        hex::encode(private_key.expose_bytes())
-    )
+    interface_request(Some(private_key), Some(listen_port))
+}
+
+/// The `set=1` request that sets the given interface fields only (an all-zero private key
+/// removes the key).
+pub fn interface_request(private_key: Option<&PrivateKey>, listen_port: Option<u16>) -> String {
+    let mut s = String::from("set=1\n");
+    if let Some(k) = private_key {
+        s.push_str(&format!("private_key={}\n", hex::encode(k.expose_bytes())));
+    }
+    if let Some(p) = listen_port {
+        s.push_str(&format!("listen_port={p}\n"));
+    }
+    s.push('\n');
+    s
 }
 
 /// The `set=1` request that creates or updates ONE peer (`wg set IFACE peer K endpoint E

@@ -129,8 +129,22 @@ impl UserspaceDevice {
         private_key: &PrivateKey,
         listen_port: u16,
     ) -> Result<(), WireGuardError> {
-        self.client.set(&uapi::set_interface_request(private_key, listen_port)).await?;
-        self.has_key.store(true, Ordering::Relaxed);
+        self.configure_interface(Some(private_key), Some(listen_port)).await
+    }
+
+    /// Sets only the given interface fields; an all-zero private key removes the key.
+    pub async fn configure_interface(
+        &self,
+        private_key: Option<&PrivateKey>,
+        listen_port: Option<u16>,
+    ) -> Result<(), WireGuardError> {
+        if private_key.is_none() && listen_port.is_none() {
+            return Ok(());
+        }
+        self.client.set(&uapi::interface_request(private_key, listen_port)).await?;
+        if let Some(k) = private_key {
+            self.has_key.store(!k.is_zero(), Ordering::Relaxed);
+        }
         Ok(())
     }
 
