@@ -275,8 +275,11 @@ async fn opening_a_served_socket_attaches_instead_of_starting_a_second_device() 
         Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&ns, &dir)).await?;
     let Device::Userspace(inner) = &owner else { bail!("not userspace") };
     assert!(inner.is_in_process());
-    let attached =
+    let attached = Device::open(WireGuardKind::Userspace, "wg0", &options(&ns, &dir)).await?;
+    let reopened =
         Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&ns, &dir)).await?;
+    let Device::Userspace(inner) = &reopened else { bail!("not userspace") };
+    assert!(!inner.is_in_process());
     let Device::Userspace(inner) = &attached else { bail!("not userspace") };
     assert!(!inner.is_in_process());
     // A peer before a private key is refused, not a crash of the device.
@@ -290,6 +293,11 @@ async fn opening_a_served_socket_attaches_instead_of_starting_a_second_device() 
     assert!(attached.delete().await.is_err(), "an attached device cannot delete its owner");
     owner.delete().await?;
     assert!(ns.ip(&["link", "show", "wg0"]).is_err());
+    // Opening without creating fails once nothing serves the socket, naming it.
+    let err = Device::open(WireGuardKind::Userspace, "wg0", &options(&ns, &dir)).await.unwrap_err();
+    assert!(err.to_string().contains("wg0.sock"), "{err}");
+    let err = Device::open(WireGuardKind::Kernel, "wg0", &options(&ns, &dir)).await.unwrap_err();
+    assert!(matches!(&err, WireGuardError::Kernel { name, .. } if name == "wg0"), "{err}");
     Ok(())
 }
 

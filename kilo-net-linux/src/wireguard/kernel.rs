@@ -73,7 +73,9 @@ fn connect(name: &str) -> Result<rtnetlink::Handle, WireGuardError> {
 /// Creates a `wireguard` link and deletes it again: whether this kernel can run WireGuard
 /// (`ip link add NAME type wireguard && ip link del NAME`).
 pub async fn probe(netns: Option<PathBuf>) -> bool {
-    let name = format!("kgprobe{}", std::process::id() % 100_000);
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+    let name = format!("kgprobe{}-{n}", std::process::id() % 100_000);
     let result = netns::run(netns, move || async move {
         let handle = connect(&name)?;
         handle
@@ -120,6 +122,23 @@ impl KernelDevice {
                     .execute()
                     .await
                     .map_err(|e| kernel_err("ip link add type wireguard", &n, e)),
+            }
+        })
+        .await?;
+        Ok(KernelDevice { name: name.to_string(), netns: netns.map(Path::to_path_buf) })
+    }
+
+    /// Uses the existing `wireguard` link `name` (`--create-interface=false`); an error when it
+    /// is missing or of another type.
+    pub async fn open(name: &str, netns: Option<&Path>) -> Result<Self, WireGuardError> {
+        iface(name)?;
+        let n = name.to_string();
+        netns::run(netns.map(Path::to_path_buf), move || async move {
+            let handle = connect(&n)?;
+            match find_link(&handle, &n).await? {
+                Some(link) if is_wireguard(&link) => Ok(()),
+                Some(_) => Err(kernel_err("ip link show", &n, "the link is not of type wireguard")),
+                None => Err(kernel_err("ip link show", &n, "no such link")),
             }
         })
         .await?;

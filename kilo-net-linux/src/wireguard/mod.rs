@@ -179,6 +179,24 @@ impl Device {
         }
     }
 
+    /// Opens an existing device without creating anything (`--create-interface=false`): the
+    /// kernel link `name`, or the userspace implementation serving `<uapi_dir>/<name>.sock`.
+    pub async fn open(
+        kind: WireGuardKind,
+        name: &str,
+        options: &DeviceOptions,
+    ) -> Result<Device, WireGuardError> {
+        validate_name(name)?;
+        match kind {
+            WireGuardKind::Kernel => {
+                KernelDevice::open(name, options.netns.as_deref()).await.map(Device::Kernel)
+            }
+            WireGuardKind::Userspace => {
+                UserspaceDevice::open(name, &options.uapi_dir).await.map(Device::Userspace)
+            }
+        }
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         match self {
@@ -299,6 +317,24 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn device_futures_can_be_spawned_on_the_agents_runtime() {
+        fn check(device: &Device, diff: &kilo_core::wireguard::ConfigDiff, peer: &PeerConfig) {
+            assert_send(&device.read());
+            assert_send(&device.apply(diff));
+            assert_send(&device.set_peer(peer));
+            assert_send(&device.remove_peer(&peer.public_key));
+            let options = DeviceOptions::default();
+            assert_send(&Device::open_or_create(WireGuardKind::Userspace, "x", 1420, &options));
+            assert_send(&select(WireGuardChoice::Auto, &options));
+        }
+        let _ = check;
+        fn sync<T: Send + Sync>() {}
+        sync::<Device>();
     }
 
     #[tokio::test]

@@ -98,6 +98,25 @@ impl UserspaceDevice {
         })
     }
 
+    /// Attaches to the implementation serving `<uapi_dir>/<name>.sock` (`--create-interface=false`
+    /// with a wireguard-go sidecar, say); an error when nothing answers there.
+    pub async fn open(name: &str, uapi_dir: &Path) -> Result<Self, WireGuardError> {
+        let client = UapiClient::new(uapi::socket_path(uapi_dir, name));
+        if let Err(source) = tokio::net::UnixStream::connect(client.path()).await {
+            return Err(WireGuardError::UapiIo {
+                path: client.path().to_path_buf(),
+                action: "connect",
+                source,
+            });
+        }
+        Ok(UserspaceDevice {
+            name: name.to_string(),
+            client,
+            has_key: AtomicBool::new(false),
+            runner: None,
+        })
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
@@ -270,6 +289,10 @@ async fn start(
         action: "bind",
         source: e,
     })?;
+    // Whoever can connect can reconfigure the device: owner only, as wireguard-go does.
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
+        |e| WireGuardError::UapiIo { path: socket.to_path_buf(), action: "chmod 0600", source: e },
+    )?;
     Ok((device, listener, client))
 }
 
