@@ -160,13 +160,16 @@ async fn two_userspace_devices_in_namespaces_handshake_and_carry_pings() -> Resu
 
     a.set_interface(&ka, 51820).await?;
     b.set_interface(&kb, 51820).await?;
-    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32"])).await?;
-    b.set_peer(&peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32"])).await?;
+    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32", "fd00:9::2/128"])).await?;
+    b.set_peer(&peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32", "fd00:9::1/128"])).await?;
     address(&nsa, "10.9.0.1/24")?;
     address(&nsb, "10.9.0.2/24")?;
+    nsa.ip(&["addr", "add", "fd00:9::1/64", "dev", "wg0", "nodad"])?;
+    nsb.ip(&["addr", "add", "fd00:9::2/64", "dev", "wg0", "nodad"])?;
 
     ping(&nsa, "10.9.0.2")?;
     ping(&nsb, "10.9.0.1")?;
+    ping(&nsa, "fd00:9::2")?;
 
     let state = a.read().await?;
     assert_eq!(state.public_key, Some(pa));
@@ -174,7 +177,10 @@ async fn two_userspace_devices_in_namespaces_handshake_and_carry_pings() -> Resu
     let to_b = state.peer(&pb).context("peer b on device a")?;
     assert!(to_b.last_handshake.is_some(), "{to_b:?}");
     assert!(to_b.rx_bytes > 0 && to_b.tx_bytes > 0, "{to_b:?}");
-    assert_eq!(to_b.config.allowed_ips, vec!["10.9.0.2/32".parse().unwrap()]);
+    assert_eq!(
+        to_b.config.allowed_ips,
+        vec!["10.9.0.2/32".parse().unwrap(), "fd00:9::2/128".parse().unwrap()]
+    );
     assert_eq!(
         to_b.config.endpoint.as_ref().map(|e| e.to_string()).as_deref(),
         Some("192.168.50.2:51820")
