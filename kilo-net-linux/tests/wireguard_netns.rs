@@ -261,6 +261,8 @@ async fn changing_one_peer_leaves_the_other_peers_session_alone() -> Result<()> 
     let c = a.read().await?.peer(&pc).context("peer c")?.config.allowed_ips.clone();
     assert_eq!(c, vec!["10.9.2.0/24".parse().unwrap()]);
     a.remove_peer(&pc).await?;
+    // An update of a peer the device no longer has does not bring it back.
+    a.update_peer(&peer(pc, None, &["10.9.3.0/24"])).await?;
     let last = a.read().await?;
     assert_eq!(last.peers.len(), 1);
     assert_same_handshake(last.peer(&pb).context("peer b")?, &session);

@@ -25,6 +25,8 @@ pub enum Operation {
     },
     /// Create or update this peer (allowed IPs replaced; `endpoint: None` leaves it alone).
     SetPeer(PeerConfig),
+    /// Update this peer if the device still has it (same fields as `SetPeer`).
+    UpdatePeer(PeerConfig),
     /// Remove the peer with this key.
     RemovePeer(Key),
 }
@@ -58,7 +60,7 @@ pub fn plan(diff: &ConfigDiff, current: &Config) -> Vec<Operation> {
     for change in &diff.peers {
         match change {
             PeerChange::Add(peer) => ops.push(Operation::SetPeer(peer.clone())),
-            PeerChange::Update { key, changes } => ops.push(Operation::SetPeer(updated(
+            PeerChange::Update { key, changes } => ops.push(Operation::UpdatePeer(updated(
                 current.peers.iter().find(|p| &p.public_key == key),
                 *key,
                 changes,
@@ -114,6 +116,7 @@ impl Device {
                     self.configure_interface(private_key.as_ref(), *listen_port).await
                 }
                 Operation::SetPeer(peer) => self.set_peer(peer).await,
+                Operation::UpdatePeer(peer) => self.update_peer(peer).await,
                 Operation::RemovePeer(key) => self.remove_peer(key).await,
             };
             if let Err(e) = result {
@@ -179,7 +182,7 @@ mod tests {
         let ops = plan(&diff(&current, &desired), &current);
         assert_eq!(
             ops,
-            vec![Operation::SetPeer(PeerConfig { endpoint: None, ..desired.peers[0].clone() })]
+            vec![Operation::UpdatePeer(PeerConfig { endpoint: None, ..desired.peers[0].clone() })]
         );
     }
 
@@ -207,7 +210,7 @@ mod tests {
         desired.peers[0].persistent_keepalive = 25;
         desired.peers[0].preshared_key = Some(key(7));
         let ops = plan(&diff(&current, &desired), &current);
-        assert_eq!(ops, vec![Operation::SetPeer(desired.peers[0].clone())]);
+        assert_eq!(ops, vec![Operation::UpdatePeer(desired.peers[0].clone())]);
     }
 
     #[test]

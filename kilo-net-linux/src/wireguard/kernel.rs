@@ -205,6 +205,17 @@ impl KernelDevice {
         self.run(move |i| update.apply(i, wgc::Backend::Kernel), "wg set peer").await
     }
 
+    /// Updates ONE peer only if the device has it. `wireguard-control` does not expose the
+    /// kernel's update-only flag, so the device is read first (a peer removed between the read
+    /// and the write would be re-created).
+    pub async fn update_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
+        let update = wgc::DeviceUpdate::new().add_peer(to_builder(peer)?);
+        if self.read().await?.peer(&peer.public_key).is_none() {
+            return Ok(());
+        }
+        self.run(move |i| update.apply(i, wgc::Backend::Kernel), "wg set peer").await
+    }
+
     /// Removes ONE peer (`wg set IFACE peer K remove`).
     pub async fn remove_peer(&self, key: &Key) -> Result<(), WireGuardError> {
         let update = wgc::DeviceUpdate::new().remove_peer_by_key(&wgc::Key(*key.as_bytes()));

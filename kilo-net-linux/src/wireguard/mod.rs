@@ -259,6 +259,15 @@ impl Device {
         }
     }
 
+    /// Like [`Device::set_peer`], but only if the device already has the peer (UAPI
+    /// `update_only`): an update never re-creates a peer that was removed meanwhile.
+    pub async fn update_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
+        match self {
+            Device::Kernel(d) => d.update_peer(peer).await,
+            Device::Userspace(d) => d.update_peer(peer).await,
+        }
+    }
+
     /// Removes ONE peer (`wg set IFACE peer K remove`).
     pub async fn remove_peer(&self, key: &Key) -> Result<(), WireGuardError> {
         match self {

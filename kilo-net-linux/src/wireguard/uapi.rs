@@ -53,7 +53,20 @@ pub fn interface_request(private_key: Option<&PrivateKey>, listen_port: Option<u
 ///
 /// A DNS endpoint must have been resolved first ([`Endpoint::with_resolved`]).
 pub fn set_peer_request(peer: &PeerConfig) -> Result<String, WireGuardError> {
+    peer_request(peer, false)
+}
+
+/// Like [`set_peer_request`] with `update_only=true`: the device ignores it when it does not
+/// have the peer (an update never re-creates a peer removed in the meantime).
+pub fn update_peer_request(peer: &PeerConfig) -> Result<String, WireGuardError> {
+    peer_request(peer, true)
+}
+
+fn peer_request(peer: &PeerConfig, update_only: bool) -> Result<String, WireGuardError> {
     let mut s = format!("set=1\npublic_key={}\n", hex::encode(peer.public_key.as_bytes()));
+    if update_only {
+        s.push_str("update_only=true\n");
+    }
     s.push_str("replace_allowed_ips=true\n");
     let psk = peer.preshared_key.unwrap_or(Key::ZERO);
     s.push_str(&format!("preshared_key={}\n", hex::encode(psk.as_bytes())));
@@ -303,6 +316,21 @@ mod tests {
             ..peer
         };
         assert!(set_peer_request(&resolved).unwrap().contains("endpoint=1.2.3.4:51820\n"));
+    }
+
+    #[test]
+    fn update_peer_request_is_the_set_request_with_update_only() {
+        let peer = PeerConfig { public_key: key(3), ..Default::default() };
+        let set = set_peer_request(&peer).unwrap();
+        let update = update_peer_request(&peer).unwrap();
+        let hex3 = "03".repeat(32);
+        assert_eq!(
+            update,
+            set.replace(
+                &format!("public_key={hex3}\n"),
+                &format!("public_key={hex3}\nupdate_only=true\n")
+            )
+        );
     }
 
     #[test]

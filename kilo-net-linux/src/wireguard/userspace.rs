@@ -177,6 +177,11 @@ impl UserspaceDevice {
         self.client.set(&request).await
     }
 
+    /// Updates one peer only if the device has it (`update_only`); other peers are untouched.
+    pub async fn update_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
+        self.client.set(&uapi::update_peer_request(peer)?).await
+    }
+
     /// Removes one peer (`wg set IFACE peer K remove`); other peers are untouched.
     pub async fn remove_peer(&self, key: &Key) -> Result<(), WireGuardError> {
         self.client.set(&uapi::remove_peer_request(key)).await
