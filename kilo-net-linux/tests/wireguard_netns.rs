@@ -409,3 +409,61 @@ async fn applying_a_diff_configures_the_device_and_a_resync_without_changes_touc
     b.delete().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_behind_nat_dials_in_with_keepalive_and_is_reached_at_its_roamed_endpoint()
+-> Result<()> {
+    require_root();
+    let (nsa, nsb) = pair("nat")?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(13);
+    let (kb, pb) = key_pair(14);
+    let psk = Key::from_bytes([42; 32]);
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
+        .await?;
+    let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsb, &dirb))
+        .await?;
+    // a does not know where b is; b keeps the path open with a 1 s keepalive.
+    let want_a = Config {
+        interface: Some(InterfaceConfig { private_key: Some(ka), listen_port: Some(51820) }),
+        peers: vec![PeerConfig { preshared_key: Some(psk), ..peer(pb, None, &["10.9.0.2/32"]) }],
+    };
+    a.apply(&diff(&a.read().await?.to_config(), &want_a)).await?;
+    b.set_interface(&kb, 51821).await?;
+    b.set_peer(&PeerConfig {
+        preshared_key: Some(psk),
+        persistent_keepalive: 1,
+        ..peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32"])
+    })
+    .await?;
+    address(&nsa, "10.9.0.1/24")?;
+    address(&nsb, "10.9.0.2/24")?;
+
+    let mut seen = None;
+    for _ in 0..50 {
+        let state = a.read().await?;
+        let p = state.peer(&pb).context("peer b")?;
+        if p.last_handshake.is_some() && p.config.endpoint.is_some() {
+            seen = Some(p.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = seen.context("b never dialled in with its keepalive")?;
+    assert_eq!(
+        seen.config.endpoint.as_ref().map(ToString::to_string).as_deref(),
+        Some("192.168.50.2:51821")
+    );
+    assert!(seen.has_preshared_key());
+    // a reaches b at the address b dialled in from.
+    ping(&nsa, "10.9.0.2")?;
+    // The roamed endpoint is not a difference from the desired "no endpoint".
+    let resync = diff(&a.read().await?.to_config(), &want_a);
+    assert!(resync.is_empty(), "{resync}");
+    let b_state = b.read().await?;
+    assert_eq!(b_state.peer(&pa).context("peer a")?.config.persistent_keepalive, 1);
+
+    a.delete().await?;
+    b.delete().await?;
+    Ok(())
+}
