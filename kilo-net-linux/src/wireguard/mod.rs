@@ -143,6 +143,10 @@ pub fn validate_name(name: &str) -> Result<(), WireGuardError> {
 }
 
 /// A WireGuard device of either kind.
+///
+/// Keep it alive while the interface is wanted: dropping a `Device` that runs the userspace
+/// implementation in-process stops it, and its TUN interface and socket disappear (a kernel
+/// link, or another process's userspace device, stays).
 #[derive(Debug)]
 pub enum Device {
     /// A kernel device.
