@@ -8,7 +8,7 @@ use std::future::Future;
 use crate::{Cidr, Granularity, Node, Peer};
 
 /// What kind of object a message is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectKind {
     /// A node.
@@ -48,6 +48,9 @@ pub struct MeshSettings {
     pub subnet: Option<Cidr>,
     /// The default listen port, if the source names one.
     pub port: Option<u16>,
+    /// Whether this is a static mesh (contract 3), where nodes need only a name and a key:
+    /// callers select nodes with [`crate::mesh::Readiness::StaticMesh`].
+    pub static_mesh: bool,
 }
 
 /// Everything a backend knows at one moment.
@@ -61,6 +64,8 @@ pub struct Snapshot {
     pub peers: Vec<Peer>,
     /// Objects left out, with the reason.
     pub invalid: Vec<Invalid>,
+    /// Objects kept, but with a field ignored because it does not parse (as upstream ignores it).
+    pub ignored: Vec<Invalid>,
 }
 
 /// A change reported by a backend.

@@ -9,23 +9,29 @@
 //! Behaviour matches upstream Kilo (Go) so that both agents can run in one cluster; the upstream
 //! quirks that are fixed are listed in the project's contract.
 
+pub mod agent;
 pub mod annotations;
 pub mod backend;
 pub mod cidr;
 pub mod endpoint;
 pub mod firewall;
 pub mod fixtures;
+pub mod graph;
 pub mod key;
 pub mod mesh;
+pub mod offline;
 pub mod options;
+pub mod peer_spec;
+pub mod plan;
 pub mod routes;
 pub mod topology;
+pub mod validate;
 pub mod wireguard;
 
 pub use backend::{Backend, Event, Invalid, MeshSettings, ObjectKind, Snapshot};
 pub use cidr::Cidr;
 pub use endpoint::Endpoint;
 pub use key::{Key, PrivateKey};
-pub use mesh::{Node, Peer};
+pub use mesh::{Node, Peer, Readiness};
 pub use options::{Compatibility, Encapsulation, Granularity};
 pub use topology::{Segment, Topology, TopologyInput};

@@ -68,6 +68,29 @@ impl Node {
     }
 }
 
+/// Which nodes take part in a mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Upstream's rule at Unix time `now`: endpoint, key, pod CIDR and a fresh check-in.
+    At(i64),
+    /// Upstream's rule without the check-in (a Kubernetes snapshot read from a file).
+    IgnoringLastSeen,
+    /// A static mesh file: every node with a key takes part; a node without an endpoint dials
+    /// out, a node without a subnet routes only its own addresses (contract 3).
+    StaticMesh,
+}
+
+impl Node {
+    /// Whether the node takes part in the mesh under `readiness`.
+    pub fn is_ready(&self, readiness: Readiness) -> bool {
+        match readiness {
+            Readiness::At(now) => self.is_ready_at(now),
+            Readiness::IgnoringLastSeen => self.is_ready_ignoring_last_seen(),
+            Readiness::StaticMesh => !self.key.is_zero(),
+        }
+    }
+}
+
 /// An external WireGuard peer (upstream `mesh.Peer`, the `Peer` CRD).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Peer {
