@@ -15,6 +15,9 @@ use super::error::WireGuardError;
 
 /// Moves the calling thread into the network namespace at `path` (such as `/run/netns/NAME`,
 /// what `ip netns add NAME` creates, or `/proc/PID/ns/net`).
+///
+/// Only for a thread this code owns: a tokio worker (or any pooled thread) moved this way would
+/// carry every later task into the namespace. Use [`run`] instead.
 pub fn enter(path: &Path) -> Result<(), WireGuardError> {
     let err = |message: String| WireGuardError::Netns { path: path.to_path_buf(), message };
     let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
