@@ -9,6 +9,8 @@
 //!   with a route monitor that restores deleted routes at once.
 //! - [`discovery`]: private/public IP detection and automatic MTU.
 //! - [`cni`]: the CNI conflist pod-CIDR update.
+//! - [`wireguard::Device`]: the WireGuard device, kernel (wireguard-control) or userspace
+//!   (in-process gotatun with a UAPI socket), read back and changed peer by peer.
 //! - [`firewall`]: iptables or native nftables rules with upstream's rule strings.
 
 pub mod cni;
@@ -18,6 +20,8 @@ pub mod error;
 pub mod firewall;
 pub mod netlink;
 pub mod reconcile;
+
+pub mod wireguard;
 
 pub use error::NetlinkError;
 pub use netlink::Netlink;
