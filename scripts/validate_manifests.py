@@ -3,7 +3,6 @@
 Usage: validate_manifests.py KUBE_VERSION   (from the repository root)
 """
 
-import copy
 import glob
 import json
 import os
@@ -654,6 +653,14 @@ def check_chart(manifest_sets):
 # docs/kubernetes.md
 
 
+# Upstream 2: every node annotation (user-set and agent-written).
+KNOWN_ANNOTATIONS = {
+    "endpoint", "force-endpoint", "internal-ip", "force-internal-ip", "key", "last-seen", "leader",
+    "location", "persistent-keepalive", "wireguard-ip", "discovered-endpoints", "allowed-location-ips",
+    "granularity", "cni-compatibility-ip",
+}
+
+
 def fenced_blocks(text):
     return re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
 
@@ -708,6 +715,8 @@ def check_docs():
                         n_cmds += 1
                         cmd_problems += command_problems(line, tool, flags, subs)
     report(f"{path}: {n_cmds} kg/kgctl command lines use only flags and subcommands that exist", cmd_problems)
+    unknown = sorted({a for a in re.findall(r"kilo\.squat\.ai/([a-z0-9-]+)", text) if not re.fullmatch(r"v\d\w*", a)} - KNOWN_ANNOTATIONS)
+    report(f"{path}: every kilo.squat.ai/ annotation named exists (upstream 2)", [f"unknown annotation kilo.squat.ai/{a}" for a in unknown])
     if n_docs == 0:
         report(f"{path}: has Kubernetes objects to validate", ["none found"])
 
