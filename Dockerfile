@@ -25,10 +25,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- run ------------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
-# iptables, nftables: the firewall back-ends; iproute2: `ip` for people debugging a node;
-# ca-certificates: TLS to the API server; containernetworking-plugins: the CNI plugins (bridge,
-# host-local, portmap, loopback, ... in /usr/lib/cni) that the install-cni init container copies to
-# the host's /opt/cni/bin when Kilo is the CNI.
+# iptables, nftables: the firewall back-ends; iproute2 and wireguard-tools: `ip` and `wg` for people
+# debugging a node (`kubectl -n kube-system exec ds/kilo -- wg show`); ca-certificates: TLS to the API
+# server; containernetworking-plugins: the CNI plugins (bridge, host-local, portmap, loopback, ... in
+# /usr/lib/cni) that the install-cni init container copies to the host's /opt/cni/bin when Kilo is the
+# CNI.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates \
@@ -36,6 +37,7 @@ RUN apt-get update \
       iproute2 \
       iptables \
       nftables \
+      wireguard-tools \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/kg /out/kgctl /opt/bin/
 ENV PATH=/opt/bin:$PATH

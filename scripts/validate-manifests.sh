@@ -43,4 +43,4 @@ then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PKGS[@]}"
 fi
 
-exec "$VENV/bin/python" "scripts/validate_manifests.py" "$KUBE_VERSION"
+PYTHONDONTWRITEBYTECODE=1 exec "$VENV/bin/python" "scripts/validate_manifests.py" "$KUBE_VERSION"
