@@ -440,7 +440,8 @@ def check_docs():
 
 def check_dockerfile():
     """The image provides what the manifests run."""
-    text = open("Dockerfile").read()
+    # Instructions only: a package named in a comment is not installed.
+    text = "\n".join(line for line in open("Dockerfile") if not line.lstrip().startswith("#"))
     problems = []
     stages = re.split(r"^FROM ", text, flags=re.M)
     runtime = stages[-1]
