@@ -11,6 +11,7 @@
 //! - [`cni`]: the CNI conflist pod-CIDR update.
 //! - [`wireguard::Device`]: the WireGuard device, kernel (wireguard-control) or userspace
 //!   (in-process gotatun with a UAPI socket), read back and changed peer by peer.
+//! - [`host::Host`]: applies a whole plan as minimal changes and reports them.
 //! - [`firewall`]: iptables or native nftables rules with upstream's rule strings.
 
 pub mod cni;
@@ -18,6 +19,7 @@ pub mod discovery;
 pub mod error;
 /// Firewall rules: iptables (binaries) and native nftables (netlink), with upstream's controller semantics.
 pub mod firewall;
+pub mod host;
 pub mod netlink;
 pub mod reconcile;
 
