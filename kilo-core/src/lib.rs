@@ -19,6 +19,7 @@ pub mod graph;
 pub mod key;
 pub mod mesh;
 pub mod options;
+pub mod peer_spec;
 pub mod routes;
 pub mod topology;
 pub mod validate;
