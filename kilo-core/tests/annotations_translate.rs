@@ -32,6 +32,9 @@ fn ep(s: &str) -> Option<Endpoint> {
     Some(s.parse().unwrap())
 }
 
+/// A test case: name, annotations, labels, pod CIDR, expected node.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>, &'a str, Node);
+
 const REGION: &str = "topology.kubernetes.io/region";
 
 #[test]
@@ -84,7 +87,7 @@ fn translate_node_matches_upstream_table() {
     let mut force_none = force_none.to_vec();
     force_none.push((key::FORCE_INTERNAL_IP, ""));
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<(&str, &str)>, &str, Node)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("empty", vec![], vec![], "", Node::default()),
         (
             "invalid ips",

@@ -120,7 +120,7 @@ pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
 
 /// Upstream's `nodesAreEqual` (upstream-kilo.md 10.2), readiness of both judged at Unix time `now`:
 /// endpoint (DNS first), key, WireGuard IP, internal IP, CNI compatibility IP, leader, location,
-/// name, subnets (same networks), readiness (not last-seen itself), keepalive, discovered
+/// name, subnets (same networks, every one of them: upstream has a single one), readiness (not last-seen itself), keepalive, discovered
 /// endpoints (IP and port per key; `None` differs from empty), allowed location IPs (ordered) and
 /// granularity. `no_internal_ip` is not compared, as upstream does not.
 pub fn nodes_equal(a: &Node, b: &Node, now: i64) -> bool {
