@@ -102,10 +102,12 @@ impl FromStr for Cidr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || CidrError { input: s.to_string() };
         let (ip, prefix) = s.split_once('/').ok_or_else(err)?;
-        if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
-        let prefix: u8 = prefix.parse().map_err(|_| err())?;
+        // Go's `dtoi`: leading zeros are fine (`/0008` is 8).
+        let digits = prefix.trim_start_matches('0');
+        let prefix: u8 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| err())? };
         let addr: IpAddr = ip.parse().map_err(|_| err())?;
         if prefix > max_prefix(&addr) {
             return Err(err());
@@ -303,6 +305,7 @@ mod tests {
         for bad in [" 10.0.0.1/32", "10.0.0.1", "foo", "10.0.0.1/33", "10.0.0.1/+8", "10.0.0.1/"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
+        assert_eq!(c("10.0.0.0/0008").to_string(), "10.0.0.0/8");
         assert_eq!(parse_network("10.2.0.1/24").unwrap().to_string(), "10.2.0.0/24");
     }
 

@@ -9,6 +9,7 @@
 //! Behaviour matches upstream Kilo (Go) so that both agents can run in one cluster; the upstream
 //! quirks that are fixed are listed in the project's contract.
 
+pub mod agent;
 pub mod annotations;
 pub mod backend;
 pub mod cidr;
@@ -18,8 +19,10 @@ pub mod fixtures;
 pub mod graph;
 pub mod key;
 pub mod mesh;
+pub mod offline;
 pub mod options;
 pub mod peer_spec;
+pub mod plan;
 pub mod routes;
 pub mod topology;
 pub mod validate;

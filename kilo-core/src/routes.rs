@@ -1,6 +1,7 @@
 //! Routes and policy rules, as data (upstream-kilo.md 7). Devices are named, not indexed, so that
 //! the core stays free of the kernel; `kilo-net-linux` resolves names to indexes.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use crate::Cidr;
@@ -49,4 +50,91 @@ pub struct Interfaces {
     pub private: String,
     /// The encapsulation tunnel (`tunl0`, `flannel.1`, `cilium_tunl`).
     pub tunnel: String,
+}
+
+mod build;
+mod encap;
+
+pub use encap::{Encapsulator, EncapsulatorConfig};
+
+impl Route {
+    /// The route's identity for diffing (contract C7): unlike upstream's reconciler key, the
+    /// table, the route type (always `unicast`) and the device are part of it, so two routes that
+    /// differ only in their table never collapse. `onlink` is not part of it (the kernel replaces
+    /// a route in place when only its flags change).
+    pub fn key(&self) -> String {
+        format!(
+            "unicast {} via {} dev {} src {} table {}",
+            self.dst,
+            opt(self.via),
+            self.dev,
+            opt(self.src),
+            self.table
+        )
+    }
+}
+
+impl Rule {
+    /// The rule's identity for diffing: selectors and table (upstream's rule key).
+    pub fn key(&self) -> String {
+        format!(
+            "from {} to {} iif {} lookup {}",
+            opt(self.from),
+            opt(self.to),
+            self.iif.as_deref().unwrap_or("-"),
+            self.table
+        )
+    }
+}
+
+fn opt<T: fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn table_name(table: u32) -> String {
+    if table == MAIN_TABLE { "main".to_string() } else { table.to_string() }
+}
+
+impl fmt::Display for Route {
+    /// `ip route` syntax: `DST [via GW] dev DEV [src SRC] [table T] [onlink]` (the main table is
+    /// not printed; every route is `proto static`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(via) = self.via {
+            write!(f, " via {via}")?;
+        }
+        write!(f, " dev {}", self.dev)?;
+        if let Some(src) = self.src {
+            write!(f, " src {src}")?;
+        }
+        if self.table != MAIN_TABLE {
+            write!(f, " table {}", table_name(self.table))?;
+        }
+        if self.onlink {
+            f.write_str(" onlink")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Rule {
+    /// `ip rule` syntax: `[from SRC] [to DST] [iif IIF] lookup TABLE` (`from all` when there is
+    /// no selector at all).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(from) = self.from {
+            parts.push(format!("from {from}"));
+        }
+        if let Some(to) = self.to {
+            parts.push(format!("to {to}"));
+        }
+        if let Some(iif) = &self.iif {
+            parts.push(format!("iif {iif}"));
+        }
+        if parts.is_empty() {
+            parts.push("from all".to_string());
+        }
+        parts.push(format!("lookup {}", table_name(self.table)));
+        f.write_str(&parts.join(" "))
+    }
 }

@@ -1,0 +1,194 @@
+//! `kg`'s command line: every upstream flag with upstream's spelling and defaults (upstream 4.1),
+//! plus contract 6's additions. Boolean flags take a value (`--cni=false`); a bare flag is true.
+
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+
+/// kg: the Kilo agent. Turns the mesh into a working encrypted network on this host.
+#[derive(Debug, Parser)]
+#[command(name = "kg", version, about)]
+pub struct Cli {
+    /// Where the mesh comes from.
+    #[arg(long, value_enum, default_value_t = BackendKind::Kubernetes)]
+    pub backend: BackendKind,
+    /// The mesh file for the file backend; re-read when it changes.
+    #[arg(long)]
+    pub file: Option<String>,
+    /// Clean up iptables rules, routes, node annotations and the encapsulation tunnel on exit.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub clean_up: bool,
+    /// Also delete the WireGuard interface on exit.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub clean_up_interface: bool,
+    /// Manage the CNI configuration file (also gates the pod-subnet NAT jump and forward rules).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub cni: bool,
+    /// Path to the CNI configuration list.
+    #[arg(long, default_value = "/etc/cni/net.d/10-kilo.conflist")]
+    pub cni_path: String,
+    /// flannel or cilium compatibility.
+    #[arg(long)]
+    pub compatibility: Option<String>,
+    /// Create the WireGuard interface if it is missing.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub create_interface: bool,
+    /// When to encapsulate traffic inside a location: never, crosssubnet or always.
+    #[arg(long, default_value = "always")]
+    pub encapsulate: String,
+    /// The node's name (default: the OS hostname).
+    #[arg(long, default_value = "")]
+    pub hostname: String,
+    /// The WireGuard interface.
+    #[arg(long, default_value = "kilo0")]
+    pub interface: String,
+    /// CIDRs that private-IP detection is restricted to (repeatable, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub internal_cidr: Vec<String>,
+    /// Add FORWARD ACCEPT rules for the mesh's traffic.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub iptables_forward_rules: bool,
+    /// The private key file (created 0600 in a 0700 directory if missing).
+    #[arg(long, default_value = "/var/lib/kilo/key")]
+    pub key_file: String,
+    /// Path to the kubeconfig file.
+    #[arg(long, default_value = "")]
+    pub kubeconfig: String,
+    /// Address of the metrics, health and graph server.
+    #[arg(long, default_value = ":1107")]
+    pub listen: String,
+    /// Manage routes within a location.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub local: bool,
+    /// all, debug, info, warn, error or none.
+    #[arg(long, default_value = "info", global = true)]
+    pub log_level: String,
+    /// json (upstream's format) or human.
+    #[arg(long, default_value = "json", global = true)]
+    pub log_format: LogFormat,
+    /// The Kubernetes API server address.
+    #[arg(long, default_value = "")]
+    pub master: String,
+    /// location, full or cross.
+    #[arg(long, default_value = "location")]
+    pub mesh_granularity: String,
+    /// The WireGuard interface MTU: auto (the default-route interface's MTU minus 80) or a number.
+    #[arg(long, default_value = "auto")]
+    pub mtu: String,
+    /// The WireGuard listen port.
+    #[arg(long, default_value_t = 51820)]
+    pub port: i64,
+    /// Use the private IP as the endpoint when no endpoint is set.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub prioritise_private_addresses: bool,
+    /// How often to reconcile everything (e.g. 30s, 1m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resync_period: Duration,
+    /// Service CIDRs, excluded from NAT (repeatable, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub service_cidr: Vec<String>,
+    /// The WireGuard subnet.
+    #[arg(long, default_value = "10.4.0.0/16")]
+    pub subnet: String,
+    /// The node label that gives a node's location when it has no location annotation.
+    #[arg(long, default_value = "topology.kubernetes.io/region")]
+    pub topology_label: String,
+    /// kernel, userspace, or auto (the kernel module when it can create a wireguard link).
+    #[arg(long, value_enum, default_value_t = WireGuardMode::Auto)]
+    pub wireguard: WireGuardMode,
+    /// Directory for the userspace implementation's UAPI sockets.
+    #[arg(long, default_value = "/run/wireguard")]
+    pub wireguard_socket_dir: String,
+    /// Subcommands.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// The Kubernetes API.
+    Kubernetes,
+    /// A mesh file (`--file`).
+    File,
+}
+
+/// WireGuard implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WireGuardMode {
+    /// The kernel module.
+    Kernel,
+    /// The built-in userspace implementation.
+    Userspace,
+    /// The kernel when possible, else userspace.
+    Auto,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// Human-readable lines.
+    Human,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the node's public key, creating the key file if it does not exist.
+    Pubkey,
+    /// Print the version.
+    Version,
+}
+
+/// Parses Go-style durations: `30s`, `1m`, `1m30s`, `500ms`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (use e.g. 30s, 1m, 1m30s)");
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(err()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn upstream_boolean_flag_spellings_work() {
+        let cli = Cli::parse_from(["kg", "--cni=false", "--clean-up", "--local=true"]);
+        assert!(!cli.cni && cli.clean_up && cli.local);
+        let cli = Cli::parse_from(["kg", "--clean-up=false", "--iptables-forward-rules"]);
+        assert!(!cli.clean_up && cli.iptables_forward_rules);
+    }
+}

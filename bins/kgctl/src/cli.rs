@@ -1,0 +1,152 @@
+//! Command-line syntax (contract 5).
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use kilo_core::{Cidr, Encapsulation};
+
+/// kgctl: inspect a Kilo mesh from Kubernetes or from a file.
+#[derive(Debug, Parser)]
+#[command(name = "kgctl", version, about)]
+pub struct Cli {
+    /// Where the mesh comes from.
+    #[arg(long, global = true, value_enum, default_value_t = BackendKind::Kubernetes)]
+    pub backend: BackendKind,
+    /// The file backend's input: a mesh TOML or a Kubernetes YAML snapshot; `-` reads stdin.
+    #[arg(long, global = true)]
+    pub file: Option<String>,
+    /// Path to the kubeconfig file.
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<String>,
+    /// location, full, cross, or auto (the source's setting, else location).
+    #[arg(long, global = true, default_value = "auto")]
+    pub mesh_granularity: String,
+    /// The WireGuard listen port.
+    #[arg(long, global = true, default_value_t = 51820, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// The WireGuard subnet (default: the source's, else 10.4.0.0/16).
+    #[arg(long, global = true)]
+    pub subnet: Option<Cidr>,
+    /// The node label that gives a node's location when it has no location annotation.
+    #[arg(long, global = true, default_value = "topology.kubernetes.io/region")]
+    pub topology_label: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// The Kubernetes API.
+    Kubernetes,
+    /// A file (`--file`).
+    File,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the mesh as a Graphviz graph.
+    Graph {
+        /// dot, or svg (needs Graphviz's `dot`).
+        #[arg(short, long, default_value = "dot")]
+        output: GraphFormat,
+    },
+    /// Print a node's or a peer's WireGuard configuration.
+    Showconf {
+        /// node or peer.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// Print the object as a peer of another interface.
+        #[arg(long)]
+        as_peer: bool,
+        /// wireguard, yaml or json (yaml and json need --as-peer).
+        #[arg(short, long, default_value = "wireguard")]
+        output: ShowconfFormat,
+        /// Extra allowed IPs for --as-peer.
+        #[arg(long, value_delimiter = ',')]
+        allowed_ips: Vec<Cidr>,
+    },
+    /// Print everything the agent on a node would apply.
+    Plan {
+        /// node.
+        kind: PlanKind,
+        /// The node's name.
+        name: String,
+        /// never, crosssubnet or always.
+        #[arg(long, default_value = "always")]
+        encapsulate: Encapsulation,
+        /// Manage routes within a location.
+        #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+        local: bool,
+        /// Kilo manages the CNI (gates the pod-subnet NAT jump and forward rules).
+        #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+        cni: bool,
+        /// Add FORWARD ACCEPT rules.
+        #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+        iptables_forward_rules: bool,
+        /// Service CIDRs, excluded from NAT.
+        #[arg(long, value_delimiter = ',')]
+        service_cidr: Vec<Cidr>,
+        /// The WireGuard interface.
+        #[arg(long, default_value = "kilo0")]
+        interface: String,
+        /// The interface carrying the private IP (unknown offline).
+        #[arg(long, default_value = "eth0")]
+        private_interface: String,
+        /// text or json.
+        #[arg(short, long, default_value = "text")]
+        output: PlanFormat,
+    },
+    /// Check the whole mesh; exit 1 if any error is found.
+    Validate,
+    /// Print a new WireGuard private key.
+    Genkey,
+    /// Read a private key on stdin and print its public key.
+    Pubkey,
+}
+
+/// `showconf` targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectKind {
+    /// A node.
+    Node,
+    /// A peer.
+    Peer,
+}
+
+/// `plan` targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanKind {
+    /// A node.
+    Node,
+}
+
+/// `graph` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// SVG, rendered by Graphviz's `dot`.
+    Svg,
+}
+
+/// `showconf` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowconfFormat {
+    /// WireGuard INI.
+    Wireguard,
+    /// A Peer object in YAML.
+    Yaml,
+    /// A Peer object in JSON.
+    Json,
+}
+
+/// `plan` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// For people.
+    Text,
+    /// The JSON of contract 5.
+    Json,
+}

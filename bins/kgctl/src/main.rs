@@ -1,0 +1,165 @@
+//! `kgctl`: inspect and check a Kilo mesh (contract 5). All decisions live in `kilo-core`; this
+//! binary parses flags, loads the source and prints.
+
+mod cli;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use cli::{BackendKind, Cli, Command, GraphFormat, ObjectKind, PlanFormat, ShowconfFormat};
+use kilo_core::offline::{AsPeer, OfflineMesh, Overrides, ShowConf};
+use kilo_core::plan::PlanOptions;
+use kilo_core::routes::Interfaces;
+use kilo_core::{Granularity, PrivateKey, Readiness, Snapshot};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            eprintln!("kgctl: {}", text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kgctl: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn granularity(s: &str) -> Result<Option<Granularity>> {
+    match s {
+        "auto" => Ok(None),
+        s => s.parse().map(Some).map_err(|_| {
+            anyhow!("mesh granularity {s:?} unknown; possible values are: location, full, cross, auto")
+        }),
+    }
+}
+
+fn load(cli: &Cli) -> Result<(Snapshot, Readiness)> {
+    match cli.backend {
+        BackendKind::Kubernetes => bail!(
+            "--backend kubernetes is not available in this build yet; use --backend file --file PATH"
+        ),
+        BackendKind::File => {
+            let path = cli.file.as_deref().context("--backend file needs --file PATH")?;
+            let snapshot = kilo_backend_file::load(path, &cli.topology_label)?;
+            let readiness = if snapshot.settings.static_mesh {
+                Readiness::StaticMesh
+            } else {
+                Readiness::IgnoringLastSeen
+            };
+            Ok((snapshot, readiness))
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match &cli.command {
+        Command::Genkey => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow!("no randomness: {e}"))?;
+            writeln!(out, "{}", PrivateKey::from_random_bytes(bytes).expose_base64())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Pubkey => {
+            let mut text = String::new();
+            std::io::stdin().take(1024).read_to_string(&mut text).context("reading stdin")?;
+            let key: PrivateKey =
+                text.trim().parse().map_err(|e| anyhow!("stdin: not a private key: {e}"))?;
+            writeln!(out, "{}", key.public_key())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let overrides = Overrides {
+        granularity: granularity(&cli.mesh_granularity)?,
+        subnet: cli.subnet,
+        port: Some(cli.port),
+    };
+    let (snapshot, readiness) = load(&cli)?;
+    if let Command::Validate = cli.command {
+        let findings = OfflineMesh::validate(&snapshot, &overrides);
+        for f in &findings {
+            writeln!(out, "{f}")?;
+        }
+        let errors = findings.iter().filter(|f| f.severity == kilo_core::validate::Severity::Error).count();
+        if findings.is_empty() {
+            writeln!(out, "ok: {} nodes, {} peers, no findings", snapshot.nodes.len(), snapshot.peers.len())?;
+        }
+        return Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+    }
+    let mesh = OfflineMesh::new(&snapshot, &overrides, readiness)?;
+    match cli.command {
+        Command::Graph { output } => {
+            let dot = mesh.graph()?;
+            match output {
+                GraphFormat::Dot => out.write_all(dot.as_bytes())?,
+                GraphFormat::Svg => out.write_all(&render_svg(&dot)?)?,
+            }
+        }
+        Command::Showconf { kind, name, as_peer, output, allowed_ips } => {
+            let as_peer = as_peer.then_some(AsPeer {
+                allowed_ips: &allowed_ips,
+                object: output != ShowconfFormat::Wireguard,
+            });
+            let shown = match kind {
+                ObjectKind::Node => mesh.showconf_node(&name, as_peer)?,
+                ObjectKind::Peer => mesh.showconf_peer(&name, as_peer)?,
+            };
+            match shown {
+                ShowConf::Text(text) => out.write_all(text.as_bytes())?,
+                ShowConf::NotLeader(message) => eprintln!("{message}"),
+                ShowConf::Peer(object) if output == ShowconfFormat::Json => {
+                    out.write_all(serde_json::to_string_pretty(&object)?.as_bytes())?
+                }
+                ShowConf::Peer(object) => out.write_all(serde_yaml::to_string(&object)?.as_bytes())?,
+            }
+        }
+        Command::Plan {
+            name, encapsulate, local, cni, iptables_forward_rules, service_cidr, interface,
+            private_interface, output, ..
+        } => {
+            let options = PlanOptions {
+                interfaces: Interfaces { kilo: interface, private: private_interface, tunnel: "tunl0".into() },
+                local,
+                cni,
+                iptables_forward_rules,
+                encapsulation: encapsulate,
+                compatibility: None,
+            };
+            let plan = mesh.plan(&name, &options, &service_cidr)?;
+            match output {
+                PlanFormat::Json => writeln!(out, "{}", plan.to_json_pretty())?,
+                PlanFormat::Text => out.write_all(plan.to_text().as_bytes())?,
+            }
+        }
+        Command::Validate | Command::Genkey | Command::Pubkey => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_svg(dot: &str) -> Result<Vec<u8>> {
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("-o svg needs Graphviz's `dot` on PATH")?;
+    child.stdin.take().context("dot stdin")?.write_all(dot.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("dot -Tsvg failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(output.stdout)
+}

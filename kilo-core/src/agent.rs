@@ -1,0 +1,389 @@
+//! The agent's decisions as a sans-IO state machine (upstream-kilo.md 10.2-10.3).
+//!
+//! The agent binary feeds [`Input`]s (backend events, ticks, the observed WireGuard device, host
+//! facts) with the current time, and carries out the [`Action`]s that come back (publish the local
+//! node, apply a plan). Nothing here sleeps, reads a clock, resolves a name or touches the kernel,
+//! so the same machine runs in property tests and multi-node simulations with a manual clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::backend::{Invalid, ObjectKind, Snapshot};
+use crate::plan::{Plan, PlanOptions};
+use crate::topology::TopologyError;
+use crate::{Cidr, Endpoint, Granularity, Key, Node, Peer, PrivateKey, Readiness, Topology, TopologyInput};
+
+/// Upstream's check-in period: the local node's last-seen is refreshed this often (seconds).
+pub const CHECK_IN_PERIOD_SECS: i64 = 30;
+
+/// How the agent selects the nodes that take part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadinessPolicy {
+    /// Kubernetes: upstream's readiness, with last-seen checked against `now`.
+    Live,
+    /// A Kubernetes snapshot: upstream's readiness without last-seen.
+    Snapshot,
+    /// A static mesh file: every node with a key.
+    StaticMesh,
+}
+
+impl ReadinessPolicy {
+    fn at(self, now: i64) -> Readiness {
+        match self {
+            ReadinessPolicy::Live => Readiness::At(now),
+            ReadinessPolicy::Snapshot => Readiness::IgnoringLastSeen,
+            ReadinessPolicy::StaticMesh => Readiness::StaticMesh,
+        }
+    }
+}
+
+/// The agent's fixed settings (its flags).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The local node's name (`--hostname`).
+    pub hostname: String,
+    /// `--mesh-granularity`.
+    pub granularity: Granularity,
+    /// `--port`: the listen port unless the local endpoint names another.
+    pub port: u16,
+    /// `--subnet`: the WireGuard subnet.
+    pub subnet: Cidr,
+    /// `--service-cidr`.
+    pub service_cidrs: Vec<Cidr>,
+    /// The private key from the key file.
+    pub private_key: PrivateKey,
+    /// Which nodes take part.
+    pub readiness: ReadinessPolicy,
+    /// Whether the backend accepts what the agent publishes about its own node (Kubernetes does;
+    /// a mesh file is read-only, so its local entry is used as written).
+    pub publishes: bool,
+    /// `--prioritise-private-addresses`.
+    pub prioritise_private_addresses: bool,
+    /// Options that shape the plan (interfaces, `--local`, `--cni`, encapsulation, …).
+    pub plan: PlanOptions,
+}
+
+/// What the agent found out about its host (upstream 9.1), re-detected by the binary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// The private IP with its interface mask, if any.
+    pub private_ip: Option<Cidr>,
+    /// The public IP (or, lacking one, the first private IP).
+    pub public_ip: Option<IpAddr>,
+    /// Cilium's `cilium_host` address in cilium compatibility mode.
+    pub cni_compatibility_ip: Option<Cidr>,
+}
+
+/// One WireGuard peer as the device reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedPeer {
+    /// The peer's public key.
+    pub public_key: Key,
+    /// The endpoint the device currently sends to (roamed or configured).
+    pub endpoint: Option<SocketAddr>,
+    /// Unix seconds of the last handshake; `None` or 0 when there was none.
+    pub last_handshake: Option<i64>,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The backend's whole state (start-up, or a re-read file).
+    Reset(Snapshot),
+    /// A node was added or changed.
+    NodeChanged(Node),
+    /// A node was removed.
+    NodeRemoved(String),
+    /// A peer was added or changed.
+    PeerChanged(Peer),
+    /// A peer was removed.
+    PeerRemoved(String),
+    /// An object the backend could not translate.
+    Invalid(Invalid),
+    /// The host's addresses, (re-)detected.
+    HostFacts(HostFacts),
+    /// The WireGuard device's peers, as observed (for NAT endpoint discovery).
+    Device(Vec<ObservedPeer>),
+    /// The check-in timer fired.
+    CheckIn,
+    /// The resync timer fired: reconcile everything.
+    Resync,
+}
+
+/// Something the agent must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish the local node (Kubernetes: patch the annotations kg owns).
+    Publish(Box<Node>),
+    /// Make the host match this plan (the applier diffs it against the kernel).
+    Apply(Box<Plan>),
+    /// Nothing can be applied: the reason, for logs and metrics.
+    Blocked(String),
+    /// A warning about one object (left out, field ignored).
+    Warn(String),
+}
+
+/// Counters and gauges the agent exports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Ready nodes at the last reconcile.
+    pub nodes: usize,
+    /// Ready peers at the last reconcile.
+    pub peers: usize,
+    /// Whether the local node leads its segment.
+    pub leader: bool,
+    /// Reconciles computed.
+    pub reconciles: u64,
+    /// Invalid objects currently known, by name.
+    pub invalid: usize,
+    /// Plans that could not be computed.
+    pub errors: u64,
+}
+
+/// The agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    config: AgentConfig,
+    nodes: BTreeMap<String, Node>,
+    peers: BTreeMap<String, Peer>,
+    invalid: BTreeMap<(ObjectKind, String), Invalid>,
+    host: HostFacts,
+    discovered: BTreeMap<Key, SocketAddr>,
+    wireguard_ip: Option<Cidr>,
+    last_published: Option<Node>,
+    status: Status,
+}
+
+impl Agent {
+    /// A new agent with no knowledge of the mesh yet.
+    pub fn new(mut config: AgentConfig) -> Agent {
+        config.plan.node = config.hostname.clone();
+        Agent {
+            config,
+            nodes: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            host: HostFacts::default(),
+            discovered: BTreeMap::new(),
+            wireguard_ip: None,
+            last_published: None,
+            status: Status::default(),
+        }
+    }
+
+    /// The agent's settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Gauges and counters for metrics.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The nodes the agent knows, by name.
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
+    }
+
+    /// The peers the agent knows, by name.
+    pub fn peers(&self) -> &BTreeMap<String, Peer> {
+        &self.peers
+    }
+
+    /// Handles one input at Unix time `now`.
+    pub fn handle(&mut self, now: i64, input: Input) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let changed = match input {
+            Input::Reset(snapshot) => {
+                self.nodes = snapshot.nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+                self.peers = snapshot.peers.into_iter().map(|p| (p.name.clone(), p)).collect();
+                self.invalid.clear();
+                for inv in snapshot.invalid {
+                    actions.push(Action::Warn(format!("left out {inv}")));
+                    self.invalid.insert((inv.kind, inv.name.clone()), inv);
+                }
+                for inv in snapshot.ignored {
+                    actions.push(Action::Warn(format!("ignored a field of {inv}")));
+                }
+                true
+            }
+            Input::NodeChanged(node) => {
+                self.invalid.remove(&(ObjectKind::Node, node.name.clone()));
+                self.nodes.insert(node.name.clone(), node.clone()) != Some(node)
+            }
+            Input::NodeRemoved(name) => {
+                self.invalid.remove(&(ObjectKind::Node, name.clone()));
+                self.nodes.remove(&name).is_some()
+            }
+            Input::PeerChanged(peer) => {
+                self.invalid.remove(&(ObjectKind::Peer, peer.name.clone()));
+                self.peers.insert(peer.name.clone(), peer.clone()) != Some(peer)
+            }
+            Input::PeerRemoved(name) => {
+                self.invalid.remove(&(ObjectKind::Peer, name.clone()));
+                self.peers.remove(&name).is_some()
+            }
+            Input::Invalid(inv) => {
+                actions.push(Action::Warn(format!("left out {inv}")));
+                // The object is left out; whatever was known of it before goes too.
+                let removed = match inv.kind {
+                    ObjectKind::Node => self.nodes.remove(&inv.name).is_some(),
+                    ObjectKind::Peer => self.peers.remove(&inv.name).is_some(),
+                };
+                self.invalid.insert((inv.kind, inv.name.clone()), inv);
+                removed
+            }
+            Input::HostFacts(facts) => {
+                let changed = facts != self.host;
+                self.host = facts;
+                changed
+            }
+            Input::Device(observed) => self.discover(&observed),
+            Input::CheckIn => {
+                if let Some(local) = self.local_for_publishing(now) {
+                    actions.push(Action::Publish(Box::new(local.clone())));
+                    self.last_published = Some(local);
+                }
+                false
+            }
+            Input::Resync => true,
+        };
+        self.status.invalid = self.invalid.len();
+        if self.config.publishes {
+            if let Some(local) = self.local_for_publishing(now) {
+                if self.last_published.as_ref().is_none_or(|p| !same_published(p, &local)) {
+                    actions.push(Action::Publish(Box::new(local.clone())));
+                    self.last_published = Some(local);
+                }
+            }
+        }
+        if changed {
+            actions.push(self.reconcile(now));
+        }
+        actions
+    }
+
+    /// NAT endpoint discovery (upstream 10.3 step 6): for nodes with a keepalive and for peers,
+    /// a device peer with a handshake tells where that key really is.
+    fn discover(&mut self, observed: &[ObservedPeer]) -> bool {
+        let keepalive_keys: HashMap<Key, ()> = self
+            .nodes
+            .values()
+            .filter(|n| !n.persistent_keepalive.is_zero())
+            .map(|n| (n.key, ()))
+            .chain(self.peers.values().map(|p| (p.public_key, ())))
+            .collect();
+        let discovered: BTreeMap<Key, SocketAddr> = observed
+            .iter()
+            .filter(|o| o.last_handshake.is_some_and(|t| t > 0))
+            .filter(|o| keepalive_keys.contains_key(&o.public_key))
+            .filter_map(|o| o.endpoint.map(|e| (o.public_key, e)))
+            .collect();
+        let changed = discovered != self.discovered;
+        self.discovered = discovered;
+        changed
+    }
+
+    /// The local node as the agent publishes it (upstream `handleLocal`), if the backend has it.
+    fn local_for_publishing(&self, now: i64) -> Option<Node> {
+        if !self.config.publishes {
+            return None;
+        }
+        let mut local = self.nodes.get(&self.config.hostname)?.clone();
+        if !local.endpoint.as_ref().is_some_and(Endpoint::is_ready) {
+            let ip = if self.config.prioritise_private_addresses {
+                self.host.private_ip.map(|c| c.addr()).or(self.host.public_ip)
+            } else {
+                self.host.public_ip
+            };
+            local.endpoint = ip.map(|ip| Endpoint::from_addr(SocketAddr::new(ip, self.config.port)));
+        }
+        if local.internal_ip.is_none() && !local.no_internal_ip {
+            local.internal_ip = self.host.private_ip;
+        }
+        local.key = self.config.private_key.public_key();
+        local.cni_compatibility_ip = self.host.cni_compatibility_ip;
+        local.last_seen = now;
+        local.wireguard_ip = self.wireguard_ip;
+        local.discovered_endpoints = Some(self.discovered.clone());
+        local.granularity = Some(self.config.granularity);
+        Some(local)
+    }
+
+    /// The local node as the topology should see it.
+    fn local_node(&self, now: i64) -> Option<Node> {
+        match self.local_for_publishing(now) {
+            Some(local) => Some(local),
+            None => {
+                let mut local = self.nodes.get(&self.config.hostname)?.clone();
+                local.discovered_endpoints = Some(self.discovered.clone());
+                Some(local)
+            }
+        }
+    }
+
+    /// Computes the plan (upstream `applyTopology`).
+    fn reconcile(&mut self, now: i64) -> Action {
+        self.status.reconciles += 1;
+        let readiness = self.config.readiness.at(now);
+        let Some(local) = self.local_node(now) else {
+            return Action::Blocked(format!(
+                "the local node {:?} is not in the mesh yet",
+                self.config.hostname
+            ));
+        };
+        let mut nodes: Vec<Node> = self
+            .nodes
+            .values()
+            .filter(|n| n.name != local.name)
+            .filter(|n| n.is_ready(readiness))
+            .cloned()
+            .collect();
+        let peers: Vec<Peer> = self.peers.values().filter(|p| p.is_ready()).cloned().collect();
+        self.status.peers = peers.len();
+        if !local.is_ready(readiness) {
+            self.status.nodes = nodes.len();
+            return Action::Blocked(format!(
+                "the local node {:?} is not ready (it needs a key, an endpoint and a pod subnet)",
+                local.name
+            ));
+        }
+        nodes.push(local.clone());
+        self.status.nodes = nodes.len();
+        let port = local.endpoint.as_ref().map(Endpoint::port).filter(|p| *p > 0).unwrap_or(self.config.port);
+        let topology = match Topology::new(TopologyInput {
+            nodes: &nodes,
+            peers: &peers,
+            granularity: self.config.granularity,
+            hostname: &self.config.hostname,
+            port,
+            key: self.config.private_key.clone(),
+            subnet: self.config.subnet,
+            service_cidrs: &self.config.service_cidrs,
+            persistent_keepalive: local.persistent_keepalive,
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                self.status.errors += 1;
+                return Action::Blocked(blocked_message(&e));
+            }
+        };
+        self.status.leader = topology.leader;
+        self.wireguard_ip = topology.leader.then_some(topology.wireguard_cidr);
+        // A non-leader's plan has no WireGuard config: link down, no peers (contract C8).
+        let wireguard = topology.leader.then(|| topology.conf_for_device());
+        Action::Apply(Box::new(Plan::new(&topology, wireguard, &self.config.plan)))
+    }
+}
+
+fn blocked_message(e: &TopologyError) -> String {
+    format!("cannot compute the topology: {e}")
+}
+
+/// Whether two published nodes differ in anything the backend stores, apart from last-seen.
+fn same_published(a: &Node, b: &Node) -> bool {
+    let mut a = a.clone();
+    a.last_seen = b.last_seen;
+    &a == b
+}

@@ -1,0 +1,303 @@
+//! `Topology::routes` and `Topology::peer_routes` (upstream-kilo.md 7.1-7.4, Appendix A).
+
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use super::{EncapsulatorConfig, Interfaces, KILO_TABLE, MAIN_TABLE, Route, Rule};
+use crate::topology::{Member, Segment};
+use crate::{Cidr, Encapsulation, Topology};
+
+/// A route with its destination masked to the network (contract C17: the kernel refuses IPv4
+/// destinations with host bits set).
+fn route(
+    dst: Cidr,
+    via: Option<IpAddr>,
+    dev: &str,
+    src: Option<IpAddr>,
+    table: u32,
+    onlink: bool,
+) -> Route {
+    Route { dst: dst.network(), via, dev: dev.to_string(), src, table, onlink }
+}
+
+/// A policy rule looking up [`KILO_TABLE`].
+fn rule(from: Option<Cidr>, to: Option<Cidr>, iif: Option<&str>) -> Rule {
+    Rule {
+        from: from.map(|c| c.network()),
+        to: to.map(|c| c.network()),
+        iif: iif.map(str::to_string),
+        table: KILO_TABLE,
+    }
+}
+
+/// Keeps the first of identical items (peer allowed IPs that differ only in host bits become
+/// identical routes once masked).
+fn dedup<T: Clone + Eq + Hash>(items: Vec<T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+}
+
+fn private_ip(m: &Member) -> Option<IpAddr> {
+    m.internal_ip.map(|c| c.addr())
+}
+
+/// A member's next hop inside the location (`enc.Gw(nil, privIP_i, cniIP_i, cidr_i)`).
+fn member_gw(enc: &EncapsulatorConfig, m: &Member, subnet: Option<Cidr>) -> Option<IpAddr> {
+    let subnet = subnet.or_else(|| m.subnets.first().copied());
+    enc.encapsulator.gw(None, private_ip(m), m.cni_compatibility_ip.map(|c| c.addr()), subnet)
+}
+
+/// Collects routes and rules for one node.
+struct Builder<'a> {
+    topology: &'a Topology,
+    ifaces: &'a Interfaces,
+    enc: &'a EncapsulatorConfig,
+    routes: Vec<Route>,
+    rules: Vec<Rule>,
+}
+
+impl Builder<'_> {
+    fn our_ip(&self) -> Option<IpAddr> {
+        self.topology.private_ip.map(|c| c.addr())
+    }
+
+    /// Upstream's `encapsulateRoute`: through the tunnel (with our private IP as source) when
+    /// the strategy says so for the route's gateway.
+    fn push_encapsulated(&mut self, mut r: Route) {
+        if self.enc.encapsulates(self.topology.private_ip, r.via) {
+            r.dev.clone_from(&self.ifaces.tunnel);
+            if r.src.is_none() {
+                r.src = self.our_ip();
+            }
+        }
+        self.routes.push(r);
+    }
+
+    /// Our pod CIDRs as rule sources for a destination of `dst`'s family (`None` when we have
+    /// no pod CIDR, as upstream's nil source).
+    fn rule_sources(&self, dst: IpAddr) -> Vec<Option<Cidr>> {
+        if self.topology.subnets.is_empty() {
+            return vec![None];
+        }
+        self.topology
+            .subnets
+            .iter()
+            .filter(|s| s.is_ipv4() == dst.is_ipv4())
+            .map(|s| Some(*s))
+            .collect()
+    }
+
+    /// Routes to the other nodes of a segment treated as local when `--local` is set (7.1 step
+    /// 2 and the first bullet of 7.2); `leader` adds the `iif` rule.
+    fn local_members(&mut self, seg: &Segment, leader: bool) {
+        let ours = self.our_ip();
+        for m in &seg.members {
+            let theirs = private_ip(m);
+            if theirs.is_some() && theirs == ours {
+                continue;
+            }
+            for subnet in &m.subnets {
+                let gw = member_gw(self.enc, m, Some(*subnet));
+                if gw.is_none() {
+                    continue;
+                }
+                let r = route(*subnet, gw, &self.ifaces.private, None, MAIN_TABLE, true);
+                self.push_encapsulated(r);
+            }
+            let Some(theirs) = theirs else { continue };
+            if !self.enc.encapsulates(self.topology.private_ip, Some(theirs)) {
+                continue;
+            }
+            let host = Cidr::host(theirs);
+            let gw = member_gw(self.enc, m, None);
+            let tunnel = self.ifaces.tunnel.clone();
+            self.routes.push(route(host, gw, &tunnel, ours, KILO_TABLE, true));
+            for from in self.rule_sources(theirs) {
+                self.rules.push(rule(from, Some(host), None));
+            }
+            if leader {
+                self.rules.push(rule(None, Some(host), Some(&self.ifaces.kilo)));
+            }
+        }
+    }
+
+    /// Compatibility modes on a leader without `--local` (7.2, second bullet): private IPs of
+    /// the location reached through the CNI's tunnel when its gateway is not the private IP.
+    fn compat_members(&mut self, seg: &Segment) {
+        let ours = self.our_ip();
+        for m in &seg.members {
+            let Some(theirs) = private_ip(m) else { continue };
+            if Some(theirs) == ours {
+                continue;
+            }
+            let Some(gw) = member_gw(self.enc, m, None) else { continue };
+            if gw == theirs {
+                continue;
+            }
+            let host = Cidr::host(theirs);
+            let tunnel = self.ifaces.tunnel.clone();
+            self.routes.push(route(host, Some(gw), &tunnel, None, KILO_TABLE, true));
+            self.rules.push(rule(None, Some(host), Some(&self.ifaces.kilo)));
+        }
+    }
+
+    fn non_leader(&mut self, local: bool) {
+        let t = self.topology;
+        let gw = t.segments.iter().find(|s| s.location == t.location).and_then(|s| {
+            let leader = s.members.get(s.leader)?;
+            self.enc.encapsulator.gw(
+                t.nat_endpoint_ip(s),
+                private_ip(leader),
+                leader.cni_compatibility_ip.map(|c| c.addr()),
+                leader.subnets.first().copied(),
+            )
+        });
+        let dev = self.ifaces.private.clone();
+        for seg in &t.segments {
+            if let Some(wg) = seg.wireguard_ip {
+                self.push_encapsulated(route(Cidr::host(wg), gw, &dev, None, MAIN_TABLE, true));
+            }
+            if seg.location == t.location {
+                if local {
+                    self.local_members(seg, false);
+                }
+                continue;
+            }
+            let subnets = seg.members.iter().flat_map(|m| m.subnets.iter().copied());
+            let privates = seg.members.iter().filter_map(private_ip).map(Cidr::host);
+            let dsts: Vec<Cidr> =
+                subnets.chain(privates).chain(seg.allowed_location_ips.iter().copied()).collect();
+            for dst in dsts {
+                self.push_encapsulated(route(dst, gw, &dev, None, MAIN_TABLE, true));
+            }
+        }
+        for peer in &t.peers {
+            for aip in &peer.allowed_ips {
+                self.push_encapsulated(route(*aip, gw, &dev, None, MAIN_TABLE, true));
+            }
+        }
+    }
+
+    fn leader(&mut self, local: bool) {
+        let t = self.topology;
+        let src = self.our_ip();
+        let kilo = self.ifaces.kilo.clone();
+        for seg in &t.segments {
+            if t.is_local_like(seg) {
+                if local && src.is_some() {
+                    self.local_members(seg, true);
+                } else if !local && src.is_some() && self.enc.strategy != Encapsulation::Never {
+                    self.compat_members(seg);
+                }
+                continue;
+            }
+            let wg = seg.wireguard_ip;
+            let endpoint_ip = t.nat_endpoint_ip(seg);
+            for m in &seg.members {
+                for subnet in &m.subnets {
+                    self.routes.push(route(*subnet, wg, &kilo, src, MAIN_TABLE, true));
+                }
+                match private_ip(m) {
+                    Some(ip) if Some(ip) != endpoint_ip => {
+                        self.routes.push(route(Cidr::host(ip), wg, &kilo, src, MAIN_TABLE, true));
+                    }
+                    _ => {}
+                }
+            }
+            for alip in &seg.allowed_location_ips {
+                self.routes.push(route(*alip, wg, &kilo, src, MAIN_TABLE, true));
+            }
+        }
+        for peer in &t.peers {
+            for aip in &peer.allowed_ips {
+                self.routes.push(route(*aip, None, &kilo, src, MAIN_TABLE, false));
+            }
+        }
+    }
+}
+
+impl Topology {
+    /// Whether `seg` is handled like the local segment: it is the local segment, or (in `cross`
+    /// granularity) it shares the local node's location (Appendix A).
+    pub(crate) fn is_local_like(&self, seg: &Segment) -> bool {
+        seg.location == self.location
+            || (self.node_location.is_some() && seg.node_location == self.node_location)
+    }
+
+    /// The IP of a segment leader's endpoint after NAT substitution (upstream's
+    /// `updateEndpoint(...).IP()`): the discovered address when the leader has a keepalive and
+    /// one was discovered, else the endpoint's resolved IP.
+    pub(crate) fn nat_endpoint_ip(&self, seg: &Segment) -> Option<IpAddr> {
+        if !seg.persistent_keepalive.is_zero()
+            && let Some(addr) = self.discovered_endpoints.get(&seg.key)
+        {
+            return Some(addr.ip());
+        }
+        seg.endpoint.as_ref().and_then(|e| e.ip())
+    }
+
+    /// The routes and policy rules the local node needs (upstream's `Topology.Routes`, 7.1-7.3),
+    /// in upstream's order. Devices are named by `ifaces`; `local` is `--local`.
+    ///
+    /// Differences from upstream: destinations are masked to their network (contract C17), and
+    /// identical routes or rules are listed once (the first occurrence is kept).
+    pub fn routes(
+        &self,
+        ifaces: &Interfaces,
+        local: bool,
+        enc: &EncapsulatorConfig,
+    ) -> (Vec<Route>, Vec<Rule>) {
+        let mut b = Builder { topology: self, ifaces, enc, routes: Vec::new(), rules: Vec::new() };
+        if self.leader {
+            b.leader(local);
+        } else {
+            b.non_leader(local);
+        }
+        (dedup(b.routes), dedup(b.rules))
+    }
+
+    /// The routes a Kilo peer named `name` needs to reach the mesh through its WireGuard
+    /// interface `kilo_iface` (upstream's `PeerRoutes`, 7.4; used by `kgctl connect`).
+    ///
+    /// Each of `additional_allowed_ips` is routed via the WireGuard IP of the segment that
+    /// carries it (contract C11): the first segment with an allowed IP or allowed-location IP
+    /// whose network covers it; upstream's first segment when none does. Destinations are
+    /// masked (contract C17) and identical routes listed once.
+    pub fn peer_routes(
+        &self,
+        name: &str,
+        kilo_iface: &str,
+        additional_allowed_ips: &[Cidr],
+    ) -> Vec<Route> {
+        let mut routes = Vec::new();
+        for seg in &self.segments {
+            let wg = seg.wireguard_ip;
+            let subnets = seg.members.iter().flat_map(|m| m.subnets.iter().copied());
+            let privates = seg.members.iter().filter_map(private_ip).map(Cidr::host);
+            for dst in subnets.chain(privates).chain(seg.allowed_location_ips.iter().copied()) {
+                routes.push(route(dst, wg, kilo_iface, None, MAIN_TABLE, true));
+            }
+            if let Some(wg) = wg {
+                routes.push(route(Cidr::host(wg), None, kilo_iface, None, MAIN_TABLE, false));
+            }
+        }
+        for peer in self.peers.iter().filter(|p| p.name != name) {
+            for aip in &peer.allowed_ips {
+                routes.push(route(*aip, None, kilo_iface, None, MAIN_TABLE, false));
+            }
+        }
+        for aip in additional_allowed_ips {
+            let carrier = self
+                .segments
+                .iter()
+                .find(|s| {
+                    s.allowed_ips.iter().chain(&s.allowed_location_ips).any(|c| c.covers(aip))
+                })
+                .or_else(|| self.segments.first());
+            let wg = carrier.and_then(|s| s.wireguard_ip);
+            routes.push(route(*aip, wg, kilo_iface, None, MAIN_TABLE, true));
+        }
+        dedup(routes)
+    }
+}
