@@ -5,6 +5,22 @@
 //! - [`KubeBackend`]: the [`kilo_core::Backend`] over the Kubernetes API (watch Nodes and Peers,
 //!   publish the local node's annotations, clean them up).
 //! - [`webhook`]: the admission webhook ([`webhook::serve_webhook`]).
+//!
+//! ```no_run
+//! use kilo_backend_k8s::{KubeBackend, KubeBackendConfig, client};
+//! use kilo_core::Backend;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = client(None, None).await?; // $KUBECONFIG, ~/.kube/config or in-cluster
+//! let mut backend = KubeBackend::new(client, KubeBackendConfig::default());
+//! let snapshot = backend.snapshot().await?;
+//! println!("{} nodes, {} peers", snapshot.nodes.len(), snapshot.peers.len());
+//! while let Some(event) = backend.next_event().await {
+//!     println!("{:?}", event?);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod backend;
 pub mod crd;

@@ -32,8 +32,12 @@ pub use review::{Answer, review};
 
 use crate::backend::{KubeBackend, KubeBackendConfig};
 
-/// The default WireGuard subnet, used when neither the configuration nor any node names one.
-pub const DEFAULT_SUBNET: &str = "10.4.0.0/16";
+/// The default WireGuard subnet (10.4.0.0/16), used when neither the configuration nor any node
+/// names one.
+pub fn default_subnet() -> Cidr {
+    let network = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 4, 0, 0));
+    Cidr::new(network, 16).unwrap_or(Cidr::host(network))
+}
 
 /// The largest request body the webhook reads.
 const MAX_BODY: usize = 4 << 20;
@@ -55,7 +59,7 @@ impl ClusterView {
     pub fn subnet(&self) -> Cidr {
         self.configured_subnet
             .or_else(|| self.nodes.iter().find_map(|n| n.wireguard_ip).map(|c| c.network()))
-            .unwrap_or_else(|| DEFAULT_SUBNET.parse().unwrap_or(Cidr::host([10, 4, 0, 0].into())))
+            .unwrap_or_else(default_subnet)
     }
 
     /// Replaces nodes and peers with a snapshot's.
@@ -337,8 +341,9 @@ pub struct WebhookConfig {
     pub subnet: Option<Cidr>,
     /// How nodes are read (topology label).
     pub backend: KubeBackendConfig,
-    /// The client used to watch nodes and peers.
-    pub client: Client,
+    /// The client used to watch nodes and peers; `None`: no cluster checks, only upstream's
+    /// validation (as upstream's webhook, which never calls the API server).
+    pub client: Option<Client>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -354,9 +359,10 @@ impl std::fmt::Debug for WebhookConfig {
     }
 }
 
-/// Runs `kg webhook`: watches nodes and peers, serves `/validate` over HTTPS and `/metrics` over
-/// HTTP. Returns only on error. Until the first list arrives, Peers are checked by upstream's
-/// validation alone.
+/// Runs `kg webhook`: watches nodes and peers (when given a client), serves `/validate` over
+/// HTTPS and `/metrics` over HTTP. Returns only on error. Until the first list arrives, Peers are
+/// checked by upstream's validation alone. The watch needs RBAC `list` and `watch` on nodes and
+/// on `kilo.squat.ai` peers.
 pub async fn serve_webhook(config: WebhookConfig) -> Result<(), WebhookError> {
     let tls = tls_config(&config.cert_file, &config.key_file)?;
     let bind = |addr: SocketAddr| async move {
@@ -364,9 +370,17 @@ pub async fn serve_webhook(config: WebhookConfig) -> Result<(), WebhookError> {
     };
     let https = bind(config.listen).await?;
     let state = WebhookState::new(config.subnet);
-    let follower = state.clone();
-    let backend = KubeBackend::new(config.client, config.backend);
-    tokio::spawn(async move { follower.follow(backend).await });
+    match config.client {
+        Some(client) => {
+            let follower = state.clone();
+            let backend = KubeBackend::new(client, config.backend);
+            tokio::spawn(async move { follower.follow(backend).await });
+        }
+        None => tracing::warn!(
+            "no Kubernetes client: Peers are checked by upstream's validation only, not against \
+             the cluster's nodes and peers"
+        ),
+    }
     if let Some(addr) = config.listen_metrics {
         let listener = bind(addr).await?;
         let state = state.clone();
