@@ -303,3 +303,29 @@ async fn clean_up_of_a_node_that_no_longer_exists_succeeds() {
     let mut backend = KubeBackend::new(client, KubeBackendConfig::default());
     backend.clean_up_local("a").await.unwrap();
 }
+
+#[tokio::test]
+async fn an_expired_watch_relists_and_yields_a_reset_with_the_new_list() {
+    let (client, handle) = mock();
+    let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+        "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
+    let events = BTreeMap::from([("/api/v1/nodes", vec![gone])]);
+    let seen = scenario(handle, node_json("a", json!({"kilo.squat.ai/location": "x"})), events);
+    let mut backend = KubeBackend::new(client, KubeBackendConfig::default());
+    backend.snapshot().await.unwrap();
+    // The watcher re-lists after its back-off (about a second).
+    let reset = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(Ok(Event::Reset(snapshot))) = backend.next_event().await {
+                return snapshot;
+            }
+        }
+    })
+    .await
+    .expect("a re-list yields a reset");
+    assert_eq!(reset.nodes.len(), 1);
+    assert_eq!(reset.nodes[0].location, "x");
+    let seen = seen.lock().unwrap();
+    let node_lists = seen.lists.iter().filter(|(p, _)| p == "/api/v1/nodes").count();
+    assert_eq!(node_lists, 2, "the nodes were listed again");
+}
