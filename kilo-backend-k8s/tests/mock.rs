@@ -142,7 +142,12 @@ async fn the_backend_lists_nodes_and_peers_then_watches_from_the_list_version_wi
     let snapshot = backend.snapshot().await.unwrap();
     assert_eq!(snapshot.nodes.len(), 1);
     assert_eq!(snapshot.nodes[0].subnets, vec!["10.2.0.0/24".parse().unwrap()]);
-    drive(&mut backend, 300).await;
+    for _ in 0..50 {
+        if seen.lock().unwrap().watches.len() >= 2 {
+            break;
+        }
+        drive(&mut backend, 100).await;
+    }
     let seen = seen.lock().unwrap();
     let mut lists: Vec<&str> = seen.lists.iter().map(|(p, _)| p.as_str()).collect();
     lists.sort();
@@ -190,7 +195,13 @@ async fn watch_events_become_backend_events_and_invalid_peers_are_reported() {
     let seen = scenario(handle, node_json("a", json!({})), events);
     let mut backend = KubeBackend::new(client, KubeBackendConfig::default());
     backend.snapshot().await.unwrap();
-    let events = drive(&mut backend, 500).await;
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events.extend(drive(&mut backend, 100).await);
+        if events.len() >= 3 && seen.lock().unwrap().watches.len() >= 4 {
+            break;
+        }
+    }
     assert!(events.contains(&Event::NodeRemoved("a".into())), "{events:?}");
     let laptop = events.iter().find_map(|e| match e {
         Event::PeerChanged(p) => Some(p.clone()),
