@@ -173,3 +173,49 @@ fn an_invalid_peer_is_left_out_with_upstreams_message() {
     assert_eq!(invalid.name, "p");
     assert_eq!(invalid.message, "either an endpoint DNS name IP address must be given");
 }
+
+#[test]
+fn upstreams_translate_node_table_holds_through_kubernetes_node_objects() {
+    // upstream-kilo.md 13.9 TestTranslateNode, the cases that involve the object's shape.
+    let read = |annotations: Value, labels: Value, pod_cidr: &str| {
+        node_from_kube(&kube_node(annotations, labels, pod_cidr), DEFAULT_TOPOLOGY_LABEL).0
+    };
+    assert_eq!(read(json!({}), json!({}), "foo").subnets, Vec::<Cidr>::new(), "invalid subnet");
+    assert_eq!(read(json!({}), json!({}), "10.2.0.1/24").subnets, vec![cidr("10.2.0.0/24")]);
+    assert_eq!(read(json!({}), json!({}), "10.2.1.0/24").subnets, vec![cidr("10.2.1.0/24")]);
+    let region = json!({"topology.kubernetes.io/region": "a"});
+    assert_eq!(read(json!({}), region.clone(), "").location, "a");
+    assert_eq!(read(json!({"kilo.squat.ai/location": "b"}), region, "").location, "b");
+    let invalid_ips = read(
+        json!({"kilo.squat.ai/endpoint": "10.0.0.1", "kilo.squat.ai/internal-ip": "foo"}),
+        json!({}),
+        "",
+    );
+    assert_eq!((invalid_ips.endpoint, invalid_ips.internal_ip), (None, None));
+    let forced_none = read(
+        json!({"kilo.squat.ai/internal-ip": "10.1.0.1/32", "kilo.squat.ai/force-internal-ip": ""}),
+        json!({}),
+        "",
+    );
+    assert!(forced_none.no_internal_ip);
+    assert_eq!(forced_none.internal_ip, None);
+    let bad_override = read(
+        json!({"kilo.squat.ai/endpoint": "10.0.0.1:51820", "kilo.squat.ai/force-endpoint": "-10.0.0.2:51821"}),
+        json!({}),
+        "",
+    );
+    assert_eq!(bad_override.endpoint.unwrap().to_string(), "10.0.0.1:51820");
+    assert_eq!(read(json!({"kilo.squat.ai/last-seen": "foo"}), json!({}), "").last_seen, 0);
+}
+
+#[test]
+fn dual_stack_pod_cidrs_are_all_read() {
+    let object: KubeNode = serde_json::from_value(json!({
+        "metadata": {"name": "n"},
+        "spec": {"podCIDR": "10.2.0.0/24", "podCIDRs": ["10.2.0.0/24", "fd00:2::/64"]},
+    }))
+    .unwrap();
+    let (node, _) = node_from_kube(&object, DEFAULT_TOPOLOGY_LABEL);
+    assert_eq!(node.subnets, vec![cidr("10.2.0.0/24"), cidr("fd00:2::/64")]);
+    assert_eq!(node.subnet(), Some(cidr("10.2.0.0/24")), "upstream's single subnet is the first");
+}
