@@ -130,9 +130,16 @@ impl KubeBackend {
         snapshot
     }
 
+    /// Translates a node, logging the annotations it ignores unless the previous version of the
+    /// object had the same issues (a node changes every check-in; its issues rarely do).
     fn translate_node(&self, object: &KubeNode) -> Node {
         let (node, issues) = node_from_kube(object, &self.topology_label);
-        for issue in &issues {
+        let previous = self
+            .nodes
+            .get(&node.name)
+            .map(|old| node_from_kube(old, &self.topology_label).1)
+            .unwrap_or_default();
+        for issue in issues.iter().filter(|i| !previous.contains(i)) {
             tracing::warn!(node = %node.name, "ignoring annotation: {issue}");
         }
         node
