@@ -254,3 +254,33 @@ fn the_wireguard_subnet_is_configured_or_derived_from_the_nodes() {
     assert_eq!(v.subnet(), cidr("10.99.0.0/16"));
     assert_eq!(ClusterView::default().subnet(), cidr("10.4.0.0/16"));
 }
+
+#[tokio::test]
+async fn only_post_validate_is_served_and_metrics_only_on_metrics() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use kilo_backend_k8s::webhook::WebhookState;
+
+    let state = WebhookState::new(None);
+    let request = |method: &str, path: &str| {
+        http::Request::builder().method(method).uri(path).body(Full::new(Bytes::new())).unwrap()
+    };
+    assert_eq!(state.handle(request("POST", "/other")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        state.handle(request("GET", "/validate")).await.status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let response = state.handle(request("POST", "/validate")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "received Content-Type=, expected application/json\n");
+
+    let metrics = state.handle_metrics(&request("GET", "/metrics"));
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("http_requests_total{handler=\"validate\",method=\"POST\"} 1"), "{text}");
+    assert!(text.contains("http_requests_total{handler=\"validate\",method=\"GET\"} 1"), "{text}");
+    assert!(text.contains("errors_total 2"), "{text}");
+    assert_eq!(state.handle_metrics(&request("GET", "/")).status(), StatusCode::NOT_FOUND);
+}
