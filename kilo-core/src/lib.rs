@@ -18,6 +18,7 @@ pub mod fixtures;
 pub mod key;
 pub mod mesh;
 pub mod options;
+pub mod peer_spec;
 pub mod routes;
 pub mod topology;
 pub mod wireguard;

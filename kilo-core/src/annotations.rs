@@ -1,1 +1,0 @@
-//! The `kilo.squat.ai/*` annotation codec (filled by the annotations work).
