@@ -37,6 +37,14 @@ pub enum FileError {
         /// The file as the user named it.
         file: String,
     },
+    /// The file's directory cannot be watched for changes.
+    #[error("{file}: cannot watch for changes: {message}")]
+    Watch {
+        /// The file as the user named it.
+        file: String,
+        /// The watcher's reason.
+        message: String,
+    },
     /// The content is neither a mesh TOML file nor Kubernetes YAML.
     #[error(
         "{file}:{line}: cannot tell the format: want a mesh TOML file ([mesh], [[node]], \

@@ -20,7 +20,9 @@
 
 mod error;
 mod input;
+mod kube_yaml;
 mod mesh_toml;
+mod watch;
 
 use std::path::Path;
 
@@ -28,7 +30,9 @@ use kilo_core::{Node, Snapshot};
 
 pub use error::{FileError, UniqueKey};
 pub use input::{Format, MAX_FILE_SIZE, detect_format, display_name, read_text};
+pub use kube_yaml::parse_kube_yaml;
 pub use mesh_toml::parse_mesh_toml;
+pub use watch::{DEBOUNCE, FileBackend};
 
 /// The `last_seen` of every node read from a file: far in the future, so that the last-seen
 /// rule of readiness always holds (a file is a snapshot; contract 4).
@@ -44,7 +48,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { topology_label: "topology.kubernetes.io/region".to_string() }
+        Options { topology_label: kilo_core::annotations::DEFAULT_TOPOLOGY_LABEL.to_string() }
     }
 }
 
@@ -56,10 +60,9 @@ pub fn load(path: &Path, options: &Options) -> Result<Snapshot, FileError> {
 
 /// Parses `text`, choosing the format by content; `file` names the input in errors.
 pub fn parse_str(text: &str, file: &str, options: &Options) -> Result<Snapshot, FileError> {
-    let _ = options;
     match detect_format(text, file)? {
         Format::MeshToml => parse_mesh_toml(text, file),
-        Format::KubeYaml => Err(FileError::UnknownFormat { file: file.to_string(), line: 1 }),
+        Format::KubeYaml => parse_kube_yaml(text, file, options),
     }
 }
 

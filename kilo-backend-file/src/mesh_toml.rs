@@ -46,16 +46,16 @@ pub fn parse_mesh_toml(text: &str, file: &str) -> Result<Snapshot, FileError> {
             "node" => {
                 for (i, (item, table)) in cx.tables("node", value)?.into_iter().enumerate() {
                     let parsed = cx.node(i + 1, item, table)?;
-                    names.check(&cx, "node", &parsed.object, &parsed.name, parsed.name_line)?;
-                    cx.unique_key(&mut keys, &parsed.object, parsed.key, parsed.key_line)?;
+                    names.check(&cx, "node", &parsed.object, &parsed.name, parsed.name_at)?;
+                    cx.unique_key(&mut keys, &parsed.object, parsed.key, parsed.key_at)?;
                     snapshot.nodes.push(parsed.value);
                 }
             }
             "peer" => {
                 for (i, (item, table)) in cx.tables("peer", value)?.into_iter().enumerate() {
                     let parsed = cx.peer(i + 1, item, table)?;
-                    names.check(&cx, "peer", &parsed.object, &parsed.name, parsed.name_line)?;
-                    cx.unique_key(&mut keys, &parsed.object, parsed.key, parsed.key_line)?;
+                    names.check(&cx, "peer", &parsed.object, &parsed.name, parsed.name_at)?;
+                    cx.unique_key(&mut keys, &parsed.object, parsed.key, parsed.key_at)?;
                     snapshot.peers.push(parsed.value);
                 }
             }
@@ -74,17 +74,18 @@ fn ordered<'t, 'i>(
     entries
 }
 
-/// A parsed node or peer with the lines its uniqueness errors name.
+/// A parsed node or peer with the byte offsets its uniqueness errors name (lines are counted
+/// only when an error is reported: counting them for every object is quadratic).
 struct Parsed<T> {
     value: T,
     object: String,
     name: String,
-    name_line: usize,
+    name_at: usize,
     key: Key,
-    key_line: usize,
+    key_at: usize,
 }
 
-/// Names seen so far, per kind, with their lines.
+/// Names seen so far, per kind, with their byte offsets.
 #[derive(Default)]
 struct Names {
     seen: HashMap<(&'static str, String), usize>,
@@ -97,20 +98,20 @@ impl Names {
         kind: &'static str,
         object: &str,
         name: &str,
-        line: usize,
+        at: usize,
     ) -> Result<(), FileError> {
-        if let Some(&other_line) = self.seen.get(&(kind, name.to_string())) {
+        if let Some(&other_at) = self.seen.get(&(kind, name.to_string())) {
             return Err(FileError::Duplicate {
                 file: cx.file.to_string(),
-                line,
+                line: line_of(cx.text, at),
                 object: object.to_string(),
                 key: UniqueKey::Name,
                 value: format!("{name:?}"),
                 other: format!("{kind} {name:?}"),
-                other_line,
+                other_line: line_of(cx.text, other_at),
             });
         }
-        self.seen.insert((kind, name.to_string()), line);
+        self.seen.insert((kind, name.to_string()), at);
         Ok(())
     }
 }
@@ -163,20 +164,20 @@ impl Cx<'_> {
         keys: &mut HashMap<Key, (String, usize)>,
         object: &str,
         key: Key,
-        line: usize,
+        at: usize,
     ) -> Result<(), FileError> {
-        if let Some((other, other_line)) = keys.get(&key) {
+        if let Some((other, other_at)) = keys.get(&key) {
             return Err(FileError::Duplicate {
                 file: self.file.to_string(),
-                line,
+                line: line_of(self.text, at),
                 object: object.to_string(),
                 key: UniqueKey::PublicKey,
                 value: key.to_string(),
                 other: other.clone(),
-                other_line: *other_line,
+                other_line: line_of(self.text, *other_at),
             });
         }
-        keys.insert(key, (object.to_string(), line));
+        keys.insert(key, (object.to_string(), at));
         Ok(())
     }
 
@@ -262,7 +263,7 @@ impl Cx<'_> {
         if name.chars().any(char::is_control) {
             return Err(f.err("must not contain control characters"));
         }
-        Ok((format!("{kind} {name:?}"), name.to_string(), self.line(v.span())))
+        Ok((format!("{kind} {name:?}"), name.to_string(), v.span().start))
     }
 
     fn require<'v, 'i>(
@@ -286,7 +287,7 @@ impl Cx<'_> {
         value: &Value<'_>,
         table: &DeTable<'_>,
     ) -> Result<Parsed<Node>, FileError> {
-        let (object, name, name_line) = self.object_and_name("node", index, value, table)?;
+        let (object, name, name_at) = self.object_and_name("node", index, value, table)?;
         let key_value = self.require(table, value, &object, "public-key")?;
         let mut node =
             Node { name: name.clone(), last_seen: crate::SNAPSHOT_LAST_SEEN, ..Node::default() };
@@ -310,11 +311,11 @@ impl Cx<'_> {
         }
         Ok(Parsed {
             key: node.key,
-            key_line: self.line(key_value.span()),
+            key_at: key_value.span().start,
             value: node,
             object,
             name,
-            name_line,
+            name_at,
         })
     }
 
@@ -324,7 +325,7 @@ impl Cx<'_> {
         value: &Value<'_>,
         table: &DeTable<'_>,
     ) -> Result<Parsed<Peer>, FileError> {
-        let (object, name, name_line) = self.object_and_name("peer", index, value, table)?;
+        let (object, name, name_at) = self.object_and_name("peer", index, value, table)?;
         let key_value = self.require(table, value, &object, "public-key")?;
         self.require(table, value, &object, "allowed-ips")?;
         let mut peer = Peer { name: name.clone(), ..Peer::default() };
@@ -350,11 +351,11 @@ impl Cx<'_> {
         }
         Ok(Parsed {
             key: peer.public_key,
-            key_line: self.line(key_value.span()),
+            key_at: key_value.span().start,
             value: peer,
             object,
             name,
-            name_line,
+            name_at,
         })
     }
 }
