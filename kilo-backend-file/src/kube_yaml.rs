@@ -2,11 +2,15 @@
 //! `Node` and `kilo.squat.ai/v1alpha1` `Peer` objects, as `kubectl get nodes,peers -o yaml`
 //! prints them. JSON (`-o json`) is YAML too.
 //!
+//! Text in the block style kubectl prints is read by a fast reader ([`crate::fast_yaml`]);
+//! anything else by `serde_yaml`.
+//!
 //! Only the fields Kilo reads are deserialized (names, labels, annotations, `spec`); the rest,
 //! `status` included, is skipped. An object that does not translate is left out with an
 //! [`Invalid`] entry; only text that is not YAML, or objects not shaped like Kubernetes objects,
 //! fail the whole file.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
@@ -18,6 +22,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::Options;
 use crate::error::FileError;
+use crate::fast_yaml::{self, Yaml};
 
 const PEER_API_VERSION: &str = "kilo.squat.ai/v1alpha1";
 
@@ -41,13 +46,135 @@ pub fn parse_kube_yaml(text: &str, file: &str, options: &Options) -> Result<Snap
         seen_first_node: false,
         position: 0,
     };
-    for document in serde_yaml::Deserializer::from_str(text) {
-        let object = Option::<Object>::deserialize(document).map_err(|e| syntax(file, &e))?;
-        if let Some(object) = object {
-            builder.object(object);
-        }
+    let objects = match objects_fast(text) {
+        Some(objects) => objects,
+        None => objects_full(text, file)?,
+    };
+    for object in objects {
+        builder.object(object);
     }
     Ok(builder.snapshot)
+}
+
+/// The objects, read by the fast reader; `None` when it cannot read the text.
+fn objects_fast(text: &str) -> Option<Vec<Object>> {
+    let docs = fast_yaml::parse(text, fast_yaml::Part::Object).ok()?;
+    docs.into_iter().map(object_from_yaml).collect()
+}
+
+/// Flow collections nested deeper than this are refused before `serde_yaml` sees them: its
+/// scanner takes time quadratic in the depth (it refuses more than 128 levels anyway).
+const MAX_FLOW_DEPTH: usize = 1000;
+
+/// The objects, read by `serde_yaml`.
+fn objects_full(text: &str, file: &str) -> Result<Vec<Object>, FileError> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => continue,
+        }
+        if depth > MAX_FLOW_DEPTH {
+            return Err(FileError::Syntax {
+                file: file.to_string(),
+                line: crate::error::line_of(text, i),
+                message: format!("collections nested deeper than {MAX_FLOW_DEPTH} levels"),
+            });
+        }
+    }
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let object = Option::<Object>::deserialize(document).map_err(|e| syntax(file, &e))?;
+        objects.extend(object);
+    }
+    Ok(objects)
+}
+
+/// An [`Object`] from the fast reader's tree; `None` where the full parser would fail or
+/// might read the text differently (it then reads it and reports the error).
+fn object_from_yaml(y: Yaml<'_>) -> Option<Object> {
+    let Yaml::Map(entries) = y else { return None };
+    let mut object =
+        Object { api_version: None, kind: None, metadata: None, spec: None, items: None };
+    let mut seen: Vec<Cow<'_, str>> = Vec::new();
+    for (key, value) in entries {
+        if seen.contains(&key) {
+            return None;
+        }
+        match key.as_ref() {
+            "apiVersion" => object.api_version = opt_string(value)?,
+            "kind" => object.kind = opt_string(value)?,
+            "metadata" => {
+                object.metadata = match value {
+                    Yaml::Null => None,
+                    value => Some(metadata_from_yaml(value)?),
+                }
+            }
+            "spec" => {
+                object.spec = match value {
+                    Yaml::Null => None,
+                    value => Some(value.to_json()),
+                }
+            }
+            "items" => {
+                object.items = match value {
+                    Yaml::Null => None,
+                    Yaml::Seq(items) => Some(
+                        items
+                            .into_iter()
+                            .map(|item| match item {
+                                Yaml::Null => Some(None),
+                                item => object_from_yaml(item).map(Some),
+                            })
+                            .collect::<Option<Vec<_>>>()?,
+                    ),
+                    _ => return None,
+                }
+            }
+            _ => continue,
+        }
+        seen.push(key);
+    }
+    Some(object)
+}
+
+fn opt_string(y: Yaml<'_>) -> Option<Option<String>> {
+    match y {
+        Yaml::Null => Some(None),
+        Yaml::Str { text, .. } => Some(Some(text.into_owned())),
+        _ => None,
+    }
+}
+
+fn metadata_from_yaml(y: Yaml<'_>) -> Option<Metadata> {
+    let Yaml::Map(entries) = y else { return None };
+    let mut metadata = Metadata::default();
+    let mut seen: Vec<Cow<'_, str>> = Vec::new();
+    for (key, value) in entries {
+        if seen.contains(&key) {
+            return None;
+        }
+        match key.as_ref() {
+            "name" => metadata.name = opt_string(value)?,
+            "labels" => metadata.labels = string_map_from_yaml(value)?,
+            "annotations" => metadata.annotations = string_map_from_yaml(value)?,
+            _ => continue,
+        }
+        seen.push(key);
+    }
+    Some(metadata)
+}
+
+fn string_map_from_yaml(y: Yaml<'_>) -> Option<BTreeMap<String, String>> {
+    match y {
+        Yaml::Null => Some(BTreeMap::new()),
+        Yaml::Map(entries) => entries
+            .into_iter()
+            .map(|(k, v)| Some((k.into_owned(), opt_string(v)?.unwrap_or_default())))
+            .collect(),
+        _ => None,
+    }
 }
 
 fn syntax(file: &str, e: &serde_yaml::Error) -> FileError {
@@ -73,7 +200,7 @@ struct Object {
     #[serde(default)]
     metadata: Option<Metadata>,
     #[serde(default)]
-    spec: Option<serde_yaml::Value>,
+    spec: Option<serde_json::Value>,
     #[serde(default)]
     items: Option<Vec<Option<Object>>>,
 }
@@ -244,7 +371,7 @@ impl Builder<'_> {
         let Some(spec) = object.spec else {
             return self.invalid(ObjectKind::Peer, name, "spec is missing".to_string());
         };
-        let spec: PeerSpec = match serde_yaml::from_value(spec) {
+        let spec: PeerSpec = match serde_json::from_value(spec) {
             Ok(spec) => spec,
             Err(e) => return self.invalid(ObjectKind::Peer, name, format!("spec: {e}")),
         };
@@ -265,18 +392,18 @@ impl Builder<'_> {
 }
 
 /// `spec.podCIDRs`, else `[spec.podCIDR]`, as text.
-fn pod_cidrs(spec: Option<&serde_yaml::Value>) -> Vec<String> {
+fn pod_cidrs(spec: Option<&serde_json::Value>) -> Vec<String> {
     let Some(spec) = spec else { return Vec::new() };
     let list: Vec<String> = spec
         .get("podCIDRs")
-        .and_then(serde_yaml::Value::as_sequence)
+        .and_then(serde_json::Value::as_array)
         .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     if !list.is_empty() {
         return list;
     }
     spec.get("podCIDR")
-        .and_then(serde_yaml::Value::as_str)
+        .and_then(serde_json::Value::as_str)
         .map(str::to_string)
         .into_iter()
         .collect()
@@ -299,4 +426,54 @@ fn not_ready(node: &Node, issues: &[AnnotationIssue]) -> String {
         message.push_str(&format!("; {issue}"));
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(objects: Vec<Object>) -> Snapshot {
+        let options = Options::default();
+        let mut builder = Builder {
+            options: &options,
+            snapshot: Snapshot::default(),
+            node_names: HashSet::new(),
+            peer_names: HashSet::new(),
+            seen_first_node: false,
+            position: 0,
+        };
+        for object in objects {
+            builder.object(object);
+        }
+        builder.snapshot
+    }
+
+    #[test]
+    fn the_fast_reader_reads_kubectl_output_as_serde_yaml_does() {
+        let text = include_str!("../tests/data/upstream-fixture.yaml");
+        let fast = objects_fast(text).expect("kubectl output is read by the fast reader");
+        let full = objects_full(text, "f").unwrap();
+        let (fast, full) = (build(fast), build(full));
+        assert_eq!(fast, full);
+        assert_eq!(fast.nodes.len(), 4);
+        assert_eq!(fast.peers.len(), 2);
+    }
+
+    #[test]
+    fn the_fast_reader_agrees_on_documents_comments_and_quoting() {
+        let text = "# nodes\n---\napiVersion: v1\nkind: Node\nmetadata:\n  name: 'a' # the first\n  \
+                    labels: {}\n  annotations:\n    kilo.squat.ai/key: \"a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n    \
+                    kilo.squat.ai/endpoint: 10.1.0.1:51820\n    kilo.squat.ai/persistent-keepalive: 10\n    \
+                    kilo.squat.ai/leader:\n    note: |\n      line one\n      status: not a key\n\
+                    spec:\n  podCIDRs:\n  - 10.2.1.0/24\n---\napiVersion: kilo.squat.ai/v1alpha1\n\
+                    kind: Peer\nmetadata:\n  name: p\nspec:\n  allowedIPs:\n  - 10.5.0.1/32\n  \
+                    endpoint:\n    dnsOrIP:\n      dns: example.com\n    port: 51820\n  \
+                    persistentKeepalive: 25\n  publicKey: a2V5NQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+        let fast = build(objects_fast(text).expect("read by the fast reader"));
+        let full = build(objects_full(text, "f").unwrap());
+        assert_eq!(fast, full);
+        assert_eq!(fast.nodes.len(), 1, "{:?}", fast.invalid);
+        assert!(fast.nodes[0].leader);
+        assert_eq!(fast.peers[0].endpoint.as_ref().unwrap().to_string(), "example.com:51820");
+    }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 mod error;
+mod fast_yaml;
 mod input;
 mod kube_yaml;
 mod mesh_toml;
