@@ -26,23 +26,26 @@ pub fn display_name(path: &Path) -> String {
 /// Reads `path` (`-`: standard input) as UTF-8 text of at most [`MAX_FILE_SIZE`] bytes.
 pub fn read_text(path: &Path) -> Result<String, FileError> {
     let file = display_name(path);
+    if path == Path::new("-") {
+        return read_reader(std::io::stdin().lock(), &file);
+    }
     let read_err =
         |e: std::io::Error| FileError::Read { file: file.clone(), message: e.to_string() };
-    let mut bytes = Vec::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .lock()
-            .take(MAX_FILE_SIZE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_err)?;
-    } else {
-        let f = std::fs::File::open(path).map_err(read_err)?;
-        if f.metadata().map_err(read_err)?.is_dir() {
-            return Err(FileError::Read { file, message: "is a directory".to_string() });
-        }
-        f.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    let f = std::fs::File::open(path).map_err(read_err)?;
+    if f.metadata().map_err(read_err)?.is_dir() {
+        return Err(FileError::Read { file, message: "is a directory".to_string() });
     }
-    text_from_bytes(bytes, &file)
+    read_reader(f, &file)
+}
+
+/// Reads UTF-8 text of at most [`MAX_FILE_SIZE`] bytes from `reader`; `file` names it in errors.
+pub fn read_reader(reader: impl Read, file: &str) -> Result<String, FileError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| FileError::Read { file: file.to_string(), message: e.to_string() })?;
+    text_from_bytes(bytes, file)
 }
 
 /// Checks size and encoding of bytes read from `file`.

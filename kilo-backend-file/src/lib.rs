@@ -30,7 +30,7 @@ use std::path::Path;
 use kilo_core::{Node, Snapshot};
 
 pub use error::{FileError, UniqueKey};
-pub use input::{Format, MAX_FILE_SIZE, detect_format, display_name, read_text};
+pub use input::{Format, MAX_FILE_SIZE, detect_format, display_name, read_reader, read_text};
 pub use kube_yaml::parse_kube_yaml;
 pub use mesh_toml::parse_mesh_toml;
 pub use watch::{DEBOUNCE, FileBackend};
