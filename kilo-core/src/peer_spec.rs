@@ -163,8 +163,7 @@ pub fn validate(spec: &PeerSpec) -> Result<(), PeerSpecError> {
 
 /// A key as wgtypes' `ParseKey` reads it (Go's lenient base64, exactly 32 bytes).
 fn parse_key(text: &str) -> Option<Key> {
-    let bytes = go::base64_decode(text).ok()?;
-    <[u8; 32]>::try_from(bytes.as_slice()).ok().map(Key::from_bytes)
+    go::parse_key(text).ok()
 }
 
 /// Upstream's `translatePeer` (upstream-kilo.md 3.3). Never fails: invalid allowed IPs are

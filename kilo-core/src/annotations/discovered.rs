@@ -69,14 +69,16 @@ pub(crate) fn decode(text: &str) -> Result<(Option<Map>, Vec<String>), String> {
         let addr = match entry {
             Value::Null => None,
             Value::Object(fields) => Some(udp_addr(&key, fields)?),
-            _ => return Err(format!("entry {} is not a UDP address object", go::quote(&key))),
+            _ => {
+                return Err(format!("entry {} is not a UDP address object", go::quote_short(&key)));
+            }
         };
         parsed.push((key, addr));
     }
     let mut map = BTreeMap::new();
     let mut problems = Vec::new();
     for (key_text, addr) in parsed {
-        let quoted = go::quote(&key_text);
+        let quoted = go::quote_short(&key_text);
         let key = match go::base64_decode(&key_text).map(<[u8; 32]>::try_from) {
             Ok(Ok(bytes)) => Key::from_bytes(bytes),
             _ => {
@@ -103,7 +105,7 @@ pub(crate) fn decode(text: &str) -> Result<(Option<Map>, Vec<String>), String> {
                 Err(_) => {
                     problems.push(format!(
                         "entry {quoted} has zone {} which is not a numeric scope id; zone dropped",
-                        go::quote(&addr.zone)
+                        go::quote_short(&addr.zone)
                     ));
                     SocketAddr::new(ip, port)
                 }
@@ -117,7 +119,8 @@ pub(crate) fn decode(text: &str) -> Result<(Option<Map>, Vec<String>), String> {
 
 fn udp_addr(key: &str, fields: serde_json::Map<String, Value>) -> Result<GoUdpAddr, String> {
     let mut addr = GoUdpAddr::default();
-    let bad = |field: &str| format!("entry {}: field {field} has the wrong type", go::quote(key));
+    let bad =
+        |field: &str| format!("entry {}: field {field} has the wrong type", go::quote_short(key));
     for (name, value) in fields {
         if name.eq_ignore_ascii_case("ip") {
             match value {
@@ -125,7 +128,11 @@ fn udp_addr(key: &str, fields: serde_json::Map<String, Value>) -> Result<GoUdpAd
                 Value::String(s) if s.is_empty() => addr.ip = None,
                 Value::String(s) => {
                     addr.ip = Some(s.parse().map_err(|_| {
-                        format!("entry {}: {} is not an IP address", go::quote(key), go::quote(&s))
+                        format!(
+                            "entry {}: {} is not an IP address",
+                            go::quote_short(key),
+                            go::quote_short(&s)
+                        )
                     })?);
                 }
                 _ => return Err(bad("IP")),

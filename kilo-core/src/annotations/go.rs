@@ -71,6 +71,16 @@ pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, usize> {
     Ok(out)
 }
 
+/// A key as wgtypes' `ParseKey` reads it: Go's base64, exactly 32 bytes.
+pub(crate) fn parse_key(value: &str) -> Result<crate::Key, String> {
+    match base64_decode(value) {
+        Err(offset) => Err(format!("not base64 (illegal base64 data at input byte {offset})")),
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map(crate::Key::from_bytes)
+            .map_err(|_| format!("decodes to {} bytes, not a 32-byte WireGuard key", bytes.len())),
+    }
+}
+
 fn sextet(c: u8) -> Option<u8> {
     match c {
         b'A'..=b'Z' => Some(c - b'A'),
@@ -109,6 +119,15 @@ pub(crate) fn quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// [`quote`] of at most the first 64 characters, for messages about values of any size.
+pub(crate) fn quote_short(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", quote(&s[..cut]), s.len()),
+        None => quote(s),
+    }
 }
 
 /// Kubernetes' `dns1123SubdomainErrorMsg` with its regex, as `validation.RegexError` prints it.

@@ -94,20 +94,7 @@ pub struct AnnotationIssue {
 impl fmt::Display for AnnotationIssue {
     /// `key="value": message`, with a long value shortened.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 80;
-        if self.value.chars().count() > MAX {
-            let short: String = self.value.chars().take(MAX).collect();
-            write!(
-                f,
-                "{}={}… ({} bytes): {}",
-                self.key,
-                go::quote(&short),
-                self.value.len(),
-                self.message
-            )
-        } else {
-            write!(f, "{}={}: {}", self.key, go::quote(&self.value), self.message)
-        }
+        write!(f, "{}={}: {}", self.key, go::quote_short(&self.value), self.message)
     }
 }
 
@@ -133,7 +120,7 @@ pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
 
 /// Upstream's `nodesAreEqual` (upstream-kilo.md 10.2), readiness of both judged at Unix time `now`:
 /// endpoint (DNS first), key, WireGuard IP, internal IP, CNI compatibility IP, leader, location,
-/// name, subnets (same networks), readiness (not last-seen itself), keepalive, discovered
+/// name, subnets (same networks, every one of them: upstream has a single one), readiness (not last-seen itself), keepalive, discovered
 /// endpoints (IP and port per key; `None` differs from empty), allowed location IPs (ordered) and
 /// granularity. `no_internal_ip` is not compared, as upstream does not.
 pub fn nodes_equal(a: &Node, b: &Node, now: i64) -> bool {

@@ -104,30 +104,12 @@ pub fn node_from_object(
     let published_ip = r.cidr(key::INTERNAL_IP, true);
     let internal_ip = if no_internal_ip { None } else { forced_ip.or(published_ip) };
 
-    let key = match r.get(key::KEY) {
+    let key = match r.get(key::KEY).map(|value| (value, go::parse_key(value))) {
         None => Key::ZERO,
-        Some(value) => {
-            match go::base64_decode(value).map(<[u8; 32]>::try_from) {
-                Ok(Ok(bytes)) => Key::from_bytes(bytes),
-                Ok(Err(bytes)) => {
-                    let n = bytes.len();
-                    r.issue(
-                    key::KEY,
-                    value,
-                    format!("decodes to {n} bytes, not a 32-byte WireGuard key; the node is not ready"),
-                );
-                    Key::ZERO
-                }
-                Err(offset) => {
-                    r.issue(
-                    key::KEY, value,
-                    format!(
-                        "not base64 (illegal base64 data at input byte {offset}); the node is not ready"
-                    ),
-                );
-                    Key::ZERO
-                }
-            }
+        Some((_, Ok(key))) => key,
+        Some((value, Err(message))) => {
+            r.issue(key::KEY, value, format!("{message}; the node is not ready"));
+            Key::ZERO
         }
     };
 
@@ -182,7 +164,7 @@ pub fn node_from_object(
             for entry in value.split(',') {
                 match entry.parse::<Cidr>() {
                     Ok(cidr) => allowed_location_ips.push(cidr),
-                    Err(_) => bad.push(format!("{} is not a CIDR", go::quote(entry))),
+                    Err(_) => bad.push(format!("{} is not a CIDR", go::quote_short(entry))),
                 }
             }
         }
@@ -196,7 +178,7 @@ pub fn node_from_object(
         Some(value) => match value.parse::<Granularity>() {
             Ok(g) => Some(g),
             Err(e) => {
-                r.issue(key::GRANULARITY, value, format!("{e}; ignored"));
+                r.issue(key::GRANULARITY, value, format!("not one of {}; ignored", e.allowed));
                 None
             }
         },
