@@ -296,15 +296,16 @@ impl Builder<'_> {
     }
 
     fn object(&mut self, object: Object) {
-        self.position += 1;
         let kind = object.kind.as_deref().unwrap_or("");
         let api = object.api_version.as_deref();
-        match (kind, api) {
-            ("List" | "NodeList" | "PeerList", _) => {
-                for item in object.items.into_iter().flatten().flatten() {
-                    self.object(item);
-                }
+        if matches!(kind, "List" | "NodeList" | "PeerList") {
+            for item in object.items.into_iter().flatten().flatten() {
+                self.object(item);
             }
+            return;
+        }
+        self.position += 1;
+        match (kind, api) {
             ("Node", None | Some("v1")) => self.node(object),
             ("Peer", None | Some(PEER_API_VERSION)) => self.peer(object),
             _ => {

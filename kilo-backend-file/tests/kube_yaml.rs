@@ -135,6 +135,14 @@ fn objects_without_a_name_are_left_out_by_position() {
 }
 
 #[test]
+fn positions_count_objects_not_lists() {
+    let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  \
+                metadata:\n    name: a\n- apiVersion: v1\n  kind: Node\n  metadata: {}\n";
+    let s = parse(text).unwrap();
+    assert_eq!(s.invalid[1].name, "#2");
+}
+
+#[test]
 fn unquoted_annotation_values_are_read_as_text() {
     let ann = format!(
         "    kilo.squat.ai/endpoint: 10.1.0.1:51820\n    kilo.squat.ai/key: {K1}\n    \
