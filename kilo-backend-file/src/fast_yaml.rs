@@ -236,6 +236,7 @@ impl<'a> Parser<'a> {
                 }
                 Ok(match text {
                     "" | "~" | "null" | "Null" | "NULL" => Yaml::Null,
+                    _ if resolves_differently(text) => return Err(Unsupported),
                     _ => Yaml::Str { text: Cow::Borrowed(text), plain: true },
                 })
             }
@@ -282,6 +283,31 @@ impl<'a> Parser<'a> {
         }
         Ok(Yaml::Str { text: Cow::Owned(text), plain: false })
     }
+}
+
+/// Whether a plain scalar may be a number or boolean that the full parser reads differently
+/// from its text (`0x1F`, `1.50`, `007`, `.inf`, `True`); canonical decimal integers are not.
+fn resolves_differently(t: &str) -> bool {
+    if is_canonical_int(t) {
+        return false;
+    }
+    let unsigned = t.trim_start_matches(['+', '-']);
+    matches!(t, "True" | "TRUE" | "False" | "FALSE")
+        || t.parse::<f64>().is_ok()
+        || ["0x", "0o", "0b", ".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN"]
+            .iter()
+            .any(|p| unsigned.starts_with(p))
+        || (unsigned.starts_with(|c: char| c.is_ascii_digit())
+            && unsigned.bytes().all(|b| b.is_ascii_digit() || b == b'_'))
+}
+
+/// `0`, or an optional `-` and digits without a leading zero.
+fn is_canonical_int(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && t.parse::<i64>().is_ok()
 }
 
 enum Chomp {
@@ -396,21 +422,12 @@ impl Yaml<'_> {
             Yaml::Null => Value::Null,
             Yaml::Str { text, plain: false } => Value::String(text.to_string()),
             Yaml::Str { text, plain: true } => match text.as_ref() {
-                "true" | "True" | "TRUE" => Value::Bool(true),
-                "false" | "False" | "FALSE" => Value::Bool(false),
-                t => {
-                    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
-                    let numeric = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
-                    match t.parse::<i64>() {
-                        Ok(n) if numeric => Value::from(n),
-                        _ => match t.parse::<f64>() {
-                            Ok(f) if t.bytes().any(|b| b.is_ascii_digit()) && f.is_finite() => {
-                                Value::from(f)
-                            }
-                            _ => Value::String(t.to_string()),
-                        },
-                    }
-                }
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                t => match t.parse::<i64>() {
+                    Ok(n) if is_canonical_int(t) => Value::from(n),
+                    _ => Value::String(t.to_string()),
+                },
             },
             Yaml::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
             Yaml::Map(entries) => {
@@ -535,13 +552,12 @@ mod tests {
 
     #[test]
     fn plain_scalars_are_typed_like_yaml() {
-        let docs =
-            parse("i: 51820\nn: -1\nb: true\nf: 1.5\ns: 10.0.0.1\nz: ~\nq: \"10\"\n", Part::All)
-                .unwrap();
-        let json = docs[0].to_json();
-        assert_eq!(
-            json,
-            serde_json::json!({"i": 51820, "n": -1, "b": true, "f": 1.5, "s": "10.0.0.1", "z": null, "q": "10"})
-        );
+        let text = "i: 51820\nn: -1\nb: true\ns: 10.0.0.1\nz: ~\nq: \"10\"\n";
+        let json = parse(text, Part::All).unwrap()[0].to_json();
+        let want = serde_json::json!({"i": 51820, "n": -1, "b": true, "s": "10.0.0.1", "z": null, "q": "10"});
+        assert_eq!(json, want);
+        for other in ["f: 1.5\n", "h: 0x1F\n", "o: 007\n", "i: .inf\n", "b: True\n", "e: 1e3\n"] {
+            assert!(parse(other, Part::All).is_err(), "{other}");
+        }
     }
 }

@@ -449,6 +449,81 @@ mod tests {
         builder.snapshot
     }
 
+    fn scalar_piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop::sample::select(vec![
+            "a",
+            "1",
+            "-1",
+            "0x1F",
+            "1.5",
+            "true",
+            "no",
+            "~",
+            "null",
+            " ",
+            ": ",
+            ":",
+            "#",
+            " #",
+            "'",
+            "''",
+            "\"",
+            "\\",
+            "\\n",
+            "\\u00e9",
+            "\\x41",
+            "\\t",
+            "é",
+            "[",
+            "]",
+            "{",
+            "}",
+            "{}",
+            "[]",
+            ",",
+            "-",
+            "- ",
+            "|",
+            "|-",
+            ">",
+            "&a",
+            "*a",
+            "!",
+            "?",
+            "%",
+            "@",
+            "`",
+            "10.0.0.1/24",
+            "10.1.0.1:51820",
+            "\n",
+            "\n  ",
+            "\n    ",
+            "\n      ",
+            "\n- ",
+        ]);
+        prop::collection::vec(piece, 0..12).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        /// Whenever both readers accept a text, they read the same objects.
+        #[test]
+        fn the_fast_reader_agrees_with_serde_yaml_whenever_both_read_a_text(
+            a in scalar_piece(), b in scalar_piece(), c in scalar_piece(),
+        ) {
+            let text = format!(
+                "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    \
+                 name: {a}\n    annotations:\n      kilo.squat.ai/key: {b}\n      x: {c}\n  spec:\n    \
+                 podCIDR: {c}\n    other: {a}\n- apiVersion: kilo.squat.ai/v1alpha1\n  kind: Peer\n  \
+                 metadata:\n    name: p\n  spec:\n    allowedIPs:\n    - 10.5.0.1/32\n    \
+                 persistentKeepalive: {b}\n    publicKey: a2V5NQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+            );
+            if let (Some(fast), Ok(full)) = (objects_fast(&text), objects_full(&text, "f")) {
+                proptest::prop_assert_eq!(build(fast), build(full), "{}", text);
+            }
+        }
+    }
+
     #[test]
     fn the_fast_reader_reads_kubectl_output_as_serde_yaml_does() {
         let text = include_str!("../tests/data/upstream-fixture.yaml");
