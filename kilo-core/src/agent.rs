@@ -262,6 +262,7 @@ impl Agent {
                 let removed = match inv.kind {
                     ObjectKind::Node => self.nodes.remove(&inv.name).is_some(),
                     ObjectKind::Peer => self.peers.remove(&inv.name).is_some(),
+                    ObjectKind::Other => false,
                 };
                 self.invalid.insert((inv.kind, inv.name.clone()), inv);
                 removed
