@@ -62,6 +62,8 @@ pub fn parse_mesh_toml(text: &str, file: &str) -> Result<Snapshot, FileError> {
             other => return Err(cx.unknown(key, "top level", other, TOP_KEYS)),
         }
     }
+    // Contract 3: in a mesh file a node needs only a name and a key.
+    snapshot.settings.static_mesh = true;
     Ok(snapshot)
 }
 

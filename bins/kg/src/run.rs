@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut backend = match cli.backend {
         BackendKind::File => {
             let path = cli.file.clone().context("--backend file needs --file PATH")?;
-            FileBackend::open(PathBuf::from(&path), Options { topology_label: cli.topology_label.clone(), ..Options::default() })?
+            FileBackend::open(PathBuf::from(&path), Options { topology_label: cli.topology_label.clone() })?
         }
         BackendKind::Kubernetes => bail!("--backend kubernetes is not available in this build yet; use --backend file --file PATH"),
     };
