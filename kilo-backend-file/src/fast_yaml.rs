@@ -294,9 +294,12 @@ fn resolves_differently(t: &str) -> bool {
     let unsigned = t.trim_start_matches(['+', '-']);
     matches!(t, "True" | "TRUE" | "False" | "FALSE")
         || t.parse::<f64>().is_ok()
-        || ["0x", "0o", "0b", ".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN"]
-            .iter()
-            .any(|p| unsigned.starts_with(p))
+        || matches!(unsigned, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
+        || [("0x", 16), ("0o", 8), ("0b", 2)].iter().any(|(prefix, radix)| {
+            unsigned.strip_prefix(prefix).is_some_and(|digits| {
+                !digits.is_empty() && digits.chars().all(|c| c == '_' || c.is_digit(*radix))
+            })
+        })
         || (unsigned.starts_with(|c: char| c.is_ascii_digit())
             && unsigned.bytes().all(|b| b.is_ascii_digit() || b == b'_'))
 }
@@ -559,5 +562,7 @@ mod tests {
         for other in ["f: 1.5\n", "h: 0x1F\n", "o: 007\n", "i: .inf\n", "b: True\n", "e: 1e3\n"] {
             assert!(parse(other, Part::All).is_err(), "{other}");
         }
+        let key = "k: 0xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+        assert!(parse(key, Part::All).is_ok(), "a base64 key that starts with 0x is text");
     }
 }

@@ -38,8 +38,35 @@ const PEER_API_VERSION: &str = "kilo.squat.ai/v1alpha1";
 /// masked to its network, of the last listed node that has one, translated or not; `granularity`
 /// is the first listed node's `granularity` annotation; `port` is never set.
 pub fn parse_kube_yaml(text: &str, file: &str, options: &Options) -> Result<Snapshot, FileError> {
+    parse_kube_yaml_with_issues(text, file, options).map(|(snapshot, _)| snapshot)
+}
+
+/// One annotation of a node that did not parse and was ignored (the node may still be in the
+/// snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIssue {
+    /// The node's name.
+    pub node: String,
+    /// The annotation and what is wrong with it.
+    pub issue: AnnotationIssue,
+}
+
+impl fmt::Display for NodeIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {:?}: {}", self.node, self.issue)
+    }
+}
+
+/// As [`parse_kube_yaml`], with every annotation that was ignored because it does not parse, for
+/// every node in file order (for `kgctl validate`).
+pub fn parse_kube_yaml_with_issues(
+    text: &str,
+    file: &str,
+    options: &Options,
+) -> Result<(Snapshot, Vec<NodeIssue>), FileError> {
     let mut builder = Builder {
         options,
+        issues: Vec::new(),
         snapshot: Snapshot::default(),
         node_names: HashSet::new(),
         peer_names: HashSet::new(),
@@ -53,7 +80,7 @@ pub fn parse_kube_yaml(text: &str, file: &str, options: &Options) -> Result<Snap
     for object in objects {
         builder.object(object);
     }
-    Ok(builder.snapshot)
+    Ok((builder.snapshot, builder.issues))
 }
 
 /// The objects, read by the fast reader; `None` when it cannot read the text.
@@ -283,6 +310,7 @@ impl<'de> Deserialize<'de> for Scalar {
 
 struct Builder<'a> {
     options: &'a Options,
+    issues: Vec<NodeIssue>,
     snapshot: Snapshot,
     node_names: HashSet<String>,
     peer_names: HashSet<String>,
@@ -344,6 +372,9 @@ impl Builder<'_> {
         };
         let (mut node, issues) = node_from_object(&obj, &self.options.topology_label);
         node.last_seen = crate::SNAPSHOT_LAST_SEEN;
+        self.issues.extend(
+            issues.iter().map(|issue| NodeIssue { node: name.clone(), issue: issue.clone() }),
+        );
         if let Some(ip) = node.wireguard_ip {
             self.snapshot.settings.subnet = Some(ip.network());
         }
@@ -437,6 +468,7 @@ mod tests {
         let options = Options::default();
         let mut builder = Builder {
             options: &options,
+            issues: Vec::new(),
             snapshot: Snapshot::default(),
             node_names: HashSet::new(),
             peer_names: HashSet::new(),

@@ -54,7 +54,7 @@ use kilo_core::{Node, Snapshot};
 
 pub use error::{FileError, UniqueKey};
 pub use input::{Format, MAX_FILE_SIZE, detect_format, display_name, read_reader, read_text};
-pub use kube_yaml::parse_kube_yaml;
+pub use kube_yaml::{NodeIssue, parse_kube_yaml, parse_kube_yaml_with_issues};
 pub use mesh_toml::parse_mesh_toml;
 pub use watch::{DEBOUNCE, FileBackend};
 

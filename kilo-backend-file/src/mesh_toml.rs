@@ -32,10 +32,17 @@ type Value<'i> = Spanned<DeValue<'i>>;
 /// any two nodes or peers) are errors naming both lines.
 pub fn parse_mesh_toml(text: &str, file: &str) -> Result<Snapshot, FileError> {
     let cx = Cx { file, text };
-    let doc = DeTable::parse(text).map_err(|e| FileError::Syntax {
-        file: file.to_string(),
-        line: e.span().map_or(1, |s| line_of(text, s.start)),
-        message: e.message().trim_end().to_string(),
+    let doc = DeTable::parse(text).map_err(|e| {
+        let mut message = e.message().trim_end().replace('\n', "; ");
+        let at = e.span().and_then(|s| text.get(s)).unwrap_or("").trim();
+        if !at.is_empty() && at.len() <= 40 && !at.contains('\n') {
+            message = format!("{message} (at {at:?})");
+        }
+        FileError::Syntax {
+            file: file.to_string(),
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message,
+        }
     })?;
     let mut snapshot = Snapshot::default();
     let mut names = Names::default();

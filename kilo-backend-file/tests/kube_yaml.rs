@@ -95,6 +95,26 @@ fn a_node_that_is_not_ready_is_left_out_naming_what_is_missing() {
 }
 
 #[test]
+fn ignored_annotations_of_kept_nodes_are_listed_for_validation() {
+    let ann = format!(
+        "    kilo.squat.ai/endpoint: 10.1.0.1:51820\n    kilo.squat.ai/key: {K1}\n    \
+         kilo.squat.ai/internal-ip: foo\n"
+    );
+    let text = node_doc("a", &ann, "10.2.1.0/24");
+    let (s, issues) =
+        kilo_backend_file::parse_kube_yaml_with_issues(&text, "f", &Options::default()).unwrap();
+    assert_eq!(s.nodes.len(), 1);
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].node, "a");
+    assert_eq!(issues[0].issue.key, "kilo.squat.ai/internal-ip");
+    assert!(
+        issues[0].to_string().starts_with("node \"a\": kilo.squat.ai/internal-ip="),
+        "{}",
+        issues[0]
+    );
+}
+
+#[test]
 fn last_seen_is_not_checked_in_a_snapshot() {
     let ann = format!(
         "    kilo.squat.ai/endpoint: 10.1.0.1:51820\n    kilo.squat.ai/key: {K1}\n    \
