@@ -283,7 +283,8 @@ fn deeply_nested_toml_arrays_do_not_overflow_the_stack() {
 
 #[test]
 fn a_mesh_file_is_a_static_mesh_where_nodes_need_only_a_name_and_a_key() {
-    let text = "[[node]]\nname = \"a\"\npublic-key = \"a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n";
+    let text =
+        "[[node]]\nname = \"a\"\npublic-key = \"a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n";
     let snapshot = kilo_backend_file::parse_mesh_toml(text, "mesh.toml").unwrap();
     assert!(snapshot.settings.static_mesh);
     assert!(snapshot.nodes[0].is_ready(kilo_core::Readiness::StaticMesh));
