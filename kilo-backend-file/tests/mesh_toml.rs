@@ -92,7 +92,7 @@ fn a_node_needs_only_a_name_and_a_public_key() {
     assert_eq!(n.location, "");
     assert!(!n.leader);
     assert_eq!(n.last_seen, SNAPSHOT_LAST_SEEN);
-    assert_eq!(s.settings, Default::default());
+    assert_eq!(s.settings, kilo_core::MeshSettings { static_mesh: true, ..Default::default() });
 }
 
 #[test]
