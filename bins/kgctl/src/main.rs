@@ -32,11 +32,20 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(code) => code,
+        // A reader that stops early (`kgctl graph | head`) is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kgctl: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn granularity(s: &str) -> Result<Option<Granularity>> {
