@@ -63,8 +63,8 @@ pub enum Command {
         /// wireguard, yaml or json (yaml and json need --as-peer).
         #[arg(short, long, default_value = "wireguard")]
         output: ShowconfFormat,
-        /// Extra allowed IPs for --as-peer.
-        #[arg(long, value_delimiter = ',')]
+        /// Extra allowed IPs for --as-peer (masked to their networks, as upstream).
+        #[arg(long, value_delimiter = ',', value_parser = allowed_ip)]
         allowed_ips: Vec<Cidr>,
     },
     /// Print everything the agent on a node would apply.
@@ -149,4 +149,11 @@ pub enum PlanFormat {
     Text,
     /// The JSON of contract 5.
     Json,
+}
+
+/// Parses one `--allowed-ips` entry as upstream does: a CIDR, masked to its network.
+fn allowed_ip(s: &str) -> Result<Cidr, String> {
+    s.parse::<Cidr>()
+        .map(|c| c.network())
+        .map_err(|_| format!("allowed-ips must contain only valid CIDRs; got {s:?}"))
 }
