@@ -2,6 +2,7 @@
 //! binary parses flags, loads the source and prints.
 
 mod cli;
+mod kube;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -35,10 +36,26 @@ fn main() -> ExitCode {
         // A reader that stops early (`kgctl graph | head`) is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kgctl: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("kgctl: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -61,9 +78,7 @@ fn granularity(s: &str) -> Result<Option<Granularity>> {
 
 fn load(cli: &Cli) -> Result<(Snapshot, Readiness)> {
     match cli.backend {
-        BackendKind::Kubernetes => bail!(
-            "--backend kubernetes is not available in this build yet; use --backend file --file PATH"
-        ),
+        BackendKind::Kubernetes => kube::load(cli.kubeconfig.as_deref(), &cli.topology_label),
         BackendKind::File => {
             let path = cli.file.as_deref().context("--backend file needs --file PATH")?;
             let options = kilo_backend_file::Options { topology_label: cli.topology_label.clone() };
