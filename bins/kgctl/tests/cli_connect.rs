@@ -1,9 +1,9 @@
 //! `kgctl connect` argument handling, without a cluster or network privileges: every failure
 //! comes before any interface is created.
 
-mod common;
+mod kgctl_run;
 
-use common::{Run, kgctl, kgctl_with};
+use kgctl_run::{Run, kgctl, kgctl_with};
 
 fn assert_one_line_error(run: &Run, needle: &str) {
     assert_eq!(run.code, 1, "{:?}", run.stderr);

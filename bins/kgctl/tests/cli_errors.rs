@@ -1,11 +1,11 @@
 //! Bad input: every error exits 1 with exactly one line on stderr that names the input, and
 //! never a panic or a backtrace (contract 5).
 
-mod common;
+mod kgctl_run;
 
 use std::path::PathBuf;
 
-use common::{Run, kgctl, kgctl_file, kgctl_with};
+use kgctl_run::{Run, kgctl, kgctl_file, kgctl_with};
 
 const KEY_A: &str = "4W+gcAT2Jko7e3cZRXwQ+5rjzS0FmNOXyTulAzAgImQ=";
 const KEY_B: &str = "E9XLYrIP/OSytwCmjs+JtyFglkdxk5WOAt7OAEHH1Dw=";

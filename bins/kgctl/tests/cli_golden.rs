@@ -2,11 +2,11 @@
 //! golden files in `tests/golden/` (`UPDATE_GOLDEN=1` rewrites them), plus outputs derived by
 //! hand from upstream's rules (upstream-kilo.md 6.2, 6.3, 6.5, 12, 13.1, 13.2).
 
-mod common;
+mod kgctl_run;
 
 use std::path::PathBuf;
 
-use common::{kgctl, kgctl_file, kgctl_with, root};
+use kgctl_run::{kgctl, kgctl_file, kgctl_with, root};
 
 /// Per example: a leader, a node that is not a leader (if any) and a peer (if any).
 struct Example {

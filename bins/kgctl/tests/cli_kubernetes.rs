@@ -2,12 +2,12 @@
 //! (13.1) with fresh last-seen annotations: same outputs as the file backend on
 //! `examples/upstream-fixture.yaml`.
 
-mod common;
+mod kgctl_run;
 mod support;
 
 use std::path::PathBuf;
 
-use common::{Run, kgctl_file, kgctl_with, root};
+use kgctl_run::{Run, kgctl_file, kgctl_with, root};
 use serde_json::{Value, json};
 use support::apiserver::{Collection, FakeApiServer};
 

@@ -2,9 +2,9 @@
 //! `console` block is run, and the lines after it (up to a `...` line, which elides the rest)
 //! must be the start of its output (stdout, then stderr).
 
-mod common;
+mod kgctl_run;
 
-use common::{kgctl, root};
+use kgctl_run::{kgctl, root};
 
 const F: &str = "--backend file --file examples/three-locations.toml";
 
