@@ -484,3 +484,30 @@ fn a_generated_key_round_trips_through_pubkey_and_wg() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap(), public.stdout);
 }
+
+#[test]
+fn a_peer_object_carries_keepalive_in_seconds_and_no_endpoint_when_there_is_none() {
+    // Contract 2, quirk C2 fixed: seconds, not nanoseconds; no `ip: "<nil>"`.
+    let run = kgctl_file(
+        "examples/three-locations.toml",
+        &["showconf", "peer", "laptop", "--as-peer", "-o", "json"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let object: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(object["spec"]["persistentKeepalive"], 10);
+    assert!(object["spec"].get("endpoint").is_none(), "{}", run.stdout);
+    assert!(!run.stdout.contains("<nil>"));
+}
+
+#[test]
+fn a_dns_endpoint_is_exported_as_a_dns_name() {
+    // Contract 2, quirk C1 fixed: `dnsOrIP.dns` holds the name.
+    let run = kgctl_file(
+        "examples/three-locations.toml",
+        &["showconf", "node", "home-gw", "--as-peer", "-o", "json"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let object: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(object["spec"]["endpoint"]["dnsOrIP"]["dns"], "home.example.net");
+    assert_eq!(object["spec"]["endpoint"]["port"], 51820);
+}
