@@ -63,8 +63,8 @@ pub enum Command {
         /// wireguard, yaml or json (yaml and json need --as-peer).
         #[arg(short, long, default_value = "wireguard")]
         output: ShowconfFormat,
-        /// Extra allowed IPs for --as-peer.
-        #[arg(long, value_delimiter = ',')]
+        /// Extra allowed IPs for --as-peer (masked to their networks, as upstream).
+        #[arg(long, value_delimiter = ',', value_parser = allowed_ip)]
         allowed_ips: Vec<Cidr>,
     },
     /// Print everything the agent on a node would apply.
@@ -100,10 +100,49 @@ pub enum Command {
     },
     /// Check the whole mesh; exit 1 if any error is found.
     Validate,
+    /// Join the mesh as a Kilo Peer (Kubernetes backend; needs CAP_NET_ADMIN).
+    Connect(ConnectFlags),
     /// Print a new WireGuard private key.
     Genkey,
     /// Read a private key on stdin and print its public key.
     Pubkey,
+}
+
+/// `kgctl connect` flags (upstream 12.4).
+#[derive(Debug, clap::Args)]
+pub struct ConnectFlags {
+    /// The Peer's name (default: this machine's hostname).
+    pub peer_name: Option<String>,
+    /// This machine's address in the mesh (the created Peer's allowed IP).
+    #[arg(short = 'a', long, default_value = "10.10.10.10/32")]
+    pub allowed_ip: Cidr,
+    /// Extra CIDRs to reach through the mesh.
+    #[arg(long, value_delimiter = ',', value_parser = allowed_ip)]
+    pub allowed_ips: Vec<Cidr>,
+    /// A file holding the private key ("": generate one).
+    #[arg(long, default_value = "")]
+    pub private_key: String,
+    /// On exit, delete the interface, the routes and a Peer this command created.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub clean_up: bool,
+    /// The WireGuard interface's MTU.
+    #[arg(long, default_value_t = 1420)]
+    pub mtu: u32,
+    /// How often to recompute and apply the configuration (e.g. 30s, 1m).
+    #[arg(long, default_value = "30s", value_parser = crate::connect::parse_duration)]
+    pub resync_period: std::time::Duration,
+    /// The WireGuard interface.
+    #[arg(short = 'i', long, default_value = "kilo0")]
+    pub interface: String,
+    /// The persistent keepalive (seconds) of a created Peer.
+    #[arg(long, default_value_t = 10)]
+    pub persistent_keepalive: u64,
+    /// auto, kernel or userspace.
+    #[arg(long, default_value = "auto")]
+    pub wireguard: kilo_net_linux::wireguard::WireGuardChoice,
+    /// The directory of userspace WireGuard UAPI sockets.
+    #[arg(long, default_value = kilo_net_linux::wireguard::DEFAULT_UAPI_DIR)]
+    pub wireguard_socket_dir: std::path::PathBuf,
 }
 
 /// `showconf` targets.
@@ -149,4 +188,11 @@ pub enum PlanFormat {
     Text,
     /// The JSON of contract 5.
     Json,
+}
+
+/// Parses one `--allowed-ips` entry as upstream does: a CIDR, masked to its network.
+fn allowed_ip(s: &str) -> Result<Cidr, String> {
+    s.parse::<Cidr>()
+        .map(|c| c.network())
+        .map_err(|_| format!("allowed-ips must contain only valid CIDRs; got {s:?}"))
 }

@@ -2,6 +2,8 @@
 //! binary parses flags, loads the source and prints.
 
 mod cli;
+mod connect;
+mod kube;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -32,11 +34,36 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(code) => code,
+        // A reader that stops early (`kgctl graph | head`) is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kgctl: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("kgctl: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause its parent already quotes.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn granularity(s: &str) -> Result<Option<Granularity>> {
@@ -52,9 +79,7 @@ fn granularity(s: &str) -> Result<Option<Granularity>> {
 
 fn load(cli: &Cli) -> Result<(Snapshot, Readiness)> {
     match cli.backend {
-        BackendKind::Kubernetes => bail!(
-            "--backend kubernetes is not available in this build yet; use --backend file --file PATH"
-        ),
+        BackendKind::Kubernetes => kube::load(cli.kubeconfig.as_deref(), &cli.topology_label),
         BackendKind::File => {
             let path = cli.file.as_deref().context("--backend file needs --file PATH")?;
             let options = kilo_backend_file::Options { topology_label: cli.topology_label.clone() };
@@ -84,6 +109,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let key: PrivateKey =
                 text.trim().parse().map_err(|e| anyhow!("stdin: not a private key: {e}"))?;
             writeln!(out, "{}", key.public_key())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Connect(flags) => {
+            connect_command(&cli, flags)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -171,9 +200,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PlanFormat::Text => out.write_all(plan.to_text().as_bytes())?,
             }
         }
-        Command::Validate | Command::Genkey | Command::Pubkey => {}
+        Command::Validate | Command::Genkey | Command::Pubkey | Command::Connect(_) => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
+    if cli.backend != BackendKind::Kubernetes {
+        bail!("connect works with --backend kubernetes only (it creates the Peer)");
+    }
+    let peer = match &flags.peer_name {
+        Some(name) => name.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .context("cannot read this machine's hostname; give the peer's name")?,
+    };
+    let private_key = if flags.private_key.is_empty() {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow!("no randomness: {e}"))?;
+        PrivateKey::from_random_bytes(bytes)
+    } else {
+        let text = std::fs::read_to_string(&flags.private_key)
+            .with_context(|| format!("--private-key {}", flags.private_key))?;
+        text.trim()
+            .parse()
+            .map_err(|e| anyhow!("--private-key {}: not a private key: {e}", flags.private_key))?
+    };
+    let args = connect::ConnectArgs {
+        peer,
+        allowed_ip: flags.allowed_ip,
+        allowed_ips: flags.allowed_ips.clone(),
+        private_key,
+        clean_up: flags.clean_up,
+        mtu: flags.mtu,
+        resync: flags.resync_period,
+        interface: flags.interface.clone(),
+        keepalive: flags.persistent_keepalive,
+        wireguard: flags.wireguard,
+        socket_dir: flags.wireguard_socket_dir.clone(),
+        granularity: granularity(&cli.mesh_granularity)?,
+        subnet: cli.subnet,
+        port: cli.port,
+        kubeconfig: cli.kubeconfig.clone(),
+        topology_label: cli.topology_label.clone(),
+    };
+    kilo_net_linux::wireguard::validate_name(&args.interface)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(connect::run(args))
 }
 
 fn render_svg(dot: &str) -> Result<Vec<u8>> {
