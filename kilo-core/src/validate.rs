@@ -286,7 +286,12 @@ fn peers(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
                 }
             }
         }
-        seen.extend(p.allowed_ips.iter().map(|a| (a.network(), p.name.as_str())));
+        for a in &p.allowed_ips {
+            let entry = (a.network(), p.name.as_str());
+            if !seen.contains(&entry) {
+                seen.push(entry);
+            }
+        }
     }
 }
 

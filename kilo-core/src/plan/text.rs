@@ -49,7 +49,11 @@ fn wireguard(out: &mut String, plan: &Plan) {
             let _ = writeln!(out, "    endpoint {e}");
         }
         let ips: Vec<String> = p.allowed_ips.iter().map(|c| c.to_string()).collect();
-        let _ = writeln!(out, "    allowed-ips {}", ips.join(", "));
+        if ips.is_empty() {
+            out.push_str("    allowed-ips (none)\n");
+        } else {
+            let _ = writeln!(out, "    allowed-ips {}", ips.join(", "));
+        }
         let _ = writeln!(out, "    persistent-keepalive {}", p.persistent_keepalive);
         if p.preshared_key.is_some() {
             out.push_str("    preshared-key (hidden)\n");
