@@ -10,6 +10,8 @@
 //! quirks that are fixed are listed in the project's contract.
 
 pub mod annotations;
+#[cfg(feature = "arbitrary")]
+mod arbitrary_impls;
 pub mod backend;
 pub mod cidr;
 pub mod endpoint;
