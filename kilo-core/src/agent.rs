@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 use crate::backend::{Invalid, ObjectKind, Snapshot};
 use crate::plan::{Plan, PlanOptions};
 use crate::topology::TopologyError;
-use crate::wireguard::{Config, InterfaceConfig};
 use crate::{Cidr, Endpoint, Granularity, Key, Node, Peer, PrivateKey, Readiness, Topology, TopologyInput};
 
 /// Upstream's check-in period: the local node's last-seen is refreshed this often (seconds).
@@ -157,7 +156,8 @@ pub struct Agent {
 
 impl Agent {
     /// A new agent with no knowledge of the mesh yet.
-    pub fn new(config: AgentConfig) -> Agent {
+    pub fn new(mut config: AgentConfig) -> Agent {
+        config.plan.node = config.hostname.clone();
         Agent {
             config,
             nodes: BTreeMap::new(),
@@ -196,7 +196,6 @@ impl Agent {
         let mut actions = Vec::new();
         let changed = match input {
             Input::Reset(snapshot) => {
-                let before = (self.nodes.clone(), self.peers.clone());
                 self.nodes = snapshot.nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
                 self.peers = snapshot.peers.into_iter().map(|p| (p.name.clone(), p)).collect();
                 self.invalid.clear();
@@ -207,7 +206,7 @@ impl Agent {
                 for inv in snapshot.ignored {
                     actions.push(Action::Warn(format!("ignored a field of {inv}")));
                 }
-                before != (self.nodes.clone(), self.peers.clone())
+                true
             }
             Input::NodeChanged(node) => {
                 self.invalid.remove(&(ObjectKind::Node, node.name.clone()));
@@ -372,19 +371,9 @@ impl Agent {
         };
         self.status.leader = topology.leader;
         self.wireguard_ip = topology.leader.then_some(topology.wireguard_cidr);
-        let wireguard = if topology.leader {
-            topology.conf_for_device()
-        } else {
-            // Contract C8: a non-leader keeps its link down with no peers.
-            Config {
-                interface: Some(InterfaceConfig {
-                    private_key: Some(self.config.private_key.clone()),
-                    listen_port: Some(port),
-                }),
-                peers: Vec::new(),
-            }
-        };
-        Action::Apply(Box::new(Plan::new(&topology, Some(wireguard), &self.config.plan)))
+        // A non-leader's plan has no WireGuard config: link down, no peers (contract C8).
+        let wireguard = topology.leader.then(|| topology.conf_for_device());
+        Action::Apply(Box::new(Plan::new(&topology, wireguard, &self.config.plan)))
     }
 }
 

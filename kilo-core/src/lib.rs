@@ -9,6 +9,7 @@
 //! Behaviour matches upstream Kilo (Go) so that both agents can run in one cluster; the upstream
 //! quirks that are fixed are listed in the project's contract.
 
+pub mod agent;
 pub mod annotations;
 #[cfg(feature = "arbitrary")]
 mod arbitrary_impls;
@@ -20,6 +21,7 @@ pub mod fixtures;
 pub mod graph;
 pub mod key;
 pub mod mesh;
+pub mod offline;
 pub mod options;
 pub mod peer_spec;
 pub mod plan;

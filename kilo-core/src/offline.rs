@@ -8,7 +8,7 @@ use crate::peer_spec::{PeerSpec, spec_from_peer};
 use crate::plan::{Plan, PlanOptions};
 use crate::topology::TopologyError;
 use crate::validate::{Finding, ValidationInput, validate};
-use crate::wireguard::{Config, InterfaceConfig, PeerConfig};
+use crate::wireguard::{Config, PeerConfig};
 use crate::{Cidr, Granularity, Node, Peer, PrivateKey, Readiness, Topology, TopologyInput};
 
 /// The default WireGuard subnet, `10.4.0.0/16`.
@@ -186,12 +186,8 @@ impl OfflineMesh {
         let node = self.node(name)?;
         let port = node.endpoint.as_ref().map(|e| e.port()).filter(|p| *p > 0).unwrap_or(self.port);
         let t = self.topology(name, port, node.persistent_keepalive, service_cidrs)?;
-        let wireguard = if t.leader {
-            t.conf_for_device()
-        } else {
-            Config { interface: Some(InterfaceConfig { private_key: None, listen_port: Some(port) }), peers: vec![] }
-        };
-        Ok(Plan::new(&t, Some(wireguard), options))
+        let options = PlanOptions { node: name.to_string(), ..options.clone() };
+        Ok(Plan::new(&t, t.leader.then(|| t.conf_for_device()), &options))
     }
 
     /// `kgctl validate`: every finding for the snapshot the mesh was built from.

@@ -1,1 +1,23 @@
 //! Applies a kilo-core plan to a Linux host: WireGuard, links, addresses, routes, rules and firewall, as minimal diffs.
+//!
+//! This crate never decides anything: it reads the kernel's state, diffs it against what
+//! `kilo-core` computed, applies the minimal changes and reports what it did.
+//!
+//! - [`netlink::Netlink`]: one rtnetlink connection (optionally opened inside a network
+//!   namespace) with link, address, route, rule and IPIP operations.
+//! - [`reconcile::RouteReconciler`]: routes and policy rules as a typed diff, applied minimally,
+//!   with a route monitor that restores deleted routes at once.
+//! - [`discovery`]: private/public IP detection and automatic MTU.
+//! - [`cni`]: the CNI conflist pod-CIDR update.
+//! - [`firewall`]: iptables or native nftables rules with upstream's rule strings.
+
+pub mod cni;
+pub mod discovery;
+pub mod error;
+/// Firewall rules: iptables (binaries) and native nftables (netlink), with upstream's controller semantics.
+pub mod firewall;
+pub mod netlink;
+pub mod reconcile;
+
+pub use error::NetlinkError;
+pub use netlink::Netlink;

@@ -7,6 +7,51 @@ use std::time::Duration;
 
 use crate::{Cidr, Endpoint, Granularity, Key, Peer, PrivateKey};
 
+mod build;
+mod conf;
+mod filter;
+
+pub use build::{LOCATION_PREFIX, NODE_PREFIX, deduplicate_peer_ips, find_leader, segment_key};
+pub use conf::keepalive_secs;
+pub use filter::Filtered;
+
+/// Why a topology cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// The local node is not among the nodes.
+    #[error("the local node {hostname:?} is not among the {nodes} nodes of the mesh")]
+    UnknownNode {
+        /// The local node's name as given.
+        hostname: String,
+        /// How many nodes there are.
+        nodes: usize,
+    },
+    /// Two nodes have the same name.
+    #[error("the node name {name:?} appears more than once")]
+    DuplicateNode {
+        /// The repeated name.
+        name: String,
+    },
+    /// Two peers have the same name.
+    #[error("the peer name {name:?} appears more than once")]
+    DuplicatePeer {
+        /// The repeated name.
+        name: String,
+    },
+    /// The WireGuard subnet has fewer addresses than there are segments (contract C5).
+    #[error(
+        "WireGuard subnet {subnet} is too small: it has {capacity} usable addresses but the mesh has {segments} segments"
+    )]
+    SubnetFull {
+        /// The WireGuard subnet.
+        subnet: Cidr,
+        /// How many addresses it can hand out.
+        capacity: u128,
+        /// How many segments need one.
+        segments: usize,
+    },
+}
+
 /// One node's contribution to its segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

@@ -1,0 +1,222 @@
+//! The agent's state machine in a simulated cluster: several agents share an in-memory backend
+//! (what one publishes, all receive), time is a number we advance by hand.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kilo_core::agent::{Action, Agent, AgentConfig, HostFacts, Input, ObservedPeer, ReadinessPolicy};
+use kilo_core::plan::{Plan, PlanOptions};
+use kilo_core::routes::Interfaces;
+use kilo_core::{
+    Cidr, Encapsulation, Granularity, Invalid, Node, ObjectKind, Peer, PrivateKey, Snapshot,
+};
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().unwrap()
+}
+
+fn config(hostname: &str, seed: u8, readiness: ReadinessPolicy, publishes: bool) -> AgentConfig {
+    AgentConfig {
+        hostname: hostname.into(),
+        granularity: Granularity::Location,
+        port: 51820,
+        subnet: cidr("10.4.0.0/16"),
+        service_cidrs: vec![],
+        private_key: PrivateKey::from_random_bytes([seed; 32]),
+        readiness,
+        publishes,
+        prioritise_private_addresses: false,
+        plan: PlanOptions {
+            node: String::new(),
+            interfaces: Interfaces { kilo: "kilo0".into(), private: "eth0".into(), tunnel: "tunl0".into() },
+            local: true,
+            cni: false,
+            iptables_forward_rules: false,
+            encapsulation: Encapsulation::Never,
+            compatibility: None,
+        },
+    }
+}
+
+/// A cluster as Kubernetes would hold it: nodes by name, with what each agent published.
+struct Sim {
+    now: i64,
+    cluster: BTreeMap<String, Node>,
+    agents: Vec<Agent>,
+    plans: BTreeMap<String, Plan>,
+    warnings: Vec<String>,
+}
+
+impl Sim {
+    fn new(nodes: &[(&str, &str, &str, &str)]) -> Sim {
+        // (name, location, pod CIDR, private IP)
+        let mut sim = Sim { now: 1_000_000, cluster: BTreeMap::new(), agents: vec![], plans: BTreeMap::new(), warnings: vec![] };
+        for (i, (name, location, pod, _)) in nodes.iter().enumerate() {
+            sim.cluster.insert(
+                name.to_string(),
+                Node { name: name.to_string(), location: location.to_string(), subnets: vec![cidr(pod)], ..Node::default() },
+            );
+            sim.agents.push(Agent::new(config(name, i as u8 + 1, ReadinessPolicy::Live, true)));
+        }
+        for (i, (_, _, _, private)) in nodes.iter().enumerate() {
+            // A reset lists the cluster as it is now, with what earlier agents published.
+            let snapshot = Snapshot { nodes: sim.cluster.values().cloned().collect(), ..Snapshot::default() };
+            let public = format!("203.0.113.{}", i + 1).parse().unwrap();
+            let facts = HostFacts { private_ip: Some(cidr(private)), public_ip: Some(public), cni_compatibility_ip: None };
+            sim.deliver(i, Input::HostFacts(facts));
+            sim.deliver(i, Input::Reset(snapshot.clone()));
+        }
+        sim
+    }
+
+    /// Hands `input` to agent `i` and carries out what it asks, delivering publications to all.
+    fn deliver(&mut self, i: usize, input: Input) {
+        let mut queue = vec![(i, input)];
+        while let Some((i, input)) = queue.pop() {
+            for action in self.agents[i].handle(self.now, input) {
+                match action {
+                    Action::Publish(node) => {
+                        if self.cluster.get(&node.name) != Some(&node) {
+                            self.cluster.insert(node.name.clone(), (*node).clone());
+                            for j in 0..self.agents.len() {
+                                queue.push((j, Input::NodeChanged((*node).clone())));
+                            }
+                        }
+                    }
+                    Action::Apply(plan) => {
+                        self.plans.insert(plan.node.clone(), *plan);
+                    }
+                    Action::Blocked(why) | Action::Warn(why) => self.warnings.push(why),
+                }
+            }
+        }
+    }
+
+    fn broadcast(&mut self, input: Input) {
+        for i in 0..self.agents.len() {
+            self.deliver(i, input.clone());
+        }
+    }
+}
+
+fn three_nodes() -> Sim {
+    Sim::new(&[
+        ("a", "x", "10.2.1.0/24", "192.168.1.1/24"),
+        ("b", "x", "10.2.2.0/24", "192.168.1.2/24"),
+        ("c", "y", "10.2.3.0/24", "192.168.2.1/24"),
+    ])
+}
+
+#[test]
+fn agents_publish_their_nodes_and_converge_on_one_topology() {
+    let sim = three_nodes();
+    assert_eq!(sim.plans.len(), 3, "every agent applied a plan; warnings: {:?}", sim.warnings);
+    let a = &sim.cluster["a"];
+    assert_eq!(a.endpoint.as_ref().unwrap().to_string(), "203.0.113.1:51820");
+    assert_eq!(a.internal_ip, Some(cidr("192.168.1.1/24")));
+    assert!(!a.key.is_zero());
+    // a leads location x (first name, public endpoint), b does not, c leads y.
+    let leaders: Vec<_> = sim.plans.values().map(|p| (p.node.as_str(), p.leader, p.segment.as_str())).collect();
+    assert_eq!(leaders, [("a", true, "location:x"), ("b", false, "location:x"), ("c", true, "location:y")]);
+    assert_eq!(sim.plans["a"].interface.address, Some(cidr("10.4.0.1/16")));
+    assert_eq!(sim.plans["c"].interface.address, Some(cidr("10.4.0.2/16")));
+    // Leaders publish their WireGuard IP.
+    assert_eq!(sim.cluster["a"].wireguard_ip, Some(cidr("10.4.0.1/16")));
+    assert_eq!(sim.cluster["b"].wireguard_ip, None);
+    // a's WireGuard peer is c's segment, with c's pod subnet.
+    let wg = sim.plans["a"].wireguard.as_ref().unwrap();
+    assert_eq!(wg.peers.len(), 1);
+    assert!(wg.peers[0].allowed_ips.contains(&cidr("10.2.3.0/24")));
+    // The non-leader b routes c's pod subnet through its leader a.
+    assert!(sim.plans["b"].routes.iter().any(|r| r.dst == cidr("10.2.3.0/24")
+        && r.via == Some("192.168.1.1".parse().unwrap())));
+}
+
+#[test]
+fn a_quiet_resync_changes_nothing_and_publishes_nothing() {
+    let mut sim = three_nodes();
+    let before = (sim.cluster.clone(), sim.plans.clone());
+    sim.now += 5;
+    sim.broadcast(Input::Resync);
+    assert_eq!((sim.cluster.clone(), sim.plans.clone()), before);
+}
+
+#[test]
+fn a_node_that_stops_checking_in_drops_out_after_sixty_seconds() {
+    let mut sim = three_nodes();
+    // Only a and b check in for 90 s; c is silent.
+    for _ in 0..3 {
+        sim.now += 30;
+        sim.deliver(0, Input::CheckIn);
+        sim.deliver(1, Input::CheckIn);
+    }
+    sim.deliver(0, Input::Resync);
+    let wg = sim.plans["a"].wireguard.as_ref().unwrap();
+    assert!(wg.peers.is_empty(), "c is no longer ready");
+    assert_eq!(sim.agents[0].status().nodes, 2);
+}
+
+#[test]
+fn a_garbage_peer_is_left_out_and_everything_else_stays_applied() {
+    let mut sim = three_nodes();
+    let peer = Peer {
+        name: "laptop".into(),
+        allowed_ips: vec![cidr("10.5.0.1/32")],
+        public_key: kilo_core::Key::from_bytes([9; 32]),
+        ..Peer::default()
+    };
+    sim.broadcast(Input::PeerChanged(peer));
+    let with_peer = sim.plans["a"].clone();
+    assert_eq!(with_peer.wireguard.as_ref().unwrap().peers.len(), 2);
+    sim.broadcast(Input::Invalid(Invalid {
+        kind: ObjectKind::Peer,
+        name: "evil".into(),
+        message: "publicKey: not base64".into(),
+    }));
+    assert_eq!(sim.plans["a"], with_peer, "the plan is unchanged");
+    assert_eq!(sim.agents[0].status().invalid, 1);
+    assert!(sim.warnings.iter().any(|w| w.contains("evil") && w.contains("not base64")));
+}
+
+#[test]
+fn handshakes_from_natted_nodes_are_published_as_discovered_endpoints() {
+    let mut sim = three_nodes();
+    // c is behind NAT: it sets a keepalive; a sees it arrive from another address.
+    let mut c = sim.cluster["c"].clone();
+    c.persistent_keepalive = Duration::from_secs(25);
+    sim.cluster.insert("c".into(), c.clone());
+    sim.broadcast(Input::NodeChanged(c.clone()));
+    let seen = "198.51.100.7:40000".parse().unwrap();
+    sim.deliver(0, Input::Device(vec![ObservedPeer { public_key: c.key, endpoint: Some(seen), last_handshake: Some(sim.now) }]));
+    let published = sim.cluster["a"].discovered_endpoints.clone().unwrap();
+    assert_eq!(published.get(&c.key), Some(&seen));
+    // a now dials c at the discovered address.
+    let peer = &sim.plans["a"].wireguard.as_ref().unwrap().peers[0];
+    assert_eq!(peer.endpoint.as_ref().unwrap().to_string(), "198.51.100.7:40000");
+}
+
+#[test]
+fn a_static_mesh_agent_uses_its_entry_as_written_and_publishes_nothing() {
+    let key = PrivateKey::from_random_bytes([1; 32]);
+    let mut cfg = config("a", 1, ReadinessPolicy::StaticMesh, false);
+    cfg.private_key = key.clone();
+    let mut agent = Agent::new(cfg);
+    let nodes = vec![
+        Node { name: "a".into(), key: key.public_key(), endpoint: Some("203.0.113.1:51820".parse().unwrap()), subnets: vec![cidr("10.2.1.0/24")], ..Node::default() },
+        // b is behind NAT: no endpoint, a keepalive.
+        Node { name: "b".into(), key: kilo_core::Key::from_bytes([2; 32]), persistent_keepalive: Duration::from_secs(25), subnets: vec![cidr("10.2.2.0/24")], location: "b".into(), ..Node::default() },
+    ];
+    let actions = agent.handle(0, Input::Reset(Snapshot { nodes, ..Snapshot::default() }));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Publish(_))));
+    let plan = actions.iter().find_map(|a| match a { Action::Apply(p) => Some(p), _ => None }).unwrap();
+    let peer = &plan.wireguard.as_ref().unwrap().peers[0];
+    assert_eq!(peer.endpoint, None, "b dials in");
+    assert!(peer.allowed_ips.contains(&cidr("10.2.2.0/24")));
+}
+
+#[test]
+fn the_agent_waits_until_its_own_node_exists() {
+    let mut agent = Agent::new(config("ghost", 1, ReadinessPolicy::Live, true));
+    let actions = agent.handle(0, Input::Reset(Snapshot::default()));
+    assert!(matches!(&actions[..], [Action::Blocked(why)] if why.contains("\"ghost\"")));
+}

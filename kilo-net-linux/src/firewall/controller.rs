@@ -1,0 +1,363 @@
+//! Upstream's rule controller (upstream-kilo.md 8.4), generic over the client that talks to the
+//! kernel: `set` walks the append list and diffs the prepend list, `reconcile` restores what
+//! someone deleted, `clean_up` removes everything. Every client call is counted with upstream's
+//! metric labels.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use kilo_core::firewall::{Entry, Family, RuleSet};
+
+use super::rule::{RuleKey, identity};
+use super::{FirewallError, OpLabels, Operation};
+
+/// What the controller needs from a firewall implementation. Each method is one counted
+/// operation (upstream's `Client` interface, with upstream's operation names).
+pub(crate) trait Client {
+    /// Creates the chain if it is missing, then flushes it (`ClearChain`; `iptables -N`, `-F`;
+    /// `nft add chain`, `nft flush chain`).
+    fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError>;
+    /// Deletes an (empty, unreferenced) chain (`DeleteChain`; `iptables -X`; `nft delete chain`).
+    fn delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError>;
+    /// Appends the rule unless it is present (`AppendUnique`; `iptables -C`, `-A`;
+    /// `nft add rule`).
+    fn append_unique(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError>;
+    /// Inserts the rule at position 1 unless it is present (`InsertUnique`; `iptables -C`,
+    /// `-I CHAIN 1`; `nft insert rule`).
+    fn insert_unique(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError>;
+    /// Deletes the rule (`Delete`; `iptables -D`; `nft delete rule … handle H`); an error when
+    /// it is absent.
+    fn delete(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError>;
+    /// The rules of a chain, `None` when the chain does not exist (`List`; `iptables -S CHAIN`;
+    /// `nft list chain`).
+    fn list(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<Option<Vec<RuleKey>>, FirewallError>;
+    /// The chains of a table (`ListChains`; `iptables -S`; `nft list table`).
+    fn list_chains(&self, family: Family, table: &str) -> Result<Vec<String>, FirewallError>;
+}
+
+/// A chain's address: family, table, name.
+type ChainId = (Family, String, String);
+
+/// The per-pass listing cache of `reconcile` (upstream's `ruleCache`).
+#[derive(Default)]
+struct Cache {
+    chains: HashMap<(Family, String), HashSet<String>>,
+    rules: HashMap<ChainId, HashSet<RuleKey>>,
+}
+
+/// Upstream's controller over a client.
+pub(crate) struct Controller<C> {
+    client: C,
+    ipv6: bool,
+    append: Vec<Entry>,
+    prepend: Vec<Entry>,
+    ops: BTreeMap<OpLabels, u64>,
+}
+
+fn family_of(entry: &Entry) -> Family {
+    match entry {
+        Entry::Chain { family, .. } | Entry::Rule { family, .. } => *family,
+    }
+}
+
+fn chain_of(entry: &Entry) -> ChainId {
+    match entry {
+        Entry::Chain { family, table, name } => (*family, table.clone(), name.clone()),
+        Entry::Rule { family, table, chain, .. } => (*family, table.clone(), chain.clone()),
+    }
+}
+
+impl<C: Client> Controller<C> {
+    /// A controller with nothing applied; `ipv6 == false` turns IPv6 operations into no-ops.
+    pub(crate) fn new(client: C, ipv6: bool) -> Self {
+        Controller { client, ipv6, append: Vec::new(), prepend: Vec::new(), ops: BTreeMap::new() }
+    }
+
+    /// The client.
+    pub(crate) fn client(&self) -> &C {
+        &self.client
+    }
+
+    /// Whether IPv6 operations reach the kernel.
+    pub(crate) fn ipv6(&self) -> bool {
+        self.ipv6
+    }
+
+    /// Operation counts so far.
+    pub(crate) fn operations(&self) -> &BTreeMap<OpLabels, u64> {
+        &self.ops
+    }
+
+    /// The rule set currently applied (as recorded).
+    pub(crate) fn applied(&self) -> RuleSet {
+        RuleSet { append: self.append.clone(), prepend: self.prepend.clone() }
+    }
+
+    fn count(&mut self, family: Family, operation: Operation, table: &str, chain: &str) {
+        let labels = OpLabels {
+            protocol: family,
+            operation,
+            table: table.to_string(),
+            chain: chain.to_string(),
+        };
+        *self.ops.entry(labels).or_default() += 1;
+    }
+
+    fn enabled(&self, family: Family) -> bool {
+        family == Family::Ipv4 || self.ipv6
+    }
+
+    /// Appends an entry: a chain is created and flushed, a rule appended unless present.
+    fn append_entry(
+        &mut self,
+        entry: &Entry,
+        flushed: &mut BTreeSet<ChainId>,
+    ) -> Result<(), FirewallError> {
+        if !self.enabled(family_of(entry)) {
+            return Ok(());
+        }
+        match entry {
+            Entry::Chain { family, table, name } => {
+                self.count(*family, Operation::ClearChain, table, name);
+                self.client.clear_chain(*family, table, name)?;
+                flushed.insert(chain_of(entry));
+            }
+            Entry::Rule { family, table, chain, spec } => {
+                self.count(*family, Operation::AppendUnique, table, chain);
+                self.client.append_unique(*family, table, chain, spec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prepends an entry: a rule is inserted at position 1 unless present.
+    fn prepend_entry(
+        &mut self,
+        entry: &Entry,
+        flushed: &mut BTreeSet<ChainId>,
+    ) -> Result<(), FirewallError> {
+        match entry {
+            Entry::Chain { .. } => self.append_entry(entry, flushed),
+            Entry::Rule { family, table, chain, spec } => {
+                if !self.enabled(*family) {
+                    return Ok(());
+                }
+                self.count(*family, Operation::InsertUnique, table, chain);
+                self.client.insert_unique(*family, table, chain, spec)
+            }
+        }
+    }
+
+    /// Deletes an entry: a chain is flushed then deleted (deletion errors ignored), a rule
+    /// deleted (errors ignored: it is likely gone already).
+    fn delete_entry(
+        &mut self,
+        entry: &Entry,
+        flushed: &mut BTreeSet<ChainId>,
+    ) -> Result<(), FirewallError> {
+        if !self.enabled(family_of(entry)) {
+            return Ok(());
+        }
+        match entry {
+            Entry::Chain { family, table, name } => {
+                self.count(*family, Operation::ClearChain, table, name);
+                self.client.clear_chain(*family, table, name)?;
+                flushed.insert(chain_of(entry));
+                self.count(*family, Operation::DeleteChain, table, name);
+                let _ = self.client.delete_chain(*family, table, name);
+            }
+            Entry::Rule { family, table, chain, spec } => {
+                self.count(*family, Operation::Delete, table, chain);
+                let _ = self.client.delete(*family, table, chain, spec);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the recorded entries of `list` from index `from` on, keeping the record exact
+    /// when a deletion fails.
+    fn delete_from(
+        &mut self,
+        prepend: bool,
+        from: usize,
+        flushed: &mut BTreeSet<ChainId>,
+    ) -> Result<(), FirewallError> {
+        let list = if prepend {
+            std::mem::take(&mut self.prepend)
+        } else {
+            std::mem::take(&mut self.append)
+        };
+        let mut kept: Vec<Entry> = list[..from.min(list.len())].to_vec();
+        let mut result = Ok(());
+        for (j, entry) in list.iter().enumerate().skip(from) {
+            if let Err(e) = self.delete_entry(entry, flushed) {
+                kept.extend_from_slice(&list[j..]);
+                result = Err(e);
+                break;
+            }
+        }
+        // Upstream lists a chain before the rules that jump to it (`KILO-IPIP` before the
+        // `INPUT` jump), so its `-X` fails while they exist: once they are gone, try again.
+        if result.is_ok() {
+            for entry in list.iter().skip(from) {
+                let Entry::Chain { family, table, name } = entry else {
+                    continue;
+                };
+                if !self.enabled(*family) {
+                    continue;
+                }
+                self.count(*family, Operation::ListChains, table, "*");
+                if self.client.list_chains(*family, table).is_ok_and(|c| c.contains(name)) {
+                    self.count(*family, Operation::DeleteChain, table, name);
+                    let _ = self.client.delete_chain(*family, table, name);
+                }
+            }
+        }
+        if prepend {
+            self.prepend = kept;
+        } else {
+            self.append = kept;
+        }
+        result
+    }
+
+    /// Applies `rules` as a diff against what this controller applied before (upstream `Set`).
+    ///
+    /// Append list: at the first index whose identity differs, every applied entry from there on
+    /// is deleted and the rest of the new list appended; surplus old entries are deleted.
+    /// Prepend list: new rules are inserted at position 1, dropped ones deleted. One fix over
+    /// upstream: prepend rules that lived in a chain flushed by this call are re-inserted now
+    /// instead of at the next reconcile.
+    pub(crate) fn set(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
+        let mut flushed = BTreeSet::new();
+        for (i, entry) in rules.append.iter().enumerate() {
+            if i < self.append.len() && identity(entry) != identity(&self.append[i]) {
+                self.delete_from(false, i, &mut flushed)?;
+            }
+            if i >= self.append.len() {
+                self.append_entry(entry, &mut flushed)?;
+                self.append.push(entry.clone());
+            }
+        }
+        self.delete_from(false, rules.append.len(), &mut flushed)?;
+
+        self.prepend
+            .retain(|e| matches!(e, Entry::Chain { .. }) || !flushed.contains(&chain_of(e)));
+        let recorded: HashSet<String> = self.prepend.iter().map(identity).collect();
+        for entry in &rules.prepend {
+            if !recorded.contains(&identity(entry)) {
+                self.prepend_entry(entry, &mut flushed)?;
+                self.prepend.push(entry.clone());
+            }
+        }
+        let wanted: HashSet<String> = rules.prepend.iter().map(identity).collect();
+        let old = std::mem::take(&mut self.prepend);
+        let mut kept = Vec::with_capacity(old.len());
+        let mut result = Ok(());
+        for entry in old {
+            if result.is_ok() && !wanted.contains(&identity(&entry)) {
+                if let Err(e) = self.delete_entry(&entry, &mut flushed) {
+                    result = Err(e);
+                    kept.push(entry);
+                }
+            } else {
+                kept.push(entry);
+            }
+        }
+        self.prepend = kept;
+        result
+    }
+
+    /// Whether an applied entry is still in the kernel, listing each table or chain at most
+    /// once per pass.
+    fn exists(&mut self, cache: &mut Cache, entry: &Entry) -> Result<bool, FirewallError> {
+        let family = family_of(entry);
+        if !self.enabled(family) {
+            return Ok(true);
+        }
+        match entry {
+            Entry::Chain { table, name, .. } => {
+                let key = (family, table.clone());
+                if !cache.chains.contains_key(&key) {
+                    self.count(family, Operation::ListChains, table, "*");
+                    let chains = self.client.list_chains(family, table)?;
+                    cache.chains.insert(key.clone(), chains.into_iter().collect());
+                }
+                Ok(cache.chains[&key].contains(name))
+            }
+            Entry::Rule { table, chain, .. } => {
+                let key = chain_of(entry);
+                if !cache.rules.contains_key(&key) {
+                    self.count(family, Operation::List, table, chain);
+                    let rules = self.client.list(family, table, chain)?.unwrap_or_default();
+                    cache.rules.insert(key.clone(), rules.into_iter().collect());
+                }
+                let wanted = RuleKey::of_entry(entry);
+                Ok(wanted.is_some_and(|k| cache.rules[&key].contains(&k)))
+            }
+        }
+    }
+
+    /// Restores entries someone removed (upstream `reconcile`): the first missing append entry
+    /// and every one after it are deleted and re-appended; missing prepend rules re-inserted.
+    /// Finding everything present costs only listings, no writes. Returns how many entries it
+    /// re-applied.
+    pub(crate) fn reconcile(&mut self) -> Result<usize, FirewallError> {
+        let mut cache = Cache::default();
+        let mut flushed = BTreeSet::new();
+        let mut restored = 0;
+        let append = self.append.clone();
+        for (i, entry) in append.iter().enumerate() {
+            if !self.exists(&mut cache, entry)? {
+                for later in &append[i..] {
+                    self.delete_entry(later, &mut flushed)?;
+                    self.append_entry(later, &mut flushed)?;
+                    restored += 1;
+                }
+                // What was listed before the reset may be stale now.
+                cache = Cache::default();
+                break;
+            }
+        }
+        for entry in self.prepend.clone() {
+            if !self.exists(&mut cache, &entry)? {
+                self.prepend_entry(&entry, &mut flushed)?;
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Removes every applied entry: prepend rules, then append entries in order.
+    pub(crate) fn clean_up(&mut self) -> Result<(), FirewallError> {
+        let mut flushed = BTreeSet::new();
+        self.delete_from(true, 0, &mut flushed)?;
+        self.delete_from(false, 0, &mut flushed)
+    }
+}
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

@@ -1,0 +1,315 @@
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// An in-memory table: chains in order of creation with their rule keys in order.
+#[derive(Default)]
+struct Fake {
+    chains: RefCell<BTreeMap<ChainId, Vec<RuleKey>>>,
+}
+
+const BUILTIN: &[&str] = &["POSTROUTING", "PREROUTING", "INPUT", "FORWARD", "OUTPUT"];
+
+impl Fake {
+    fn rules(&self, family: Family, table: &str, chain: &str) -> Vec<RuleKey> {
+        self.chains.borrow().get(&(family, table.into(), chain.into())).cloned().unwrap_or_default()
+    }
+
+    fn with_chain<R>(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        f: impl FnOnce(&mut Vec<RuleKey>) -> R,
+    ) -> Result<R, FirewallError> {
+        let mut chains = self.chains.borrow_mut();
+        let id = (family, table.to_string(), chain.to_string());
+        if BUILTIN.contains(&chain) {
+            chains.entry(id.clone()).or_default();
+        }
+        match chains.get_mut(&id) {
+            Some(rules) => Ok(f(rules)),
+            None => Err(missing(chain)),
+        }
+    }
+}
+
+fn missing(what: &str) -> FirewallError {
+    FirewallError::Command {
+        command: what.to_string(),
+        code: Some(1),
+        stderr: "No chain/target/match by that name.".into(),
+    }
+}
+
+impl Client for Fake {
+    fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+        let id = (family, table.to_string(), chain.to_string());
+        self.chains.borrow_mut().insert(id, Vec::new());
+        Ok(())
+    }
+    fn delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+        let id = (family, table.to_string(), chain.to_string());
+        let referenced = self
+            .chains
+            .borrow()
+            .values()
+            .flatten()
+            .any(|k| format!("{k:?}").contains(&format!("\"-j\", \"{chain}\"")));
+        if referenced {
+            return Err(missing(chain));
+        }
+        self.chains.borrow_mut().remove(&id).map(|_| ()).ok_or_else(|| missing(chain))
+    }
+    fn append_unique(
+        &self,
+        f: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
+        let key = RuleKey::new(t, c, spec);
+        self.with_chain(f, t, c, |rules| {
+            if !rules.contains(&key) {
+                rules.push(key)
+            }
+        })
+    }
+    fn insert_unique(
+        &self,
+        f: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
+        let key = RuleKey::new(t, c, spec);
+        self.with_chain(f, t, c, |rules| {
+            if !rules.contains(&key) {
+                rules.insert(0, key)
+            }
+        })
+    }
+    fn delete(&self, f: Family, t: &str, c: &str, spec: &[String]) -> Result<(), FirewallError> {
+        let key = RuleKey::new(t, c, spec);
+        self.with_chain(f, t, c, |rules| {
+            rules.iter().position(|k| *k == key).map(|i| rules.remove(i))
+        })?
+        .map(|_| ())
+        .ok_or_else(|| missing(c))
+    }
+    fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
+        Ok(self.with_chain(f, t, c, |rules| rules.clone()).ok())
+    }
+    fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
+        Ok(self
+            .chains
+            .borrow()
+            .keys()
+            .filter(|(fam, table, _)| *fam == f && table == t)
+            .map(|(_, _, c)| c.clone())
+            .collect())
+    }
+}
+
+fn chain(family: Family, table: &str, name: &str) -> Entry {
+    Entry::Chain { family, table: table.into(), name: name.into() }
+}
+
+fn rule(family: Family, table: &str, chain: &str, spec: &str) -> Entry {
+    Entry::Rule {
+        family,
+        table: table.into(),
+        chain: chain.into(),
+        spec: super::super::rule::split_args(spec),
+    }
+}
+
+fn ruleset(peers: &[&str]) -> RuleSet {
+    let mut prepend = vec![rule(
+        Family::Ipv4,
+        "nat",
+        "POSTROUTING",
+        r#"-s 10.2.1.0/24 -m comment --comment "Kilo: jump to KILO-NAT chain" -j KILO-NAT"#,
+    )];
+    for p in peers {
+        prepend.push(rule(
+            Family::Ipv4,
+            "nat",
+            "KILO-NAT",
+            &format!(r#"-d {p} -m comment --comment "Kilo: do not NAT packets destined for peers" -j RETURN"#),
+        ));
+    }
+    RuleSet {
+        append: vec![
+            chain(Family::Ipv4, "nat", "KILO-NAT"),
+            chain(Family::Ipv6, "nat", "KILO-NAT"),
+            rule(
+                Family::Ipv4,
+                "nat",
+                "KILO-NAT",
+                r#"-m comment --comment "Kilo: NAT remaining packets" -j MASQUERADE"#,
+            ),
+            rule(
+                Family::Ipv6,
+                "nat",
+                "KILO-NAT",
+                r#"-m comment --comment "Kilo: NAT remaining packets" -j MASQUERADE"#,
+            ),
+        ],
+        prepend,
+    }
+}
+
+fn writes(c: &Controller<Fake>) -> u64 {
+    c.operations().iter().filter(|(l, _)| l.operation.is_write()).map(|(_, n)| n).sum()
+}
+
+#[test]
+fn setting_the_same_rule_set_twice_writes_nothing_the_second_time() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    let before = c.operations().clone();
+    c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    assert_eq!(c.operations(), &before);
+}
+
+#[test]
+fn the_masquerade_rule_stays_after_the_return_rules() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&["10.5.0.1/32", "10.6.0.0/24"])).unwrap();
+    let rules = c.client().rules(Family::Ipv4, "nat", "KILO-NAT");
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules.last(), RuleKey::of_entry(&ruleset(&[]).append[2]).as_ref());
+}
+
+#[test]
+fn a_reconcile_that_finds_everything_writes_nothing_and_lists_each_chain_once() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    let before = writes(&c);
+    assert_eq!(c.reconcile().unwrap(), 0);
+    assert_eq!(writes(&c), before);
+    let lists: Vec<_> = c
+        .operations()
+        .iter()
+        .filter(|(l, _)| l.operation == Operation::List)
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(lists.iter().all(|n| *n == 1), "{lists:?}");
+}
+
+#[test]
+fn a_reconcile_restores_a_deleted_append_rule_and_a_deleted_prepend_rule() {
+    let mut c = Controller::new(Fake::default(), true);
+    let set = ruleset(&["10.5.0.1/32"]);
+    c.set(&set).unwrap();
+    let Entry::Rule { spec, .. } = &set.append[2] else { unreachable!() };
+    c.client().delete(Family::Ipv4, "nat", "KILO-NAT", spec).unwrap();
+    let Entry::Rule { spec, .. } = &set.prepend[0] else { unreachable!() };
+    c.client().delete(Family::Ipv4, "nat", "POSTROUTING", spec).unwrap();
+    assert_eq!(c.reconcile().unwrap(), 3);
+    assert_eq!(c.client().rules(Family::Ipv4, "nat", "KILO-NAT").len(), 2);
+    assert_eq!(c.client().rules(Family::Ipv4, "nat", "POSTROUTING").len(), 1);
+    assert_eq!(c.reconcile().unwrap(), 0);
+}
+
+#[test]
+fn a_reconcile_after_the_chain_vanished_restores_its_prepend_rules_too() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    c.client().chains.borrow_mut().remove(&(Family::Ipv4, "nat".into(), "KILO-NAT".into()));
+    c.reconcile().unwrap();
+    assert_eq!(c.client().rules(Family::Ipv4, "nat", "KILO-NAT").len(), 2);
+}
+
+#[test]
+fn removing_a_peer_deletes_only_its_prepend_rule() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&["10.5.0.1/32", "10.6.0.0/24"])).unwrap();
+    let before = c.operations().clone();
+    c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    let changed: Vec<_> = c
+        .operations()
+        .iter()
+        .filter(|(l, n)| before.get(*l) != Some(*n))
+        .map(|(l, _)| l.operation)
+        .collect();
+    assert_eq!(changed, vec![Operation::Delete]);
+    assert_eq!(c.client().rules(Family::Ipv4, "nat", "KILO-NAT").len(), 2);
+}
+
+#[test]
+fn a_changed_append_list_is_rewritten_from_the_first_difference() {
+    let mut c = Controller::new(Fake::default(), true);
+    let mut set = ruleset(&[]);
+    c.set(&set).unwrap();
+    set.append.insert(
+        2,
+        rule(Family::Ipv4, "nat", "KILO-NAT", r#"-d 10.43.0.0/16 -m comment --comment "Kilo: do not NAT packets destined for service CIDRs" -j RETURN"#),
+    );
+    c.set(&set).unwrap();
+    let rules = c.client().rules(Family::Ipv4, "nat", "KILO-NAT");
+    assert_eq!(rules.len(), 2);
+    assert_eq!(Some(&rules[0]), RuleKey::of_entry(&set.append[2]).as_ref());
+    assert_eq!(c.applied(), set);
+}
+
+#[test]
+fn clean_up_removes_every_rule_and_chain() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    c.clean_up().unwrap();
+    let chains = c.client().chains.borrow();
+    assert!(chains.keys().all(|(_, _, name)| BUILTIN.contains(&name.as_str())), "{chains:?}");
+    assert!(chains.values().all(Vec::is_empty));
+    assert_eq!(c.applied(), RuleSet::default());
+}
+
+#[test]
+fn ipv6_operations_are_no_ops_when_ipv6_is_disabled() {
+    let mut c = Controller::new(Fake::default(), false);
+    c.set(&ruleset(&[])).unwrap();
+    assert!(c.operations().keys().all(|l| l.protocol == Family::Ipv4));
+    assert!(c.client().rules(Family::Ipv6, "nat", "KILO-NAT").is_empty());
+    assert_eq!(c.reconcile().unwrap(), 0);
+}
+
+#[test]
+fn list_chains_is_counted_with_chain_star() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&[])).unwrap();
+    c.reconcile().unwrap();
+    assert!(c.operations().keys().any(|l| l.operation == Operation::ListChains && l.chain == "*"));
+}
+
+#[test]
+fn clean_up_removes_a_chain_listed_before_the_rules_that_jump_to_it() {
+    // Upstream 8.3: chain KILO-IPIP comes before the INPUT rule jumping to it.
+    let set = RuleSet {
+        append: vec![
+            chain(Family::Ipv4, "filter", "KILO-IPIP"),
+            rule(
+                Family::Ipv4,
+                "filter",
+                "INPUT",
+                r#"-p ipencap -m comment --comment "Kilo: jump to IPIP chain" -j KILO-IPIP"#,
+            ),
+        ],
+        prepend: vec![],
+    };
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&set).unwrap();
+    c.clean_up().unwrap();
+    let chains = c.client().chains.borrow();
+    assert!(
+        !chains.contains_key(&(Family::Ipv4, "filter".into(), "KILO-IPIP".into())),
+        "{chains:?}"
+    );
+}
+
+#[test]
+fn firewalls_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<crate::firewall::Firewall>();
+}

@@ -1,0 +1,342 @@
+//! The `iptables` / `ip6tables` binaries as a [`Client`].
+//!
+//! We run the binaries ourselves with an argument vector instead of through the `iptables` crate:
+//! that crate takes each rule as one string and splits it with a quote regex that cuts
+//! upstream's comment `Kilo: forward packets from the node's pod subnet` at the apostrophe, and
+//! its fixed `&'static str` command admits no prefix such as `ip netns exec NS`.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use kilo_core::firewall::{Family, RuleSet};
+
+use super::controller::{Client, Controller};
+use super::rule::RuleKey;
+use super::{FirewallError, OpLabels};
+
+/// How binaries are started: directly, or behind a prefix such as `ip netns exec NS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Runner {
+    prefix: Vec<String>,
+}
+
+impl Runner {
+    /// Runs binaries directly.
+    pub fn new() -> Runner {
+        Runner::default()
+    }
+
+    /// Runs every binary behind `prefix` (its first element is the program).
+    pub fn with_prefix(prefix: Vec<String>) -> Runner {
+        Runner { prefix }
+    }
+
+    /// Runs every binary inside the named network namespace (`ip netns exec NAME …`).
+    pub fn netns(name: &str) -> Runner {
+        Runner::with_prefix(vec!["ip".into(), "netns".into(), "exec".into(), name.into()])
+    }
+
+    /// Runs `program args…` and returns its output whatever its exit status.
+    pub fn output(&self, program: &str, args: &[String]) -> Result<Output, FirewallError> {
+        let (first, rest) = match self.prefix.split_first() {
+            Some((first, rest)) => (first.as_str(), rest),
+            None => (program, &[][..]),
+        };
+        let mut command = Command::new(first);
+        command.args(rest);
+        if !self.prefix.is_empty() {
+            command.arg(program);
+        }
+        command.args(args);
+        command.output().map_err(|e| FirewallError::Spawn {
+            command: self.command_line(program, args),
+            message: e.to_string(),
+        })
+    }
+
+    /// Runs `program args…`; a non-zero exit is an error.
+    pub fn run(&self, program: &str, args: &[String]) -> Result<String, FirewallError> {
+        let output = self.output(program, args)?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(self.failure(program, args, &output))
+        }
+    }
+
+    fn failure(&self, program: &str, args: &[String], output: &Output) -> FirewallError {
+        FirewallError::Command {
+            command: self.command_line(program, args),
+            code: output.status.code(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }
+    }
+
+    /// The command line as text, for messages.
+    pub fn command_line(&self, program: &str, args: &[String]) -> String {
+        let mut words: Vec<String> = self.prefix.clone();
+        words.push(program.to_string());
+        words.extend(args.iter().map(|a| {
+            if a.contains(char::is_whitespace) || a.is_empty() {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        }));
+        words.join(" ")
+    }
+}
+
+/// Which `iptables` the host uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Whatever `iptables` / `ip6tables` on the `PATH` are.
+    Default,
+    /// `iptables-legacy` / `ip6tables-legacy` (x_tables).
+    Legacy,
+    /// `iptables-nft` / `ip6tables-nft` (nf_tables back end).
+    Nft,
+}
+
+impl Variant {
+    /// The binary for a family.
+    pub fn binary(self, family: Family) -> &'static str {
+        match (self, family) {
+            (Variant::Default, Family::Ipv4) => "iptables",
+            (Variant::Default, Family::Ipv6) => "ip6tables",
+            (Variant::Legacy, Family::Ipv4) => "iptables-legacy",
+            (Variant::Legacy, Family::Ipv6) => "ip6tables-legacy",
+            (Variant::Nft, Family::Ipv4) => "iptables-nft",
+            (Variant::Nft, Family::Ipv6) => "ip6tables-nft",
+        }
+    }
+
+    fn save_binary(self, family: Family) -> String {
+        format!("{}-save", self.binary(family))
+    }
+}
+
+/// Picks the variant the host already uses, as kube-proxy's `iptables-wrapper` does: a variant
+/// holding kubelet's hint chains (`KUBE-IPTABLES-HINT`, `KUBE-KUBELET-CANARY` in `mangle`) wins;
+/// otherwise the variant with more rules (`-…` lines of `*-save`, IPv4 and IPv6); on a tie (a
+/// fresh host) the variant the plain `iptables` binary is (`iptables --version` says
+/// `nf_tables` or `legacy`), if that variant's binaries exist; else [`Variant::Default`].
+/// Legacy tables are only read when the kernel has some (`/proc/net/ip{,6}_tables_names`), so
+/// detection does not load x_tables modules on an nf_tables host.
+pub fn detect_variant(runner: &Runner) -> Variant {
+    let legacy_in_use = runner
+        .output(
+            "cat",
+            &["/proc/net/ip_tables_names".to_string(), "/proc/net/ip6_tables_names".to_string()],
+        )
+        .is_ok_and(|o| !o.stdout.iter().all(u8::is_ascii_whitespace));
+    let save = |variant: Variant, family: Family, args: &[String]| -> String {
+        if variant == Variant::Legacy && !legacy_in_use {
+            return String::new();
+        }
+        runner.run(&variant.save_binary(family), args).unwrap_or_default()
+    };
+    let mangle = ["-t".to_string(), "mangle".to_string()];
+    for variant in [Variant::Nft, Variant::Legacy] {
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let out = save(variant, family, &mangle);
+            if out.contains("KUBE-IPTABLES-HINT") || out.contains("KUBE-KUBELET-CANARY") {
+                return variant;
+            }
+        }
+    }
+    let count = |variant: Variant| -> usize {
+        [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .map(|family| save(variant, family, &[]).lines().filter(|l| l.starts_with('-')).count())
+            .sum()
+    };
+    let (legacy, nft) = (count(Variant::Legacy), count(Variant::Nft));
+    if legacy != nft {
+        return if legacy > nft { Variant::Legacy } else { Variant::Nft };
+    }
+    let version = ["--version".to_string()];
+    let exists = |variant: Variant| runner.run(variant.binary(Family::Ipv4), &version).is_ok();
+    match runner.run("iptables", &version) {
+        Ok(v) if v.contains("legacy") && exists(Variant::Legacy) => Variant::Legacy,
+        Ok(v) if v.contains("nf_tables") && exists(Variant::Nft) => Variant::Nft,
+        _ => Variant::Default,
+    }
+}
+
+/// Whether the kernel has IPv6 disabled: `/sys/module/ipv6/parameters/disable` is `1`, or the
+/// kernel has no IPv6 at all (`/proc/net/if_inet6` missing).
+pub fn ipv6_disabled() -> bool {
+    match std::fs::read_to_string("/sys/module/ipv6/parameters/disable") {
+        Ok(v) => v.trim() == "1",
+        Err(_) => !std::path::Path::new("/proc/net/if_inet6").exists(),
+    }
+}
+
+/// The binaries as a controller client.
+pub(crate) struct IptablesClient {
+    runner: Runner,
+    variant: Variant,
+}
+
+fn args(head: &[&str], spec: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = vec!["--wait".to_string()];
+    out.extend(head.iter().map(|s| s.to_string()));
+    out.extend(spec.iter().cloned());
+    out
+}
+
+impl IptablesClient {
+    fn run(&self, family: Family, args: &[String]) -> Result<String, FirewallError> {
+        self.runner.run(self.variant.binary(family), args)
+    }
+
+    fn check(
+        &self,
+        family: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+    ) -> Result<bool, FirewallError> {
+        let a = args(&["-t", t, "-C", c], spec);
+        let output = self.runner.output(self.variant.binary(family), &a)?;
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.runner.failure(self.variant.binary(family), &a, &output)),
+        }
+    }
+}
+
+impl Client for IptablesClient {
+    fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+        let create = args(&["-t", table, "-N", chain], &[]);
+        let output = self.runner.output(self.variant.binary(family), &create)?;
+        if output.status.success() {
+            return Ok(());
+        }
+        if String::from_utf8_lossy(&output.stderr).contains("exists") {
+            return self.run(family, &args(&["-t", table, "-F", chain], &[])).map(drop);
+        }
+        Err(self.runner.failure(self.variant.binary(family), &create, &output))
+    }
+
+    fn delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+        self.run(family, &args(&["-t", table, "-X", chain], &[])).map(drop)
+    }
+
+    fn append_unique(
+        &self,
+        f: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
+        if self.check(f, t, c, spec)? {
+            return Ok(());
+        }
+        self.run(f, &args(&["-t", t, "-A", c], spec)).map(drop)
+    }
+
+    fn insert_unique(
+        &self,
+        f: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
+        if self.check(f, t, c, spec)? {
+            return Ok(());
+        }
+        self.run(f, &args(&["-t", t, "-I", c, "1"], spec)).map(drop)
+    }
+
+    fn delete(&self, f: Family, t: &str, c: &str, spec: &[String]) -> Result<(), FirewallError> {
+        self.run(f, &args(&["-t", t, "-D", c], spec)).map(drop)
+    }
+
+    fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
+        match self.run(f, &args(&["-t", t, "-S", c], &[])) {
+            Ok(out) => Ok(Some(out.lines().filter_map(|l| RuleKey::from_listing(t, l)).collect())),
+            // The nft variant words a missing chain differently from legacy: ask the table.
+            Err(e) if !self.list_chains(f, t)?.iter().any(|name| name == c) => {
+                drop(e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
+        let out = self.run(f, &args(&["-t", t, "-S"], &[]))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                match (words.next(), words.next()) {
+                    (Some("-N" | "-P"), Some(name)) => Some(name.to_string()),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Kilo's rules through the `iptables` binaries, with upstream's controller semantics.
+pub struct Iptables {
+    controller: Controller<IptablesClient>,
+    variant: Variant,
+}
+
+impl Iptables {
+    /// Uses `variant` through `runner`; IPv6 follows the kernel ([`ipv6_disabled`]).
+    pub fn new(runner: Runner, variant: Variant) -> Iptables {
+        Iptables::with_ipv6(runner, variant, !ipv6_disabled())
+    }
+
+    /// Uses the variant the host already uses ([`detect_variant`]) through `runner`.
+    pub fn detect(runner: Runner) -> Iptables {
+        let variant = detect_variant(&runner);
+        Iptables::new(runner, variant)
+    }
+
+    /// Uses `variant` through `runner`; with `ipv6 == false` IPv6 operations are no-ops.
+    pub fn with_ipv6(runner: Runner, variant: Variant, ipv6: bool) -> Iptables {
+        Iptables { controller: Controller::new(IptablesClient { runner, variant }, ipv6), variant }
+    }
+
+    /// The variant in use.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The runner in use.
+    pub fn runner(&self) -> &Runner {
+        &self.controller.client().runner
+    }
+
+    /// Applies `rules` as a diff (upstream `Set`): see [`super::Firewall::set`].
+    pub fn set(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
+        self.controller.set(rules)
+    }
+
+    /// Restores missing rules; returns how many entries it re-applied.
+    pub fn reconcile(&mut self) -> Result<usize, FirewallError> {
+        self.controller.reconcile()
+    }
+
+    /// Removes everything applied: prepend rules, then append rules and chains in order.
+    pub fn clean_up(&mut self) -> Result<(), FirewallError> {
+        self.controller.clean_up()
+    }
+
+    /// Operation counts by upstream's metric labels.
+    pub fn operations(&self) -> BTreeMap<OpLabels, u64> {
+        self.controller.operations().clone()
+    }
+
+    /// The rule set currently applied.
+    pub fn applied(&self) -> RuleSet {
+        self.controller.applied()
+    }
+}

@@ -1,0 +1,225 @@
+//! Routes and policy rules: the desired set from kilo-core against the kernel's, as a typed
+//! [`Diff`] applied minimally (upstream 7.5, with contract C7's route identity).
+//!
+//! A resync that finds nothing to change writes nothing ([`RouteReconciler::writes`] counts
+//! every netlink write). Only managed routes and rules are ever deleted (see [`Ownership`]).
+//! A [`RouteMonitor`] restores a managed route as soon as something deletes it.
+//!
+//! ```no_run
+//! # async fn agent(routes: Vec<kilo_core::routes::Route>, rules: Vec<kilo_core::routes::Rule>)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use kilo_net_linux::{Netlink, reconcile::RouteReconciler};
+//!
+//! let netlink = Netlink::connect()?;
+//! let reconciler = RouteReconciler::new(netlink, ["kilo0", "tunl0"]);
+//! tokio::spawn(reconciler.monitor()?.run());
+//! let diff = reconciler.reconcile(&routes, &rules).await?; // on every resync
+//! println!("{diff}");
+//! reconciler.clean_up().await?; // on exit with --clean-up
+//! # Ok(()) }
+//! ```
+
+mod diff;
+mod monitor;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kilo_core::routes::{Route, Rule};
+use tokio::sync::Mutex;
+
+pub use diff::{Diff, Ownership, RouteKey, RuleKey, diff};
+pub use monitor::RouteMonitor;
+
+use crate::error::NetlinkError;
+use crate::netlink::{KernelRoute, KernelRule, Netlink};
+
+/// Why a reconcile did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconcileError {
+    /// The kernel's routes or rules could not be read; nothing was changed.
+    #[error("cannot read the kernel's routes and rules: {0}")]
+    Read(#[source] NetlinkError),
+    /// Some changes failed; the others were applied.
+    #[error("{} of {attempted} route and rule changes failed; first: {}", failures.len(), failures[0])]
+    Apply {
+        /// How many changes were attempted.
+        attempted: usize,
+        /// Each failure, naming its route or rule (never empty).
+        failures: Vec<NetlinkError>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    desired: HashSet<RouteKey>,
+    ownership: Ownership,
+}
+
+/// Keeps the kernel's routes and policy rules equal to the desired ones. Cheap to clone (clones
+/// share state, the write counter and the connection).
+#[derive(Debug, Clone)]
+pub struct RouteReconciler {
+    netlink: Netlink,
+    state: Arc<Mutex<State>>,
+    writes: Arc<AtomicU64>,
+}
+
+impl RouteReconciler {
+    /// A reconciler over `netlink`. `owned_devices` are the devices whose `proto static` routes
+    /// all belong to Kilo (typically the WireGuard link and the IPIP tunnel); on other devices
+    /// only the routes this reconciler added are deleted.
+    pub fn new<I, S>(netlink: Netlink, owned_devices: I) -> RouteReconciler
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let devices: BTreeSet<String> = owned_devices.into_iter().map(Into::into).collect();
+        let state = State {
+            desired: HashSet::new(),
+            ownership: Ownership { devices, ..Ownership::default() },
+        };
+        RouteReconciler {
+            netlink,
+            state: Arc::new(Mutex::new(state)),
+            writes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The connection this reconciler writes through.
+    pub fn netlink(&self) -> &Netlink {
+        &self.netlink
+    }
+
+    /// How many netlink writes (route and rule adds and deletes) this reconciler and its
+    /// monitors have made so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// The changes [`RouteReconciler::reconcile`] would make now, without making them.
+    pub async fn plan(&self, routes: &[Route], rules: &[Rule]) -> Result<Diff, ReconcileError> {
+        let state = self.state.lock().await;
+        self.compute(routes, rules, &state.ownership).await
+    }
+
+    async fn compute(
+        &self,
+        routes: &[Route],
+        rules: &[Rule],
+        ownership: &Ownership,
+    ) -> Result<Diff, ReconcileError> {
+        let kernel_routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
+        let kernel_rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
+        Ok(diff(routes, rules, &kernel_routes, &kernel_rules, ownership))
+    }
+
+    /// The kernel's routes and rules that this reconciler manages now (what
+    /// [`RouteReconciler::clean_up`] would delete): `ip route show proto static` on owned
+    /// devices, in table 1107 or recorded, and `ip rule show lookup 1107`.
+    pub async fn managed(&self) -> Result<(Vec<KernelRoute>, Vec<KernelRule>), ReconcileError> {
+        let state = self.state.lock().await;
+        let routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
+        let rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
+        Ok((
+            routes.into_iter().filter(|r| state.ownership.owns_route(r)).collect(),
+            rules.into_iter().filter(|r| state.ownership.owns_rule(r)).collect(),
+        ))
+    }
+
+    /// Makes the kernel's managed routes and rules equal to `routes` and `rules`: reads the
+    /// kernel's state, deletes managed items that are not desired, adds desired items that are
+    /// missing (`ip rule del …; ip route del …; ip route replace …; ip rule add …`). Returns
+    /// the diff it applied. Failed changes do not stop the others.
+    pub async fn reconcile(
+        &self,
+        routes: &[Route],
+        rules: &[Rule],
+    ) -> Result<Diff, ReconcileError> {
+        let mut state = self.state.lock().await;
+        state.desired = routes.iter().map(RouteKey::of).collect();
+        let diff = self.compute(routes, rules, &state.ownership).await?;
+        let mut failures = Vec::new();
+        for rule in &diff.delete_rules {
+            match self.write(self.netlink.delete_rule(rule)).await {
+                Ok(()) => {
+                    state.ownership.rules.remove(&RuleKey::of(&rule.rule));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        for route in &diff.delete_routes {
+            match self.write(self.netlink.delete_route(route)).await {
+                Ok(()) => {
+                    state.ownership.routes.remove(&RouteKey::of_kernel(route));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        for route in &diff.add_routes {
+            match self.write(self.netlink.replace_route(route)).await {
+                Ok(()) => {
+                    state.ownership.routes.insert(RouteKey::of(route));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        for rule in &diff.add_rules {
+            match self.write(self.netlink.add_rule(rule)).await {
+                Ok(()) => {
+                    state.ownership.rules.insert(RuleKey::of(rule));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        if !diff.is_empty() {
+            tracing::info!(
+                changes = diff.len(),
+                failed = failures.len(),
+                "routes and rules reconciled:\n{diff}"
+            );
+        }
+        if failures.is_empty() {
+            Ok(diff)
+        } else {
+            Err(ReconcileError::Apply { attempted: diff.len(), failures })
+        }
+    }
+
+    /// Deletes every managed route and rule (upstream's route table `CleanUp`, on exit with
+    /// `--clean-up`), and forgets the desired set. Failed deletions do not stop the others.
+    pub async fn clean_up(&self) -> Result<Diff, ReconcileError> {
+        self.reconcile(&[], &[]).await
+    }
+
+    /// Opens a route monitor that restores managed routes as soon as they are deleted.
+    pub fn monitor(&self) -> Result<RouteMonitor, NetlinkError> {
+        RouteMonitor::new(self.clone())
+    }
+
+    /// Runs one kernel write and counts it (whether or not the kernel accepted it).
+    async fn write<F: Future<Output = Result<(), NetlinkError>>>(
+        &self,
+        op: F,
+    ) -> Result<(), NetlinkError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        op.await
+    }
+
+    /// Re-adds `route` if it is still desired (used by the monitor).
+    async fn restore(&self, key: &RouteKey) -> Option<Result<Route, NetlinkError>> {
+        let mut state = self.state.lock().await;
+        if !state.desired.contains(key) {
+            return None;
+        }
+        let route = key.route.clone();
+        Some(match self.write(self.netlink.replace_route(&route)).await {
+            Ok(()) => {
+                state.ownership.routes.insert(key.clone());
+                Ok(route)
+            }
+            Err(e) => Err(e),
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! The route monitor: restores managed routes deleted behind Kilo's back (upstream 7.5 `Run`).
+
+use futures::{Stream, StreamExt};
+use kilo_core::routes::Route;
+use rtnetlink::MulticastGroup;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+
+use super::{RouteKey, RouteReconciler};
+use crate::error::NetlinkError;
+use crate::netlink::Notifications;
+
+/// Listens to route deletions (`ip monitor route`, groups `RTNLGRP_IPV4_ROUTE` and
+/// `RTNLGRP_IPV6_ROUTE`) and re-adds every deleted route that the reconciler still wants.
+///
+/// Drive it with [`RouteMonitor::run`] (forever, logging) or step it with
+/// [`RouteMonitor::next_restored`] / [`RouteMonitor::into_stream`].
+pub struct RouteMonitor {
+    reconciler: RouteReconciler,
+    messages: Notifications,
+}
+
+impl std::fmt::Debug for RouteMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMonitor").field("reconciler", &self.reconciler).finish_non_exhaustive()
+    }
+}
+
+impl RouteMonitor {
+    pub(super) fn new(reconciler: RouteReconciler) -> Result<RouteMonitor, NetlinkError> {
+        let messages = reconciler
+            .netlink
+            .subscribe(&[MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route])?;
+        Ok(RouteMonitor { reconciler, messages })
+    }
+
+    /// Waits until a desired route is deleted and restores it (`ip route replace …`). Returns
+    /// the restored route, the failure to restore it, or `None` when the subscription ended.
+    pub async fn next_restored(&mut self) -> Option<Result<Route, NetlinkError>> {
+        while let Some((message, _)) = self.messages.next().await {
+            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) = message.payload
+            else {
+                continue;
+            };
+            let names = match self.reconciler.netlink.link_names().await {
+                Ok(names) => names,
+                Err(e) => return Some(Err(e)),
+            };
+            let Some(kernel) = crate::netlink::route_from_message(&msg, &names) else { continue };
+            let key = RouteKey::of_kernel(&kernel);
+            if let Some(result) = self.reconciler.restore(&key).await {
+                if let Ok(route) = &result {
+                    tracing::info!(route = %crate::netlink::describe_route(route), "restored a deleted route");
+                }
+                return Some(result);
+            }
+        }
+        None
+    }
+
+    /// The monitor as a stream of restored routes (or failures to restore them).
+    pub fn into_stream(self) -> impl Stream<Item = Result<Route, NetlinkError>> + Send {
+        futures::stream::unfold(self, |mut monitor| async move {
+            monitor.next_restored().await.map(|item| (item, monitor))
+        })
+    }
+
+    /// Restores deleted routes until the subscription ends, logging failures (the agent spawns
+    /// this).
+    pub async fn run(mut self) {
+        while let Some(result) = self.next_restored().await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot restore a deleted route");
+            }
+        }
+    }
+}

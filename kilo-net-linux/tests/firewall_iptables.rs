@@ -1,0 +1,225 @@
+//! The iptables firewall against the real kernel, in network namespaces these tests create and
+//! delete (root needed), for both the legacy and the nft variants of the binaries.
+
+mod firewall_support;
+
+use firewall_support::*;
+use kilo_core::firewall::{Entry, Family, RuleSet};
+use kilo_net_linux::firewall::{
+    Firewall, Iptables, Operation, Runner, Variant, detect_variant, write_count,
+};
+
+fn save(ns: &Netns, variant: Variant, family: Family) -> String {
+    ns.run(&[&format!("{}-save", variant.binary(family))])
+}
+
+/// The `-A CHAIN` lines of `chain` in `table` as `iptables-save` prints them, in order.
+fn chain_lines(
+    ns: &Netns,
+    variant: Variant,
+    family: Family,
+    table: &str,
+    chain: &str,
+) -> Vec<String> {
+    let out = ns.run(&[&format!("{}-save", variant.binary(family)), "-t", table]);
+    let prefix = format!("-A {chain} ");
+    out.lines().filter(|l| l.starts_with(&prefix)).map(str::to_string).collect()
+}
+
+/// Every chain of the rule set holds exactly its rules, in order.
+fn assert_applied(ns: &Netns, variant: Variant, rules: &RuleSet) {
+    for (family, table, chain) in chains_of(rules) {
+        let want: Vec<String> = expected_order(rules, family, &table, &chain)
+            .iter()
+            .map(|spec| iptables_line(&chain, spec))
+            .collect();
+        assert_eq!(
+            chain_lines(ns, variant, family, &table, &chain),
+            want,
+            "{family:?} {table} {chain}"
+        );
+    }
+}
+
+fn firewall(ns: &Netns, variant: Variant) -> Firewall {
+    Firewall::Iptables(Iptables::with_ipv6(Runner::netns(&ns.name), variant, true))
+}
+
+fn spec_of(entry: &Entry) -> Vec<String> {
+    match entry {
+        Entry::Rule { spec, .. } => spec.clone(),
+        Entry::Chain { .. } => panic!("not a rule"),
+    }
+}
+
+fn the_leader_scenario(variant: Variant) {
+    let ns = Netns::new("ipt");
+    let mut fw = firewall(&ns, variant);
+    let rules = leader_rules(&PEERS);
+
+    fw.set(&rules).unwrap();
+    assert_applied(&ns, variant, &rules);
+
+    // The same set again: nothing at all happens.
+    let before = fw.operations();
+    fw.set(&rules).unwrap();
+    assert_eq!(fw.operations(), before, "a second set must not touch the kernel");
+
+    // A reconcile that finds everything only lists.
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(write_count(&fw.operations()), write_count(&before));
+    assert!(fw.operations().keys().any(|l| l.operation == Operation::List));
+
+    // Someone deletes the v4 MASQUERADE (append) and a peer's RETURN (prepend) rule.
+    let masquerade = spec_of(&rules.append[3]);
+    let mut args = vec![variant.binary(Family::Ipv4), "-t", "nat", "-D", "KILO-NAT"];
+    args.extend(masquerade.iter().map(String::as_str));
+    ns.run(&args);
+    let peer_return = spec_of(&rules.prepend[rules.prepend.len() - 3]);
+    let mut args = vec![variant.binary(Family::Ipv4), "-t", "nat", "-D", "KILO-NAT"];
+    args.extend(peer_return.iter().map(String::as_str));
+    ns.run(&args);
+    assert!(fw.reconcile().unwrap() > 0);
+    for (family, table, chain) in chains_of(&rules) {
+        let mut got = chain_lines(&ns, variant, family, &table, &chain);
+        let mut want: Vec<String> = expected_order(&rules, family, &table, &chain)
+            .iter()
+            .map(|spec| iptables_line(&chain, spec))
+            .collect();
+        // The re-inserted prepend rule is back at the top; the MASQUERADE rule is last again.
+        assert_eq!(got.last(), want.last());
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{family:?} {table} {chain}");
+    }
+    let writes = write_count(&fw.operations());
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(write_count(&fw.operations()), writes);
+
+    // A peer leaves: only its two rules are deleted.
+    let fewer = leader_rules(&PEERS[1..]);
+    let before = fw.operations();
+    fw.set(&fewer).unwrap();
+    let changed: Vec<Operation> = fw
+        .operations()
+        .iter()
+        .filter(|(l, n)| before.get(*l) != Some(*n))
+        .map(|(l, _)| l.operation)
+        .collect();
+    assert_eq!(changed, vec![Operation::Delete, Operation::Delete]);
+    let lines = chain_lines(&ns, variant, Family::Ipv4, "nat", "KILO-NAT");
+    assert!(!lines.iter().any(|l| l.contains("10.5.0.1/32")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("10.5.0.2/32")), "{lines:?}");
+    let post = chain_lines(&ns, variant, Family::Ipv4, "nat", "POSTROUTING");
+    assert!(!post.iter().any(|l| l.contains("10.5.0.1/32")), "{post:?}");
+    assert_eq!(lines.last().unwrap(), &iptables_line("KILO-NAT", &spec_of(&rules.append[3])));
+    assert_eq!(fw.applied(), fewer);
+
+    // Clean-up leaves nothing of Kilo.
+    fw.clean_up().unwrap();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let saved = save(&ns, variant, family);
+        assert!(!saved.contains("KILO") && !saved.contains("Kilo"), "{saved}");
+    }
+}
+
+#[test]
+fn the_leader_rule_set_applies_reconciles_shrinks_and_cleans_up_with_iptables_nft() {
+    the_leader_scenario(Variant::Nft);
+}
+
+#[test]
+fn the_leader_rule_set_applies_reconciles_shrinks_and_cleans_up_with_iptables_legacy() {
+    the_leader_scenario(Variant::Legacy);
+}
+
+#[test]
+fn removing_a_peer_only_deletes_that_peers_rules() {
+    let ns = Netns::new("iptpeer");
+    let mut fw = firewall(&ns, Variant::Nft);
+    fw.set(&leader_rules(&PEERS)).unwrap();
+    let before = fw.operations();
+    fw.set(&leader_rules(&[PEERS[0], PEERS[1]])).unwrap();
+    let after = fw.operations();
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(l, n)| before.get(*l) != Some(*n))
+        .map(|(l, n)| (l.protocol, l.operation, l.chain.clone(), n - before.get(l).unwrap_or(&0)))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            (Family::Ipv6, Operation::Delete, "KILO-NAT".to_string(), 1),
+            (Family::Ipv6, Operation::Delete, "POSTROUTING".to_string(), 1),
+        ]
+    );
+    let v6 = chain_lines(&ns, Variant::Nft, Family::Ipv6, "nat", "KILO-NAT");
+    assert_eq!(v6, vec![iptables_line("KILO-NAT", &spec_of(&leader_rules(&[]).append[4]))]);
+    fw.clean_up().unwrap();
+}
+
+#[test]
+fn comments_with_an_apostrophe_and_ipencap_rules_are_found_again_by_reconcile() {
+    let ns = Netns::new("iptnl");
+    let mut fw = firewall(&ns, Variant::Nft);
+    let rules = non_leader_rules();
+    fw.set(&rules).unwrap();
+    assert_applied(&ns, Variant::Nft, &rules);
+    let writes = write_count(&fw.operations());
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(write_count(&fw.operations()), writes);
+    fw.clean_up().unwrap();
+    let saved = save(&ns, Variant::Nft, Family::Ipv4);
+    assert!(!saved.contains("KILO"), "{saved}");
+}
+
+#[test]
+fn a_restarted_agent_adopts_the_rules_it_finds() {
+    let ns = Netns::new("iptadopt");
+    let rules = leader_rules(&PEERS);
+    firewall(&ns, Variant::Nft).set(&rules).unwrap();
+    // A new controller (a restarted agent) applies the same set over the existing rules.
+    let mut fw = firewall(&ns, Variant::Nft);
+    fw.set(&rules).unwrap();
+    assert_applied(&ns, Variant::Nft, &rules);
+    fw.clean_up().unwrap();
+    let saved = save(&ns, Variant::Nft, Family::Ipv4);
+    assert!(!saved.contains("KILO"), "{saved}");
+}
+
+#[test]
+fn the_variant_the_namespace_already_uses_is_detected() {
+    let legacy = Netns::new("iptdl");
+    legacy.run(&[
+        "iptables-legacy",
+        "-t",
+        "filter",
+        "-A",
+        "INPUT",
+        "-s",
+        "10.9.0.1/32",
+        "-j",
+        "ACCEPT",
+    ]);
+    assert_eq!(detect_variant(&Runner::netns(&legacy.name)), Variant::Legacy);
+    let nft = Netns::new("iptdn");
+    nft.run(&["iptables-nft", "-t", "filter", "-A", "INPUT", "-s", "10.9.0.1/32", "-j", "ACCEPT"]);
+    assert_eq!(detect_variant(&Runner::netns(&nft.name)), Variant::Nft);
+    // A fresh namespace: whatever the plain `iptables` is (nf_tables on Debian 12).
+    let fresh = Netns::new("iptdf");
+    let plain = fresh.run(&["iptables", "--version"]);
+    let expected = if plain.contains("legacy") { Variant::Legacy } else { Variant::Nft };
+    assert_eq!(detect_variant(&Runner::netns(&fresh.name)), expected);
+}
+
+#[test]
+fn a_failing_command_is_an_error_naming_the_command() {
+    let ns = Netns::new("ipterr");
+    let mut fw = firewall(&ns, Variant::Nft);
+    let bad = RuleSet {
+        append: vec![rule(Family::Ipv4, "nat", "KILO-NAT", "-j NO-SUCH-CHAIN")],
+        prepend: vec![],
+    };
+    let err = fw.set(&bad).unwrap_err().to_string();
+    assert!(err.contains("iptables-nft") && err.contains("NO-SUCH-CHAIN"), "{err}");
+}

@@ -1,0 +1,218 @@
+//! The native nftables firewall against the real kernel, in network namespaces these tests
+//! create and delete (root needed); state checked with the `nft` binary.
+
+mod firewall_support;
+
+use firewall_support::*;
+use kilo_core::firewall::{Entry, Family, RuleSet};
+use kilo_net_linux::firewall::{Firewall, Nftables, Operation, write_count};
+
+fn firewall(ns: &Netns) -> Firewall {
+    Firewall::Nftables(Nftables::with_options(Some(ns.path()), true))
+}
+
+fn table_word(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "kilo",
+        Family::Ipv6 => "kilo6",
+    }
+}
+
+fn family_word(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "ip",
+        Family::Ipv6 => "ip6",
+    }
+}
+
+/// `(handle, comment)` of each rule of a chain of ours, in order.
+fn chain_rules(ns: &Netns, family: Family, table: &str, chain: &str) -> Vec<(String, String)> {
+    let out = ns.run(&[
+        "nft",
+        "-a",
+        "list",
+        "chain",
+        family_word(family),
+        table_word(family),
+        &format!("{table}-{chain}"),
+    ]);
+    out.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let start = line.find("comment \"")? + "comment \"".len();
+            let end = line.rfind("\" # handle ")?;
+            let handle = line[end + "\" # handle ".len()..].trim().to_string();
+            Some((handle, line[start..end].to_string()))
+        })
+        .collect()
+}
+
+fn identity(chain: &str, table: &str, spec: &[String]) -> String {
+    let mut out = format!("{table} -A {chain}");
+    for (i, a) in spec.iter().enumerate() {
+        if i > 0 && spec[i - 1] == "--comment" {
+            out.push_str(&format!(" '{}'", a.replace('\'', "\\'")));
+        } else {
+            out.push_str(&format!(" {a}"));
+        }
+    }
+    out
+}
+
+fn expected(rules: &RuleSet, family: Family, table: &str, chain: &str) -> Vec<String> {
+    expected_order(rules, family, table, chain)
+        .iter()
+        .map(|spec| identity(chain, table, spec))
+        .collect()
+}
+
+fn assert_applied(ns: &Netns, rules: &RuleSet) {
+    for (family, table, chain) in chains_of(rules) {
+        let got: Vec<String> =
+            chain_rules(ns, family, &table, &chain).into_iter().map(|(_, c)| c).collect();
+        assert_eq!(got, expected(rules, family, &table, &chain), "{family:?} {table} {chain}");
+    }
+}
+
+fn delete_by_hand(ns: &Netns, family: Family, table: &str, chain: &str, entry: &Entry) {
+    let Entry::Rule { spec, .. } = entry else { panic!("not a rule") };
+    let id = identity(chain, table, spec);
+    let (handle, _) = chain_rules(ns, family, table, chain)
+        .into_iter()
+        .find(|(_, c)| *c == id)
+        .expect("rule present");
+    ns.run(&[
+        "nft",
+        "delete",
+        "rule",
+        family_word(family),
+        table_word(family),
+        &format!("{table}-{chain}"),
+        "handle",
+        &handle,
+    ]);
+}
+
+#[test]
+fn the_leader_rule_set_applies_reconciles_shrinks_and_cleans_up_with_nftables() {
+    let ns = Netns::new("nft");
+    let mut fw = firewall(&ns);
+    let rules = leader_rules(&PEERS);
+
+    fw.set(&rules).unwrap();
+    assert_applied(&ns, &rules);
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    if std::env::var_os("KFW_SHOW").is_some() {
+        eprintln!("{ruleset}");
+    }
+    assert!(ruleset.contains("type nat hook postrouting priority srcnat"), "{ruleset}");
+    assert!(ruleset.contains("masquerade"), "{ruleset}");
+    assert!(ruleset.contains("jump nat-KILO-NAT"), "{ruleset}");
+
+    let before = fw.operations();
+    fw.set(&rules).unwrap();
+    assert_eq!(fw.operations(), before, "a second set must not touch the kernel");
+
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(write_count(&fw.operations()), write_count(&before));
+
+    // Someone deletes the v4 MASQUERADE (append) and a peer's RETURN (prepend) rule.
+    delete_by_hand(&ns, Family::Ipv4, "nat", "KILO-NAT", &rules.append[3]);
+    delete_by_hand(&ns, Family::Ipv4, "nat", "KILO-NAT", &rules.prepend[rules.prepend.len() - 3]);
+    assert!(fw.reconcile().unwrap() > 0);
+    for (family, table, chain) in chains_of(&rules) {
+        let mut got: Vec<String> =
+            chain_rules(&ns, family, &table, &chain).into_iter().map(|(_, c)| c).collect();
+        let mut want = expected(&rules, family, &table, &chain);
+        assert_eq!(got.last(), want.last());
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{family:?} {table} {chain}");
+    }
+    let writes = write_count(&fw.operations());
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(write_count(&fw.operations()), writes);
+
+    // A peer leaves: only its two rules are deleted.
+    let fewer = leader_rules(&PEERS[1..]);
+    let before = fw.operations();
+    fw.set(&fewer).unwrap();
+    let changed: Vec<Operation> = fw
+        .operations()
+        .iter()
+        .filter(|(l, n)| before.get(*l) != Some(*n))
+        .map(|(l, _)| l.operation)
+        .collect();
+    assert_eq!(changed, vec![Operation::Delete, Operation::Delete]);
+    let nat = ns.run(&["nft", "list", "table", "ip", "kilo"]);
+    assert!(!nat.contains("10.5.0.1 "), "{nat}");
+    assert!(nat.contains("10.5.0.2"), "{nat}");
+
+    fw.clean_up().unwrap();
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    assert!(!ruleset.contains("kilo") && !ruleset.contains("KILO"), "{ruleset}");
+}
+
+#[test]
+fn ipencap_rules_and_apostrophes_apply_and_reconcile_without_writes_in_nftables() {
+    let ns = Netns::new("nftnl");
+    let mut fw = firewall(&ns);
+    let rules = non_leader_rules();
+    fw.set(&rules).unwrap();
+    assert_applied(&ns, &rules);
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    assert!(ruleset.contains("meta l4proto ipencap"), "{ruleset}");
+    assert!(ruleset.contains("ip saddr 10.2.3.0/24"), "{ruleset}");
+    let writes = write_count(&fw.operations());
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(write_count(&fw.operations()), writes);
+
+    // `nft list ruleset` output loads back with `nft -f`, and the reloaded rules are ours.
+    let saved = std::env::temp_dir().join(format!("{}.nft", ns.name));
+    std::fs::write(&saved, &ruleset).unwrap();
+    ns.run(&["nft", "flush", "ruleset"]);
+    let loaded = ns.run(&["nft", "-f", saved.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&saved);
+    assert_eq!(loaded, "");
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(write_count(&fw.operations()), writes);
+
+    fw.clean_up().unwrap();
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    assert!(!ruleset.contains("kilo"), "{ruleset}");
+}
+
+#[test]
+fn a_rule_nftables_cannot_express_is_an_error_naming_it() {
+    let ns = Netns::new("nfterr");
+    let mut fw = firewall(&ns);
+    let bad = RuleSet {
+        append: vec![rule(Family::Ipv4, "filter", "INPUT", "-i eth0 -j ACCEPT")],
+        prepend: vec![],
+    };
+    let err = fw.set(&bad).unwrap_err().to_string();
+    assert!(err.contains("filter -A INPUT -i eth0 -j ACCEPT"), "{err}");
+}
+
+#[test]
+fn a_missing_namespace_is_an_error_naming_it() {
+    let mut fw = Firewall::Nftables(Nftables::with_options(
+        Some("/run/netns/kfw-does-not-exist".into()),
+        true,
+    ));
+    let err = fw.set(&leader_rules(&[])).unwrap_err().to_string();
+    assert!(err.contains("kfw-does-not-exist"), "{err}");
+}
+
+#[test]
+fn a_restarted_agent_adopts_the_nftables_rules_it_finds() {
+    let ns = Netns::new("nftadopt");
+    let rules = leader_rules(&PEERS);
+    firewall(&ns).set(&rules).unwrap();
+    let mut fw = firewall(&ns);
+    fw.set(&rules).unwrap();
+    assert_applied(&ns, &rules);
+    fw.clean_up().unwrap();
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    assert!(!ruleset.contains("kilo"), "{ruleset}");
+}
