@@ -214,9 +214,9 @@ fn cases() -> Vec<Case> {
     }
     let deep_flow = format!("apiVersion: v1\nkind: List\nitems: {}", "[".repeat(100_000));
     let deep_block = {
-        let mut s = String::from(
-            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: a\n  status:\n",
-        );
+        // Node c's status nests 1,500 levels deep; a and b are good.
+        let mut s = yaml_node("c", KEY3, 3, "");
+        s.push_str("  status:\n");
         for depth in 0..1500 {
             s.push_str(&" ".repeat(4 + 2 * depth));
             s.push_str("k:\n");
@@ -272,7 +272,7 @@ fn cases() -> Vec<Case> {
             content: text(deep_flow),
             expect: Refused(&[]),
         },
-        Case { name: "deeply nested YAML blocks", content: text(deep_block), expect: Bounded },
+        Case { name: "deeply nested YAML blocks", content: yaml(&deep_block), expect: Bounded },
         Case {
             name: "YAML without a usable node",
             content: text(format!(
