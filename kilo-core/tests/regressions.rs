@@ -3,6 +3,10 @@
 
 use kilo_core::Endpoint;
 use kilo_core::peer_spec::{peer_from_spec, spec_from_peer, validate};
+use kilo_core::wireguard::Config;
+
+const K1: &str = "a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+const ZERO: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 /// `endpoint_parse`, input `[fc001]:51820`. Like Go's `net.SplitHostPort`, the parser accepts a
 /// bracketed DNS name and keeps the original text; `dns_host` returned `[fc001]`, which is not a
@@ -18,6 +22,40 @@ fn a_bracketed_dns_endpoint_has_its_host_without_brackets() {
     assert_eq!(validate(&spec), Ok(()));
     let back = peer_from_spec("", &spec);
     assert_eq!(back.endpoint.and_then(|e| e.dns_host().map(str::to_string)), Some("fc001".into()));
+}
+
+/// `wireguard_ini`: `PresharedKey = AAAA…A=` (the all-zero key) parsed as a pre-shared key, but
+/// rendering omits an all-zero pre-shared key, so render-then-parse lost it. Fixed in the parser:
+/// an all-zero pre-shared key, like wg(8)'s, means none.
+#[test]
+fn an_all_zero_preshared_key_reads_as_none_and_round_trips() {
+    let text = format!("[Peer]\nPublicKey = {K1}\nPresharedKey = {ZERO}\n");
+    let config = Config::from_ini(&text).unwrap();
+    assert_eq!(config.peers[0].preshared_key, None);
+    assert_eq!(Config::from_ini(&config.to_ini()), Ok(config));
+}
+
+/// `wireguard_ini`, the same for `[Interface] PrivateKey = AAAA…A=`.
+#[test]
+fn an_all_zero_private_key_reads_as_none_and_round_trips() {
+    let text = format!("[Interface]\nPrivateKey = {ZERO}\nListenPort = 51820\n");
+    let config = Config::from_ini(&text).unwrap();
+    assert_eq!(config.interface.as_ref().and_then(|i| i.private_key.clone()), None);
+    assert_eq!(Config::from_ini(&config.to_ini()), Ok(config));
+}
+
+/// FAILING, NOT FIXED (owner: kilo-core wireguard, render.rs / parse.rs). `wireguard_ini`,
+/// input `[Peer]\nPublicKey = AAAA…A=\n`: the parser accepts an all-zero public key, `to_ini`
+/// omits an all-zero `PublicKey` line, so the rendered text no longer parses ("[Peer] section has
+/// no PublicKey"). Either the parser rejects an all-zero public key or the renderer writes it.
+/// The fuzz target skips this input until then (fuzz/fuzz_targets/wireguard_ini.rs).
+#[test]
+fn a_peer_with_an_all_zero_public_key_renders_to_text_that_parses_back_or_is_rejected() {
+    let text = format!("[Peer]\nPublicKey = {ZERO}\nAllowedIPs = 10.5.0.1/32\n");
+    if let Ok(config) = Config::from_ini(&text) {
+        let rendered = config.to_ini();
+        assert_eq!(Config::from_ini(&rendered), Ok(config), "rendered:\n{rendered}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,6 +324,10 @@ mod seeds {
         let mut parsed = 0;
         for (path, text) in texts("wireguard_ini") {
             let Ok(config) = Config::from_ini(&text) else { continue };
+            // As the fuzz target: skipped until the all-zero public key test above passes.
+            if config.peers.iter().any(|p| p.public_key.is_zero()) {
+                continue;
+            }
             parsed += 1;
             let rendered = config.to_ini();
             assert_eq!(Config::from_ini(&rendered).as_ref(), Ok(&config), "{}", path.display());
