@@ -92,7 +92,7 @@ fn a_node_needs_only_a_name_and_a_public_key() {
     assert_eq!(n.location, "");
     assert!(!n.leader);
     assert_eq!(n.last_seen, SNAPSHOT_LAST_SEEN);
-    assert_eq!(s.settings, Default::default());
+    assert_eq!(s.settings, kilo_core::MeshSettings { static_mesh: true, ..Default::default() });
 }
 
 #[test]
@@ -283,7 +283,8 @@ fn deeply_nested_toml_arrays_do_not_overflow_the_stack() {
 
 #[test]
 fn a_mesh_file_is_a_static_mesh_where_nodes_need_only_a_name_and_a_key() {
-    let text = "[[node]]\nname = \"a\"\npublic-key = \"a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n";
+    let text =
+        "[[node]]\nname = \"a\"\npublic-key = \"a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n";
     let snapshot = kilo_backend_file::parse_mesh_toml(text, "mesh.toml").unwrap();
     assert!(snapshot.settings.static_mesh);
     assert!(snapshot.nodes[0].is_ready(kilo_core::Readiness::StaticMesh));

@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use crate::backend::{Invalid, ObjectKind, Snapshot};
 use crate::plan::{Plan, PlanOptions};
 use crate::topology::TopologyError;
-use crate::{Cidr, Endpoint, Granularity, Key, Node, Peer, PrivateKey, Readiness, Topology, TopologyInput};
+use crate::{
+    Cidr, Endpoint, Granularity, Key, Node, Peer, PrivateKey, Readiness, Topology, TopologyInput,
+};
 
 /// Upstream's check-in period: the local node's last-seen is refreshed this often (seconds).
 pub const CHECK_IN_PERIOD_SECS: i64 = 30;
@@ -283,13 +285,12 @@ impl Agent {
             Input::Resync => true,
         };
         self.status.invalid = self.invalid.len();
-        if self.config.publishes {
-            if let Some(local) = self.local_for_publishing(now) {
-                if self.last_published.as_ref().is_none_or(|p| !same_published(p, &local)) {
-                    actions.push(Action::Publish(Box::new(local.clone())));
-                    self.last_published = Some(local);
-                }
-            }
+        let local = self.local_for_publishing(now);
+        if let Some(local) =
+            local.filter(|l| self.last_published.as_ref().is_none_or(|p| !same_published(p, l)))
+        {
+            actions.push(Action::Publish(Box::new(local.clone())));
+            self.last_published = Some(local);
         }
         if changed {
             actions.push(self.reconcile(now));
@@ -330,7 +331,8 @@ impl Agent {
             } else {
                 self.host.public_ip
             };
-            local.endpoint = ip.map(|ip| Endpoint::from_addr(SocketAddr::new(ip, self.config.port)));
+            local.endpoint =
+                ip.map(|ip| Endpoint::from_addr(SocketAddr::new(ip, self.config.port)));
         }
         if local.internal_ip.is_none() && !local.no_internal_ip {
             local.internal_ip = self.host.private_ip;
@@ -384,7 +386,12 @@ impl Agent {
         }
         nodes.push(local.clone());
         self.status.nodes = nodes.len();
-        let port = local.endpoint.as_ref().map(Endpoint::port).filter(|p| *p > 0).unwrap_or(self.config.port);
+        let port = local
+            .endpoint
+            .as_ref()
+            .map(Endpoint::port)
+            .filter(|p| *p > 0)
+            .unwrap_or(self.config.port);
         let topology = match Topology::new(TopologyInput {
             nodes: &nodes,
             peers: &peers,

@@ -94,7 +94,11 @@ pub struct OfflineMesh {
 impl OfflineMesh {
     /// Selects the ready nodes and peers and settles granularity (flag, else the source's, else
     /// `location`) and subnet (flag, else the source's, else `10.4.0.0/16`).
-    pub fn new(snapshot: &Snapshot, overrides: &Overrides, readiness: Readiness) -> Result<Self, OfflineError> {
+    pub fn new(
+        snapshot: &Snapshot,
+        overrides: &Overrides,
+        readiness: Readiness,
+    ) -> Result<Self, OfflineError> {
         let nodes: Vec<Node> =
             snapshot.nodes.iter().filter(|n| n.is_ready(readiness)).cloned().collect();
         if nodes.is_empty() {
@@ -112,7 +116,13 @@ impl OfflineMesh {
         })
     }
 
-    fn topology(&self, hostname: &str, port: u16, keepalive: Duration, service: &[Cidr]) -> Result<Topology, OfflineError> {
+    fn topology(
+        &self,
+        hostname: &str,
+        port: u16,
+        keepalive: Duration,
+        service: &[Cidr],
+    ) -> Result<Topology, OfflineError> {
         Ok(Topology::new(TopologyInput {
             nodes: &self.nodes,
             peers: &self.peers,
@@ -132,11 +142,17 @@ impl OfflineMesh {
     }
 
     fn node(&self, name: &str) -> Result<&Node, OfflineError> {
-        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| OfflineError::UnknownNode(name.into()))
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| OfflineError::UnknownNode(name.into()))
     }
 
     fn peer(&self, name: &str) -> Result<&Peer, OfflineError> {
-        self.peers.iter().find(|p| p.name == name).ok_or_else(|| OfflineError::UnknownPeer(name.into()))
+        self.peers
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| OfflineError::UnknownPeer(name.into()))
     }
 
     /// `kgctl graph`: the DOT text, seen from the last ready node, followed by a newline.
@@ -148,7 +164,11 @@ impl OfflineMesh {
     }
 
     /// `kgctl showconf node NAME`.
-    pub fn showconf_node(&self, name: &str, as_peer: Option<AsPeer<'_>>) -> Result<ShowConf, OfflineError> {
+    pub fn showconf_node(
+        &self,
+        name: &str,
+        as_peer: Option<AsPeer<'_>>,
+    ) -> Result<ShowConf, OfflineError> {
         let node = self.node(name)?;
         let t = self.topology(name, self.port, node.persistent_keepalive, &[])?;
         if !t.peer_conf(None).peers.iter().any(|p| p.public_key == node.key) {
@@ -163,7 +183,11 @@ impl OfflineMesh {
     }
 
     /// `kgctl showconf peer NAME`.
-    pub fn showconf_peer(&self, name: &str, as_peer: Option<AsPeer<'_>>) -> Result<ShowConf, OfflineError> {
+    pub fn showconf_peer(
+        &self,
+        name: &str,
+        as_peer: Option<AsPeer<'_>>,
+    ) -> Result<ShowConf, OfflineError> {
         let peer = self.peer(name)?;
         let Some(as_peer) = as_peer else {
             let hostname = self.last_node().name.clone();
@@ -175,14 +199,20 @@ impl OfflineMesh {
             preshared_key: peer.preshared_key,
             endpoint: peer.endpoint.clone(),
             allowed_ips: peer.allowed_ips.clone(),
-            persistent_keepalive: u16::try_from(peer.persistent_keepalive.as_secs()).unwrap_or(u16::MAX),
+            persistent_keepalive: u16::try_from(peer.persistent_keepalive.as_secs())
+                .unwrap_or(u16::MAX),
         };
         append_unique(&mut config.allowed_ips, as_peer.allowed_ips);
         Ok(render_peer(name, config, as_peer.object))
     }
 
     /// `kgctl plan node NAME`: everything the agent on NAME would apply.
-    pub fn plan(&self, name: &str, options: &PlanOptions, service_cidrs: &[Cidr]) -> Result<Plan, OfflineError> {
+    pub fn plan(
+        &self,
+        name: &str,
+        options: &PlanOptions,
+        service_cidrs: &[Cidr],
+    ) -> Result<Plan, OfflineError> {
         let node = self.node(name)?;
         let port = node.endpoint.as_ref().map(|e| e.port()).filter(|p| *p > 0).unwrap_or(self.port);
         let t = self.topology(name, port, node.persistent_keepalive, service_cidrs)?;
@@ -197,7 +227,10 @@ impl OfflineMesh {
             peers: &snapshot.peers,
             invalid: &snapshot.invalid,
             ignored: &snapshot.ignored,
-            granularity: overrides.granularity.or(snapshot.settings.granularity).unwrap_or(Granularity::Location),
+            granularity: overrides
+                .granularity
+                .or(snapshot.settings.granularity)
+                .unwrap_or(Granularity::Location),
             subnet: overrides.subnet.or(snapshot.settings.subnet).unwrap_or_else(default_subnet),
         })
     }

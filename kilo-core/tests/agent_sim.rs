@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kilo_core::agent::{Action, Agent, AgentConfig, HostFacts, Input, ObservedPeer, ReadinessPolicy};
+use kilo_core::agent::{
+    Action, Agent, AgentConfig, HostFacts, Input, ObservedPeer, ReadinessPolicy,
+};
 use kilo_core::plan::{Plan, PlanOptions};
 use kilo_core::routes::Interfaces;
 use kilo_core::{
@@ -28,7 +30,11 @@ fn config(hostname: &str, seed: u8, readiness: ReadinessPolicy, publishes: bool)
         prioritise_private_addresses: false,
         plan: PlanOptions {
             node: String::new(),
-            interfaces: Interfaces { kilo: "kilo0".into(), private: "eth0".into(), tunnel: "tunl0".into() },
+            interfaces: Interfaces {
+                kilo: "kilo0".into(),
+                private: "eth0".into(),
+                tunnel: "tunl0".into(),
+            },
             local: true,
             cni: false,
             iptables_forward_rules: false,
@@ -50,19 +56,35 @@ struct Sim {
 impl Sim {
     fn new(nodes: &[(&str, &str, &str, &str)]) -> Sim {
         // (name, location, pod CIDR, private IP)
-        let mut sim = Sim { now: 1_000_000, cluster: BTreeMap::new(), agents: vec![], plans: BTreeMap::new(), warnings: vec![] };
+        let mut sim = Sim {
+            now: 1_000_000,
+            cluster: BTreeMap::new(),
+            agents: vec![],
+            plans: BTreeMap::new(),
+            warnings: vec![],
+        };
         for (i, (name, location, pod, _)) in nodes.iter().enumerate() {
             sim.cluster.insert(
                 name.to_string(),
-                Node { name: name.to_string(), location: location.to_string(), subnets: vec![cidr(pod)], ..Node::default() },
+                Node {
+                    name: name.to_string(),
+                    location: location.to_string(),
+                    subnets: vec![cidr(pod)],
+                    ..Node::default()
+                },
             );
             sim.agents.push(Agent::new(config(name, i as u8 + 1, ReadinessPolicy::Live, true)));
         }
         for (i, (_, _, _, private)) in nodes.iter().enumerate() {
             // A reset lists the cluster as it is now, with what earlier agents published.
-            let snapshot = Snapshot { nodes: sim.cluster.values().cloned().collect(), ..Snapshot::default() };
+            let snapshot =
+                Snapshot { nodes: sim.cluster.values().cloned().collect(), ..Snapshot::default() };
             let public = format!("203.0.113.{}", i + 1).parse().unwrap();
-            let facts = HostFacts { private_ip: Some(cidr(private)), public_ip: Some(public), cni_compatibility_ip: None };
+            let facts = HostFacts {
+                private_ip: Some(cidr(private)),
+                public_ip: Some(public),
+                cni_compatibility_ip: None,
+            };
             sim.deliver(i, Input::HostFacts(facts));
             sim.deliver(i, Input::Reset(snapshot.clone()));
         }
@@ -116,8 +138,12 @@ fn agents_publish_their_nodes_and_converge_on_one_topology() {
     assert_eq!(a.internal_ip, Some(cidr("192.168.1.1/24")));
     assert!(!a.key.is_zero());
     // a leads location x (first name, public endpoint), b does not, c leads y.
-    let leaders: Vec<_> = sim.plans.values().map(|p| (p.node.as_str(), p.leader, p.segment.as_str())).collect();
-    assert_eq!(leaders, [("a", true, "location:x"), ("b", false, "location:x"), ("c", true, "location:y")]);
+    let leaders: Vec<_> =
+        sim.plans.values().map(|p| (p.node.as_str(), p.leader, p.segment.as_str())).collect();
+    assert_eq!(
+        leaders,
+        [("a", true, "location:x"), ("b", false, "location:x"), ("c", true, "location:y")]
+    );
     assert_eq!(sim.plans["a"].interface.address, Some(cidr("10.4.0.1/16")));
     assert_eq!(sim.plans["c"].interface.address, Some(cidr("10.4.0.2/16")));
     // Leaders publish their WireGuard IP.
@@ -128,8 +154,12 @@ fn agents_publish_their_nodes_and_converge_on_one_topology() {
     assert_eq!(wg.peers.len(), 1);
     assert!(wg.peers[0].allowed_ips.contains(&cidr("10.2.3.0/24")));
     // The non-leader b routes c's pod subnet through its leader a.
-    assert!(sim.plans["b"].routes.iter().any(|r| r.dst == cidr("10.2.3.0/24")
-        && r.via == Some("192.168.1.1".parse().unwrap())));
+    assert!(
+        sim.plans["b"]
+            .routes
+            .iter()
+            .any(|r| r.dst == cidr("10.2.3.0/24") && r.via == Some("192.168.1.1".parse().unwrap()))
+    );
 }
 
 #[test]
@@ -187,7 +217,14 @@ fn handshakes_from_natted_nodes_are_published_as_discovered_endpoints() {
     sim.cluster.insert("c".into(), c.clone());
     sim.broadcast(Input::NodeChanged(c.clone()));
     let seen = "198.51.100.7:40000".parse().unwrap();
-    sim.deliver(0, Input::Device(vec![ObservedPeer { public_key: c.key, endpoint: Some(seen), last_handshake: Some(sim.now) }]));
+    sim.deliver(
+        0,
+        Input::Device(vec![ObservedPeer {
+            public_key: c.key,
+            endpoint: Some(seen),
+            last_handshake: Some(sim.now),
+        }]),
+    );
     let published = sim.cluster["a"].discovered_endpoints.clone().unwrap();
     assert_eq!(published.get(&c.key), Some(&seen));
     // a now dials c at the discovered address.
@@ -202,13 +239,32 @@ fn a_static_mesh_agent_uses_its_entry_as_written_and_publishes_nothing() {
     cfg.private_key = key.clone();
     let mut agent = Agent::new(cfg);
     let nodes = vec![
-        Node { name: "a".into(), key: key.public_key(), endpoint: Some("203.0.113.1:51820".parse().unwrap()), subnets: vec![cidr("10.2.1.0/24")], ..Node::default() },
+        Node {
+            name: "a".into(),
+            key: key.public_key(),
+            endpoint: Some("203.0.113.1:51820".parse().unwrap()),
+            subnets: vec![cidr("10.2.1.0/24")],
+            ..Node::default()
+        },
         // b is behind NAT: no endpoint, a keepalive.
-        Node { name: "b".into(), key: kilo_core::Key::from_bytes([2; 32]), persistent_keepalive: Duration::from_secs(25), subnets: vec![cidr("10.2.2.0/24")], location: "b".into(), ..Node::default() },
+        Node {
+            name: "b".into(),
+            key: kilo_core::Key::from_bytes([2; 32]),
+            persistent_keepalive: Duration::from_secs(25),
+            subnets: vec![cidr("10.2.2.0/24")],
+            location: "b".into(),
+            ..Node::default()
+        },
     ];
     let actions = agent.handle(0, Input::Reset(Snapshot { nodes, ..Snapshot::default() }));
     assert!(!actions.iter().any(|a| matches!(a, Action::Publish(_))));
-    let plan = actions.iter().find_map(|a| match a { Action::Apply(p) => Some(p), _ => None }).unwrap();
+    let plan = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Apply(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
     let peer = &plan.wireguard.as_ref().unwrap().peers[0];
     assert_eq!(peer.endpoint, None, "b dials in");
     assert!(peer.allowed_ips.contains(&cidr("10.2.2.0/24")));

@@ -144,7 +144,9 @@ impl Host {
     }
 
     /// Firewall operation counts by upstream's metric labels.
-    pub fn firewall_operations(&self) -> std::collections::BTreeMap<crate::firewall::OpLabels, u64> {
+    pub fn firewall_operations(
+        &self,
+    ) -> std::collections::BTreeMap<crate::firewall::OpLabels, u64> {
         self.firewall.operations()
     }
 
@@ -178,8 +180,10 @@ impl Host {
             // Contract C8: a non-leader's link is down and has no peers.
             Config { interface: current.interface.clone(), peers: Vec::new() }
         };
-        let desired =
-            Config { interface: desired.interface.or(current.interface.clone()), peers: desired.peers };
+        let desired = Config {
+            interface: desired.interface.or(current.interface.clone()),
+            peers: desired.peers,
+        };
         let diff = wireguard::diff(&current, &desired);
         if !diff.is_empty() {
             tracing::info!(interface = %name, "WireGuard changes:\n{diff}");
@@ -190,7 +194,8 @@ impl Host {
             let link = self.netlink.link(&name).await?;
             report.links += self.netlink.set_only_address(&link, address).await?;
         }
-        report.links += usize::from(self.netlink.ensure_link_state(&name, plan.interface.up).await?);
+        report.links +=
+            usize::from(self.netlink.ensure_link_state(&name, plan.interface.up).await?);
 
         if let Some(address) = plan.tunnel_address {
             let tunnel = self.netlink.ensure_ipip_tunnel(&self.options.tunnel).await?;
@@ -228,11 +233,9 @@ impl Host {
             tracing::error!(error = %e, "clean-up: routes");
             first.get_or_insert(e.into());
         }
-        if interface {
-            if let Err(e) = self.device.delete().await {
-                tracing::error!(error = %e, "clean-up: interface");
-                first.get_or_insert(e.into());
-            }
+        if interface && let Err(e) = self.device.delete().await {
+            tracing::error!(error = %e, "clean-up: interface");
+            first.get_or_insert(e.into());
         }
         first.map_or(Ok(()), Err)
     }

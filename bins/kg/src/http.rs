@@ -55,7 +55,9 @@ async fn graph(State(shared): State<Arc<Shared>>, Query(q): Query<GraphQuery>) -
         return (StatusCode::INTERNAL_SERVER_ERROR, "unsupported layout\n").into_response();
     }
     let mime = match format.as_str() {
-        "dot" | "gv" => return ([(header::CONTENT_TYPE, "text/vnd.graphviz")], dot).into_response(),
+        "dot" | "gv" => {
+            return ([(header::CONTENT_TYPE, "text/vnd.graphviz")], dot).into_response();
+        }
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "bmp" => "image/bmp",

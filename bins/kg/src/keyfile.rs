@@ -13,14 +13,12 @@ use kilo_core::PrivateKey;
 /// others is tightened to 0600 with a warning. An unparseable key is an error naming the file
 /// (upstream silently replaced it, which changes the node's identity).
 pub fn load_or_create(path: &Path) -> Result<PrivateKey> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     match fs::read_to_string(path) {
         Ok(text) => {
@@ -67,7 +65,10 @@ mod tests {
         let path = tmp.path().join("kilo/key");
         let key = load_or_create(&path).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         assert_eq!(load_or_create(&path).unwrap(), key);
     }
 

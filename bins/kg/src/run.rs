@@ -20,7 +20,11 @@ use crate::cli::{BackendKind, Cli, WireGuardMode};
 fn cidrs(flag: &str, values: &[String]) -> Result<Vec<Cidr>> {
     values
         .iter()
-        .map(|v| v.parse::<Cidr>().map(|c| c.network()).map_err(|_| anyhow!("--{flag}: {v:?} is not a CIDR")))
+        .map(|v| {
+            v.parse::<Cidr>()
+                .map(|c| c.network())
+                .map_err(|_| anyhow!("--{flag}: {v:?} is not a CIDR"))
+        })
         .collect()
 }
 
@@ -45,37 +49,64 @@ async fn interface_of(netlink: &kilo_net_linux::Netlink, ip: IpAddr) -> Option<S
 
 /// Runs the agent.
 pub async fn run(cli: Cli) -> Result<()> {
-    let subnet: Cidr = cli.subnet.parse().map(|c: Cidr| c.network()).map_err(|_| anyhow!("failed to parse {:?} as CIDR", cli.subnet))?;
+    let subnet: Cidr = cli
+        .subnet
+        .parse()
+        .map(|c: Cidr| c.network())
+        .map_err(|_| anyhow!("failed to parse {:?} as CIDR", cli.subnet))?;
     let hostname = if cli.hostname.is_empty() {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).context("failed to determine hostname")?
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .context("failed to determine hostname")?
     } else {
         cli.hostname.clone()
     };
     let encapsulation: Encapsulation = cli.encapsulate.parse()?;
-    let compatibility: Option<Compatibility> = cli.compatibility.as_deref().filter(|c| !c.is_empty()).map(str::parse).transpose()?;
+    let compatibility: Option<Compatibility> =
+        cli.compatibility.as_deref().filter(|c| !c.is_empty()).map(str::parse).transpose()?;
     let granularity: Granularity = cli.mesh_granularity.parse()?;
-    let port = u16::try_from(cli.port).ok().filter(|p| *p > 0).ok_or_else(|| anyhow!("invalid port: port must be in range [1:65535], but got {}", cli.port))?;
+    let port = u16::try_from(cli.port).ok().filter(|p| *p > 0).ok_or_else(|| {
+        anyhow!("invalid port: port must be in range [1:65535], but got {}", cli.port)
+    })?;
     let service_cidrs = cidrs("service-cidr", &cli.service_cidr)?;
     let internal_cidrs = cidrs("internal-cidr", &cli.internal_cidr)?;
     let mtu = match cli.mtu.as_str() {
         "auto" => None,
-        m => Some(m.parse::<u32>().map_err(|_| anyhow!("--mtu: {m:?} is neither auto nor a number"))?),
+        m => Some(
+            m.parse::<u32>().map_err(|_| anyhow!("--mtu: {m:?} is neither auto nor a number"))?,
+        ),
     };
     let key = crate::keyfile::load_or_create(Path::new(&cli.key_file))?;
 
     let mut backend = match cli.backend {
         BackendKind::File => {
             let path = cli.file.clone().context("--backend file needs --file PATH")?;
-            FileBackend::open(PathBuf::from(&path), Options { topology_label: cli.topology_label.clone() })?
+            FileBackend::open(
+                PathBuf::from(&path),
+                Options { topology_label: cli.topology_label.clone() },
+            )?
         }
-        BackendKind::Kubernetes => bail!("--backend kubernetes is not available in this build yet; use --backend file --file PATH"),
+        BackendKind::Kubernetes => bail!(
+            "--backend kubernetes is not available in this build yet; use --backend file --file PATH"
+        ),
     };
     let snapshot = backend.snapshot().await?;
-    let local: Node = kilo_backend_file::local_node(&snapshot, &hostname)
-        .cloned()
-        .ok_or_else(|| anyhow!("{}: no node named {hostname:?}; this host's public key is {}", cli.file.as_deref().unwrap_or("-"), key.public_key()))?;
+    let local: Node =
+        kilo_backend_file::local_node(&snapshot, &hostname).cloned().ok_or_else(|| {
+            anyhow!(
+                "{}: no node named {hostname:?}; this host's public key is {}",
+                cli.file.as_deref().unwrap_or("-"),
+                key.public_key()
+            )
+        })?;
     if local.key != key.public_key() {
-        bail!("node {hostname:?} has public key {} in {}, but the key file {} holds the key of {}", local.key, cli.file.as_deref().unwrap_or("-"), cli.key_file, key.public_key());
+        bail!(
+            "node {hostname:?} has public key {} in {}, but the key file {} holds the key of {}",
+            local.key,
+            cli.file.as_deref().unwrap_or("-"),
+            cli.key_file,
+            key.public_key()
+        );
     }
 
     let wireguard = match cli.wireguard {
@@ -108,12 +139,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         subnet,
         service_cidrs,
         private_key: key,
-        readiness: if snapshot.settings.static_mesh { ReadinessPolicy::StaticMesh } else { ReadinessPolicy::Snapshot },
+        readiness: if snapshot.settings.static_mesh {
+            ReadinessPolicy::StaticMesh
+        } else {
+            ReadinessPolicy::Snapshot
+        },
         publishes: false,
         prioritise_private_addresses: cli.prioritise_private_addresses,
         plan: PlanOptions {
             node: hostname.clone(),
-            interfaces: Interfaces { kilo: cli.interface.clone(), private: private.unwrap_or_else(|| "eth0".into()), tunnel: tunnel.into() },
+            interfaces: Interfaces {
+                kilo: cli.interface.clone(),
+                private: private.unwrap_or_else(|| "eth0".into()),
+                tunnel: tunnel.into(),
+            },
             local: cli.local,
             cni: cli.cni,
             iptables_forward_rules: cli.iptables_forward_rules,
@@ -137,7 +176,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     });
     tracing::info!(node = %hostname, granularity = %granularity, "kg started");
-    let options = RunOptions { resync: cli.resync_period, device_poll: Duration::from_secs(5), clean_up: cli.clean_up, clean_up_interface: cli.clean_up_interface };
-    kilo_net_linux::agent::run(Agent::new(config), backend, host, detect, options, shared, shutdown_signal()).await?;
+    let options = RunOptions {
+        resync: cli.resync_period,
+        device_poll: Duration::from_secs(5),
+        clean_up: cli.clean_up,
+        clean_up_interface: cli.clean_up_interface,
+    };
+    kilo_net_linux::agent::run(
+        Agent::new(config),
+        backend,
+        host,
+        detect,
+        options,
+        shared,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

@@ -23,7 +23,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let text = e.render().to_string();
-            eprintln!("kgctl: {}", text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            eprintln!(
+                "kgctl: {}",
+                text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ")
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -40,7 +43,9 @@ fn granularity(s: &str) -> Result<Option<Granularity>> {
     match s {
         "auto" => Ok(None),
         s => s.parse().map(Some).map_err(|_| {
-            anyhow!("mesh granularity {s:?} unknown; possible values are: location, full, cross, auto")
+            anyhow!(
+                "mesh granularity {s:?} unknown; possible values are: location, full, cross, auto"
+            )
         }),
     }
 }
@@ -94,9 +99,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         for f in &findings {
             writeln!(out, "{f}")?;
         }
-        let errors = findings.iter().filter(|f| f.severity == kilo_core::validate::Severity::Error).count();
+        let errors =
+            findings.iter().filter(|f| f.severity == kilo_core::validate::Severity::Error).count();
         if findings.is_empty() {
-            writeln!(out, "ok: {} nodes, {} peers, no findings", snapshot.nodes.len(), snapshot.peers.len())?;
+            writeln!(
+                out,
+                "ok: {} nodes, {} peers, no findings",
+                snapshot.nodes.len(),
+                snapshot.peers.len()
+            )?;
         }
         return Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
@@ -124,16 +135,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ShowConf::Peer(object) if output == ShowconfFormat::Json => {
                     out.write_all(serde_json::to_string_pretty(&object)?.as_bytes())?
                 }
-                ShowConf::Peer(object) => out.write_all(serde_yaml::to_string(&object)?.as_bytes())?,
+                ShowConf::Peer(object) => {
+                    out.write_all(serde_yaml::to_string(&object)?.as_bytes())?
+                }
             }
         }
         Command::Plan {
-            name, encapsulate, local, cni, iptables_forward_rules, service_cidr, interface,
-            private_interface, output, ..
+            name,
+            encapsulate,
+            local,
+            cni,
+            iptables_forward_rules,
+            service_cidr,
+            interface,
+            private_interface,
+            output,
+            ..
         } => {
             let options = PlanOptions {
                 node: name.clone(),
-                interfaces: Interfaces { kilo: interface, private: private_interface, tunnel: "tunl0".into() },
+                interfaces: Interfaces {
+                    kilo: interface,
+                    private: private_interface,
+                    tunnel: "tunl0".into(),
+                },
                 local,
                 cni,
                 iptables_forward_rules,

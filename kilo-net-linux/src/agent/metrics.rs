@@ -105,19 +105,59 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
-            r.register("kilo_errors", "Number of errors that occurred while administering the mesh.", m.errors.clone());
+            r.register(
+                "kilo_errors",
+                "Number of errors that occurred while administering the mesh.",
+                m.errors.clone(),
+            );
             r.register("kilo_leader", "Leadership status of the node.", m.leader.clone());
             r.register("kilo_nodes", "Number of nodes in the mesh.", m.nodes.clone());
             r.register("kilo_peers", "Number of peers in the mesh.", m.peers.clone());
-            r.register("kilo_reconciles", "Number of reconciliation attempts.", m.reconciles.clone());
-            r.register("kilo_invalid_objects", "Nodes and peers left out because they do not parse.", m.invalid.clone());
-            r.register("kilo_iptables_operations", "Number of iptables operations.", m.iptables.clone());
-            r.register("kilo_reconcile_duration_seconds", "Time to apply one plan.", m.reconcile_duration.clone());
-            r.register("kilo_wireguard_operations", "WireGuard configuration operations (one per changed peer).", m.wireguard_operations.clone());
-            r.register("kilo_netlink_writes", "Link, address, route and rule writes.", m.netlink_writes.clone());
-            r.register("kilo_wireguard_peer_last_handshake_seconds", "Unix time of the last handshake with a peer.", m.peer_handshake.clone());
-            r.register("kilo_wireguard_peer_receive_bytes", "Bytes received from a peer.", m.peer_rx.clone());
-            r.register("kilo_wireguard_peer_transmit_bytes", "Bytes sent to a peer.", m.peer_tx.clone());
+            r.register(
+                "kilo_reconciles",
+                "Number of reconciliation attempts.",
+                m.reconciles.clone(),
+            );
+            r.register(
+                "kilo_invalid_objects",
+                "Nodes and peers left out because they do not parse.",
+                m.invalid.clone(),
+            );
+            r.register(
+                "kilo_iptables_operations",
+                "Number of iptables operations.",
+                m.iptables.clone(),
+            );
+            r.register(
+                "kilo_reconcile_duration_seconds",
+                "Time to apply one plan.",
+                m.reconcile_duration.clone(),
+            );
+            r.register(
+                "kilo_wireguard_operations",
+                "WireGuard configuration operations (one per changed peer).",
+                m.wireguard_operations.clone(),
+            );
+            r.register(
+                "kilo_netlink_writes",
+                "Link, address, route and rule writes.",
+                m.netlink_writes.clone(),
+            );
+            r.register(
+                "kilo_wireguard_peer_last_handshake_seconds",
+                "Unix time of the last handshake with a peer.",
+                m.peer_handshake.clone(),
+            );
+            r.register(
+                "kilo_wireguard_peer_receive_bytes",
+                "Bytes received from a peer.",
+                m.peer_rx.clone(),
+            );
+            r.register(
+                "kilo_wireguard_peer_transmit_bytes",
+                "Bytes sent to a peer.",
+                m.peer_tx.clone(),
+            );
         }
         m
     }
@@ -145,7 +185,10 @@ impl Metrics {
     /// Records the device's per-peer figures.
     pub fn observe_device(&self, state: &DeviceState) {
         for peer in &state.peers {
-            let labels = PeerLabels { interface: state.name.clone(), public_key: peer.config.public_key.to_string() };
+            let labels = PeerLabels {
+                interface: state.name.clone(),
+                public_key: peer.config.public_key.to_string(),
+            };
             let handshake = peer
                 .last_handshake
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

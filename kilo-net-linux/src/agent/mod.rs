@@ -35,10 +35,13 @@ pub struct RunOptions {
 
 /// Re-detects the host's addresses (upstream 9.1) on every resync; returns `None` when
 /// detection is not wanted or failed (the last facts stay in force).
-pub type Detect = Box<dyn FnMut() -> std::pin::Pin<Box<dyn Future<Output = Option<HostFacts>> + Send>> + Send>;
+pub type Detect =
+    Box<dyn FnMut() -> std::pin::Pin<Box<dyn Future<Output = Option<HostFacts>> + Send>> + Send>;
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn observed(state: &DeviceState) -> Vec<ObservedPeer> {
