@@ -8,7 +8,7 @@
 #
 # Environment: FUZZ_SANITIZER (default none: the code is safe Rust, and without ASan the targets
 # run several times faster; use address for unsafe dependencies), FUZZ_RSS_MB (default 2048).
-# Needs nightly and cargo-fuzz (`cargo install cargo-fuzz --locked`); installs cargo-fuzz if absent.
+# Needs nightly and cargo-fuzz; installs either if absent (rustup, `cargo install cargo-fuzz --locked`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,9 @@ shift || true
 sanitizer=${FUZZ_SANITIZER:-none}
 rss=${FUZZ_RSS_MB:-2048}
 
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
