@@ -77,9 +77,11 @@ impl Endpoint {
         self.dns.as_deref()
     }
 
-    /// The DNS host name without the port (contract C1: upstream returned the port here).
+    /// The DNS host name without the port (contract C1: upstream returned the port here), and
+    /// without the brackets the parser accepts around it (`[example]:1` → `example`).
     pub fn dns_host(&self) -> Option<&str> {
-        self.dns.as_deref().and_then(|d| d.rsplit_once(':')).map(|(h, _)| h)
+        let host = self.dns.as_deref().and_then(|d| d.rsplit_once(':')).map(|(h, _)| h)?;
+        Some(host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host))
     }
 
     /// Whether this is a DNS endpoint that has not been resolved yet.

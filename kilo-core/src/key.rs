@@ -25,6 +25,7 @@ fn decode(s: &str) -> Result<[u8; 32], KeyError> {
 /// A 32-byte WireGuard public key or pre-shared key, printed as standard base64.
 ///
 /// The all-zero key means "unset", as upstream Kilo treats it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Key([u8; 32]);
 
@@ -87,6 +88,7 @@ impl<'de> serde::Deserialize<'de> for Key {
 
 /// A WireGuard private key. Its `Debug` output never shows the key, and it has no `Display`:
 /// use [`PrivateKey::expose_base64`] where the secret must be written (a key file, a device).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq)]
 pub struct PrivateKey([u8; 32]);
 

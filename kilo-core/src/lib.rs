@@ -11,6 +11,8 @@
 
 pub mod agent;
 pub mod annotations;
+#[cfg(feature = "arbitrary")]
+mod arbitrary_impls;
 pub mod backend;
 pub mod cidr;
 pub mod endpoint;

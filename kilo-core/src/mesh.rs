@@ -11,6 +11,7 @@ use crate::{Cidr, Endpoint, Granularity, Key};
 pub const READINESS_WINDOW_SECS: i64 = 60;
 
 /// A node of the mesh (upstream `mesh.Node`).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Node {
     /// The node's name (Kubernetes node name, or the mesh file's `name`).
@@ -92,6 +93,7 @@ impl Node {
 }
 
 /// An external WireGuard peer (upstream `mesh.Peer`, the `Peer` CRD).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Peer {
     /// The peer's name.

@@ -18,6 +18,7 @@ pub struct UnknownValue {
 macro_rules! word_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal, $allowed:literal, { $($(#[$vmeta:meta])* $variant:ident => $word:literal),+ $(,)? }) => {
         $(#[$meta])*
+        #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "lowercase")]
         pub enum $name {

@@ -10,6 +10,7 @@ use crate::annotations::go;
 use crate::{Cidr, Endpoint, Key, Peer};
 
 /// The Peer CRD spec, with upstream's JSON names (3.1).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerSpec {
@@ -31,6 +32,7 @@ pub struct PeerSpec {
 }
 
 /// `spec.endpoint`: a DNS name or IP, and a port.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct PeerEndpoint {
     /// `dnsOrIP`.
@@ -43,6 +45,7 @@ pub struct PeerEndpoint {
 
 /// `spec.endpoint.dnsOrIP`: a DNS name and/or an IP address (DNS wins when both are set, as
 /// upstream does: contract C3).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct DnsOrIp {
     /// `dns`: an RFC 1123 subdomain.

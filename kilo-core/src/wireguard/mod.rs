@@ -33,6 +33,7 @@ pub use parse::{IGNORED_INTERFACE_KEYS, IniError};
 use crate::{Cidr, Endpoint, Key, PrivateKey};
 
 /// The `[Interface]` section.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InterfaceConfig {
     /// The private key; omitted from text when zero.
@@ -42,6 +43,7 @@ pub struct InterfaceConfig {
 }
 
 /// One `[Peer]` section.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeerConfig {
     /// The peer's public key.
@@ -57,6 +59,7 @@ pub struct PeerConfig {
 }
 
 /// A WireGuard device configuration.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     /// The `[Interface]` section, if any (a peer's config from `showconf peer` has none).

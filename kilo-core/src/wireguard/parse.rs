@@ -203,7 +203,8 @@ fn interface_key(
     if key.eq_ignore_ascii_case("PrivateKey") {
         let parsed =
             value.parse::<PrivateKey>().map_err(|e| invalid(line, "PrivateKey", e.to_string()))?;
-        interface.private_key = Some(parsed);
+        // An all-zero key is none, as `to_ini` and the normal form have it.
+        interface.private_key = Some(parsed).filter(|k| !k.is_zero());
     } else if key.eq_ignore_ascii_case("ListenPort") {
         interface.listen_port = Some(parse_u16(value).ok_or_else(|| {
             invalid(line, "ListenPort", format!("{value:?} is not a port between 0 and 65535"))
@@ -231,7 +232,8 @@ fn peer_key(peer: &mut PeerConfig, key: &str, value: &str, line: usize) -> Resul
     }
     if key.eq_ignore_ascii_case("PresharedKey") {
         let psk = value.parse::<Key>().map_err(|e| invalid(line, "PresharedKey", e.to_string()))?;
-        peer.preshared_key = Some(psk);
+        // An all-zero key is none, as in wg(8), `to_ini` and the normal form.
+        peer.preshared_key = Some(psk).filter(|k| !k.is_zero());
     } else if key.eq_ignore_ascii_case("AllowedIPs") {
         if !value.is_empty() {
             for item in value.split(',') {
