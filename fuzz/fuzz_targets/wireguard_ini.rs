@@ -16,13 +16,6 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    // Known, not fixed: an all-zero public key parses but is not rendered, so the text does not
-    // parse back (kilo-core/tests/regressions.rs,
-    // a_peer_with_an_all_zero_public_key_renders_to_text_that_parses_back_or_is_rejected).
-    // Remove this skip once that test passes.
-    if config.peers.iter().any(|p| p.public_key.is_zero()) {
-        return;
-    }
     let rendered = config.to_ini();
     assert_eq!(Config::from_ini(&rendered).as_ref(), Ok(&config), "rendered:\n{rendered}");
     assert!(diff(&config, &config).is_empty());

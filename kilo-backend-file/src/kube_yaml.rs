@@ -37,8 +37,15 @@ const PEER_API_VERSION: &str = "kilo.squat.ai/v1alpha1";
 /// Settings as `kgctl` derives them (upstream 12.1): `subnet` is the `wireguard-ip` annotation,
 /// masked to its network, of the last listed node that has one, translated or not; `granularity`
 /// is the first listed node's `granularity` annotation; `port` is never set.
+/// Annotations that were ignored are listed in [`Snapshot::ignored`] (node kept).
 pub fn parse_kube_yaml(text: &str, file: &str, options: &Options) -> Result<Snapshot, FileError> {
-    parse_kube_yaml_with_issues(text, file, options).map(|(snapshot, _)| snapshot)
+    let (mut snapshot, issues) = parse_kube_yaml_with_issues(text, file, options)?;
+    snapshot.ignored.extend(issues.into_iter().map(|i| kilo_core::Invalid {
+        kind: kilo_core::ObjectKind::Node,
+        name: i.node,
+        message: i.issue.to_string(),
+    }));
+    Ok(snapshot)
 }
 
 /// One annotation of a node that did not parse and was ignored (the node may still be in the
@@ -445,15 +452,15 @@ fn pod_cidrs(spec: Option<&serde_json::Value>) -> Vec<String> {
 fn not_ready(node: &Node, issues: &[AnnotationIssue]) -> String {
     let mut missing = Vec::new();
     if !node.endpoint.as_ref().is_some_and(kilo_core::Endpoint::is_ready) {
-        missing.push("an endpoint (kilo.squat.ai/endpoint or force-endpoint)");
+        missing.push("endpoint (kilo.squat.ai/endpoint or force-endpoint)");
     }
     if node.key.is_zero() {
-        missing.push("a WireGuard key (kilo.squat.ai/key)");
+        missing.push("WireGuard key (kilo.squat.ai/key)");
     }
     if node.subnets.is_empty() {
-        missing.push("a pod CIDR (spec.podCIDR)");
+        missing.push("pod CIDR (spec.podCIDR)");
     }
-    let mut message = format!("not ready: no {}", missing.join(", no "));
+    let mut message = format!("not ready: it has no {}", missing.join(", no "));
     for issue in issues {
         message.push_str(&format!("; {issue}"));
     }

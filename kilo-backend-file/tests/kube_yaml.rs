@@ -89,8 +89,8 @@ fn a_node_that_is_not_ready_is_left_out_naming_what_is_missing() {
     assert!(s.nodes.is_empty());
     let invalid = &s.invalid[0];
     assert_eq!((invalid.kind, invalid.name.as_str()), (ObjectKind::Node, "bad"));
-    assert!(invalid.message.starts_with("not ready: no an endpoint"), "{invalid}");
-    assert!(invalid.message.contains("no a WireGuard key"), "{invalid}");
+    assert!(invalid.message.starts_with("not ready: it has no endpoint"), "{invalid}");
+    assert!(invalid.message.contains("no WireGuard key"), "{invalid}");
     assert!(invalid.message.contains("kilo.squat.ai/key=\"not-a-key\""), "{invalid}");
 }
 

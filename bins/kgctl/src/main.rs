@@ -56,7 +56,18 @@ pub(crate) fn one_line(e: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line
+    shorten(line)
+}
+
+/// At most this many characters of an error or warning line: a megabyte of bad input is named,
+/// not echoed.
+const MAX_LINE: usize = 400;
+
+fn shorten(line: String) -> String {
+    match line.char_indices().nth(MAX_LINE) {
+        Some((at, _)) => format!("{}… ({} more bytes)", &line[..at], line.len() - at),
+        None => line,
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -140,7 +151,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         return Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
-    let mesh = OfflineMesh::new(&snapshot, &overrides, readiness)?;
+    let mesh = OfflineMesh::new(&snapshot, &overrides, readiness);
+    let mesh = match (cli.backend, &cli.file) {
+        (BackendKind::File, Some(file)) => mesh.with_context(|| file.clone())?,
+        _ => mesh?,
+    };
+    // The rest of the mesh works; say what was left out (an error alone stays one line).
+    for left_out in &snapshot.invalid {
+        eprintln!("kgctl: warning: left out {}", shorten(left_out.to_string()));
+    }
     match cli.command {
         Command::Graph { output } => {
             let dot = mesh.graph()?;

@@ -228,6 +228,10 @@ fn peer_key(peer: &mut PeerConfig, key: &str, value: &str, line: usize) -> Resul
         peer.public_key = value
             .parse::<Key>()
             .map_err(|e| invalid(line, "PublicKey", format!("{value:?}: {e}")))?;
+        if peer.public_key.is_zero() {
+            // No device accepts it, and `to_ini` leaves it out: refuse it here.
+            return Err(invalid(line, "PublicKey", "the all-zero key is not a public key"));
+        }
         return Ok(true);
     }
     if key.eq_ignore_ascii_case("PresharedKey") {
