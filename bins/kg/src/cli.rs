@@ -102,6 +102,32 @@ pub struct Cli {
     /// Subcommands.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The flags given on the command line (by argument id, e.g. `mesh_granularity`), filled by
+    /// [`Cli::parse_args`]: a mesh file's `[mesh]` settings apply only where no flag was given.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the process's arguments and records which flags were given explicitly.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.explicit = matches
+            .ids()
+            .filter(|id| {
+                matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.as_str().to_string())
+            .collect();
+        cli
+    }
+
+    /// Whether flag `id` (e.g. `mesh_granularity`) was given on the command line.
+    pub fn given(&self, id: &str) -> bool {
+        self.explicit.iter().any(|e| e == id)
+    }
 }
 
 /// Backends.
