@@ -27,7 +27,10 @@ async fn main() -> Result<()> {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
-            Some(Config::from_ini(&text).with_context(|| format!("{path}: not a WireGuard config"))?)
+            Some(
+                Config::from_ini(&text)
+                    .with_context(|| format!("{path}: not a WireGuard config"))?,
+            )
         }
         None => None,
     };

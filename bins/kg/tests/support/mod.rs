@@ -59,7 +59,11 @@ fn target_dir() -> PathBuf {
 
 fn cargo_build(args: &[&str]) {
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml")])
+        .args([
+            "build",
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"),
+        ])
         .args(args)
         .status()
         .expect("cannot run cargo");
@@ -312,7 +316,18 @@ impl Cluster {
     fn plug(&self, from: &str, iface: &str, hub: &str, address: &str) -> Result<()> {
         let (ns, hub_ns) = (self.ns(from), self.ns(hub));
         let outer = format!("{from}-{iface}");
-        ns.ip(&["link", "add", iface, "type", "veth", "peer", "name", &outer, "netns", &hub_ns.name])?;
+        ns.ip(&[
+            "link",
+            "add",
+            iface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &outer,
+            "netns",
+            &hub_ns.name,
+        ])?;
         hub_ns.ip(&["link", "set", &outer, "master", "br0", "up"])?;
         ns.ip(&["addr", "add", address, "dev", iface])?;
         ns.ip(&["link", "set", iface, "up"])?;
@@ -528,9 +543,7 @@ impl Metrics {
         let all = self.sum("kilo_iptables_operations_total", &[]);
         let reads: f64 = ["Exists", "List", "ListChains"]
             .iter()
-            .map(|op| {
-                self.sum("kilo_iptables_operations_total", &[&format!("operation=\"{op}\"")])
-            })
+            .map(|op| self.sum("kilo_iptables_operations_total", &[&format!("operation=\"{op}\"")]))
             .sum();
         all - reads
     }
@@ -541,8 +554,8 @@ fn read(path: &Path) -> String {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(text.as_bytes())?;
