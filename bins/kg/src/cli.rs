@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub iptables_forward_rules: bool,
     /// The private key file (created 0600 in a 0700 directory if missing).
-    #[arg(long, default_value = "/var/lib/kilo/key")]
+    #[arg(long, default_value = "/var/lib/kilo/key", global = true)]
     pub key_file: String,
     /// Path to the kubeconfig file.
     #[arg(long, default_value = "")]
@@ -208,6 +208,13 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn pubkey_takes_the_key_file_after_the_subcommand() {
+        let cli = Cli::parse_from(["kg", "pubkey", "--key-file", "/tmp/k"]);
+        assert!(matches!(cli.command, Some(Command::Pubkey)));
+        assert_eq!(cli.key_file, "/tmp/k");
     }
 
     #[test]
