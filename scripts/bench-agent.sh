@@ -34,6 +34,7 @@ cleanup() {
     kill -KILL "$PID" 2>/dev/null
   fi
   ip netns del "$NS" 2>/dev/null
+  [[ -n ${KEEP_LOG:-} ]] && cp "$WORK/kg.log" "$KEEP_LOG"
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -72,7 +73,7 @@ ms() { date +%s%N | cut -b1-13; }
 START=$(ms)
 ip netns exec "$NS" "$KG" --backend file --file "$WORK/mesh/mesh.toml" --hostname node0 \
   --wireguard userspace --wireguard-socket-dir "$WORK/wg" --encapsulate never --cni=false \
-  --key-file "$WORK/key" --listen 127.0.0.1:1107 --log-level warn >"$WORK/kg.log" 2>&1 &
+  --key-file "$WORK/key" --listen 127.0.0.1:1107 --log-level "${LOG_LEVEL:-warn}" --log-format human >"$WORK/kg.log" 2>&1 &
 PID=$!
 until ip netns exec "$NS" curl -sf -o /dev/null http://127.0.0.1:1107/health; do
   kill -0 "$PID" 2>/dev/null || { cat "$WORK/kg.log"; exit 1; }
