@@ -30,7 +30,8 @@ cleanup() {
   set +e
   if [[ -n $PID ]]; then
     kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    # Clean-up deletes every firewall rule one iptables call at a time: give it two minutes.
+    for _ in $(seq 1200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$PID" 2>/dev/null
   fi
   ip netns del "$NS" 2>/dev/null
