@@ -131,6 +131,12 @@ fn a_converged_mesh_writes_nothing_during_a_quiet_minute_of_resyncs() {
             "iptables writes on {name} while nothing changed\n{}",
             cluster.log(name)
         );
+        assert_eq!(
+            before.sum("kilo_errors_total", &[]),
+            after.sum("kilo_errors_total", &[]),
+            "errors on {name} during the quiet period\n{}",
+            cluster.log(name)
+        );
         let resyncs =
             after.sum("kilo_reconciles_total", &[]) - before.sum("kilo_reconciles_total", &[]);
         assert!(resyncs >= 10.0, "only {resyncs} reconciles on {name} in {QUIET:?}");
