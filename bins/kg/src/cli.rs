@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub iptables_forward_rules: bool,
     /// The private key file (created 0600 in a 0700 directory if missing).
-    #[arg(long, default_value = "/var/lib/kilo/key")]
+    #[arg(long, default_value = "/var/lib/kilo/key", global = true)]
     pub key_file: String,
     /// Path to the kubeconfig file.
     #[arg(long, default_value = "")]
@@ -102,6 +102,32 @@ pub struct Cli {
     /// Subcommands.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The flags given on the command line (by argument id, e.g. `mesh_granularity`), filled by
+    /// [`Cli::parse_args`]: a mesh file's `[mesh]` settings apply only where no flag was given.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the process's arguments and records which flags were given explicitly.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.explicit = matches
+            .ids()
+            .filter(|id| {
+                matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.as_str().to_string())
+            .collect();
+        cli
+    }
+
+    /// Whether flag `id` (e.g. `mesh_granularity`) was given on the command line.
+    pub fn given(&self, id: &str) -> bool {
+        self.explicit.iter().any(|e| e == id)
+    }
 }
 
 /// Backends.
@@ -182,6 +208,13 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn pubkey_takes_the_key_file_after_the_subcommand() {
+        let cli = Cli::parse_from(["kg", "pubkey", "--key-file", "/tmp/k"]);
+        assert!(matches!(cli.command, Some(Command::Pubkey)));
+        assert_eq!(cli.key_file, "/tmp/k");
     }
 
     #[test]

@@ -8,7 +8,6 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use cli::{Cli, Command, LogFormat};
 
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
@@ -31,7 +30,7 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
         eprintln!("kg: {e}");
         return ExitCode::FAILURE;

@@ -49,7 +49,7 @@ async fn interface_of(netlink: &kilo_net_linux::Netlink, ip: IpAddr) -> Option<S
 
 /// Runs the agent.
 pub async fn run(cli: Cli) -> Result<()> {
-    let subnet: Cidr = cli
+    let flag_subnet: Cidr = cli
         .subnet
         .parse()
         .map(|c: Cidr| c.network())
@@ -64,8 +64,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     let encapsulation: Encapsulation = cli.encapsulate.parse()?;
     let compatibility: Option<Compatibility> =
         cli.compatibility.as_deref().filter(|c| !c.is_empty()).map(str::parse).transpose()?;
-    let granularity: Granularity = cli.mesh_granularity.parse()?;
-    let port = u16::try_from(cli.port).ok().filter(|p| *p > 0).ok_or_else(|| {
+    let flag_granularity: Granularity = cli.mesh_granularity.parse()?;
+    let flag_port = u16::try_from(cli.port).ok().filter(|p| *p > 0).ok_or_else(|| {
         anyhow!("invalid port: port must be in range [1:65535], but got {}", cli.port)
     })?;
     let service_cidrs = cidrs("service-cidr", &cli.service_cidr)?;
@@ -91,6 +91,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         ),
     };
     let snapshot = backend.snapshot().await?;
+    // The mesh file's `[mesh]` settings (contract 3) apply where no flag was given, so that kg
+    // and `kgctl --backend file` compute the same mesh from the same file.
+    let settings = &snapshot.settings;
+    let granularity = match settings.granularity {
+        Some(g) if !cli.given("mesh_granularity") => g,
+        _ => flag_granularity,
+    };
+    let subnet = match settings.subnet {
+        Some(s) if !cli.given("subnet") => s.network(),
+        _ => flag_subnet,
+    };
+    let port = match settings.port {
+        Some(p) if !cli.given("port") => p,
+        _ => flag_port,
+    };
     let local: Node =
         kilo_backend_file::local_node(&snapshot, &hostname).cloned().ok_or_else(|| {
             anyhow!(

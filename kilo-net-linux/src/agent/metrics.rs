@@ -140,7 +140,7 @@ impl Metrics {
             );
             r.register(
                 "kilo_netlink_writes",
-                "Link, address, route and rule writes.",
+                "Link, address, route and rule writes (the route monitor's restores included).",
                 m.netlink_writes.clone(),
             );
             r.register(

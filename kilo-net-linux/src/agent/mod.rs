@@ -75,6 +75,8 @@ struct Loop<B: Backend> {
     backend: B,
     host: Host,
     shared: Arc<Shared>,
+    /// Route and rule writes already counted in the metrics.
+    route_writes: u64,
 }
 
 impl<B: Backend> Loop<B> {
@@ -99,7 +101,7 @@ impl<B: Backend> Loop<B> {
                             }
                             let m = &self.shared.metrics;
                             m.wireguard_operations.inc_by(report.wireguard as u64);
-                            m.netlink_writes.inc_by((report.links + report.routes) as u64);
+                            m.netlink_writes.inc_by(report.links as u64);
                             self.shared.healthy.store(true, Ordering::Relaxed);
                         }
                         Err(e) => {
@@ -114,6 +116,7 @@ impl<B: Backend> Loop<B> {
                 Action::Warn(what) => tracing::warn!("{what}"),
             }
         }
+        self.sync_route_writes();
         let status = self.agent.status().clone();
         let m = &self.shared.metrics;
         m.leader.set(i64::from(status.leader));
@@ -123,6 +126,14 @@ impl<B: Backend> Loop<B> {
         let reconciles = m.reconciles.get();
         m.reconciles.inc_by(status.reconciles.saturating_sub(reconciles));
         *self.shared.graph.lock().unwrap_or_else(|e| e.into_inner()) = self.agent.graph(now());
+    }
+
+    /// Brings `kilo_netlink_writes_total` up to the route reconciler's count, which includes the
+    /// route monitor's restores made between plans.
+    fn sync_route_writes(&mut self) {
+        let writes = self.host.route_writes();
+        self.shared.metrics.netlink_writes.inc_by(writes.saturating_sub(self.route_writes));
+        self.route_writes = writes;
     }
 
     async fn observe(&mut self) {
@@ -153,7 +164,7 @@ pub async fn run<B: Backend>(
     let monitor = host.route_monitor()?;
     let monitor = tokio::spawn(monitor.run());
     let initial = backend.snapshot().await;
-    let mut l = Loop { agent, backend, host, shared };
+    let mut l = Loop { agent, backend, host, shared, route_writes: 0 };
     if let Some(facts) = detect().await {
         l.feed(Input::HostFacts(facts)).await;
     }

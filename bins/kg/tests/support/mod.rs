@@ -1,0 +1,588 @@
+//! The end-to-end harness: real hosts as network namespaces, one `kg` per node, an external
+//! peer running a userspace WireGuard daemon, and guards that tear everything down (agents with
+//! SIGTERM then SIGKILL, the peer daemon, namespaces, temporary files) even when a test panics.
+//!
+//! Layout of one cluster (`kilo-e2e-<pid>-<cluster><name>` namespaces):
+//!
+//! - `wan`: a bridge, the "internet" 203.0.113.0/24;
+//! - `lana`, `lanb`: the LAN bridges of locations `a` (192.168.1.0/24) and `b` (192.168.2.0/24);
+//! - nodes `a1`, `a2` (location `a`) and `b1` (location `b`): `wan0` on the WAN, `lan0` on their
+//!   LAN, a `pods` bridge with 10.2.N.1/24 (the "pod"), `net.ipv4.ip_forward=1`;
+//! - `peer`: the external peer `laptop`, `wan0` 203.0.113.100/24, `wg0` 10.5.0.1/32.
+//!
+//! No packet leaves these namespaces.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+/// The nodes: name, location, WAN address, LAN address, pod subnet number.
+pub const NODES: [(&str, &str, &str, &str, u8); 3] = [
+    ("a1", "a", "203.0.113.11", "192.168.1.11/24", 1),
+    ("a2", "a", "203.0.113.12", "192.168.1.12/24", 2),
+    ("b1", "b", "203.0.113.21", "192.168.2.21/24", 3),
+];
+
+/// The peer's WAN address.
+pub const PEER_WAN: &str = "203.0.113.100";
+
+fn run(cmd: &str, args: &[&str]) -> Result<Output> {
+    Command::new(cmd).args(args).output().with_context(|| format!("cannot run {cmd}"))
+}
+
+/// Runs a command and returns its stdout; an error with its stderr when it fails.
+pub fn sh(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = run(cmd, args)?;
+    ensure!(
+        out.status.success(),
+        "{cmd} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn require_root() {
+    let uid = sh("id", &["-u"]).expect("id -u");
+    assert_eq!(uid.trim(), "0", "the e2e tests create network namespaces: run them as root");
+}
+
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_kg")).parent().expect("kg sits in a directory").to_path_buf()
+}
+
+fn cargo_build(args: &[&str]) {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"),
+        ])
+        .args(args)
+        .status()
+        .expect("cannot run cargo");
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// `kgctl`, built if missing.
+pub fn kgctl() -> &'static Path {
+    static KGCTL: OnceLock<PathBuf> = OnceLock::new();
+    KGCTL.get_or_init(|| {
+        let path = target_dir().join("kgctl");
+        if !path.exists() {
+            cargo_build(&["-p", "kgctl"]);
+        }
+        path
+    })
+}
+
+/// The userspace WireGuard daemon for the peer (`kilo-net-linux/examples/wg_userspace.rs`).
+pub fn wg_userspace() -> &'static Path {
+    static WGU: OnceLock<PathBuf> = OnceLock::new();
+    WGU.get_or_init(|| {
+        let path = target_dir().join("examples").join("wg_userspace");
+        if !path.exists() {
+            cargo_build(&["-p", "kilo-net-linux", "--example", "wg_userspace"]);
+        }
+        path
+    })
+}
+
+fn kgctl_run(args: &[&str], stdin: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(kgctl())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run kgctl")?;
+    let mut input = child.stdin.take().context("kgctl stdin")?;
+    input.write_all(stdin.unwrap_or("").as_bytes())?;
+    drop(input);
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "kgctl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A private and public key made by `kgctl genkey` / `kgctl pubkey`.
+pub struct KeyPair {
+    /// Base64 private key.
+    pub private: String,
+    /// Base64 public key.
+    pub public: String,
+}
+
+fn keypair() -> Result<KeyPair> {
+    let private = kgctl_run(&["genkey"], None)?.trim().to_string();
+    let public = kgctl_run(&["pubkey"], Some(&private))?.trim().to_string();
+    Ok(KeyPair { private, public })
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+impl Netns {
+    fn new(name: String) -> Result<Netns> {
+        sh("ip", &["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n NS ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// `ip netns exec NS ARGS`, its output whatever the exit status.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["netns", "exec", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// `ip netns exec NS ARGS`, stdout; an error when it fails.
+    pub fn exec_ok(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["netns", "exec", self.name.as_str()];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// A child process stopped on drop: SIGTERM, then SIGKILL after five seconds.
+pub struct Process {
+    /// The process.
+    pub child: Child,
+    /// What it is, for messages.
+    pub what: String,
+}
+
+impl Process {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; SIGKILL after that. Returns whether
+    /// it exited by itself, with success.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.success();
+        }
+        let _ = run("kill", &["-TERM", &self.child.id().to_string()]);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(5));
+    }
+}
+
+/// The mesh file's variable parts.
+#[derive(Debug, Clone)]
+pub struct MeshSpec {
+    /// `[mesh] granularity`.
+    pub granularity: &'static str,
+    /// The node of location `a` with `leader = true`.
+    pub leader: &'static str,
+    /// Nodes left out of the file.
+    pub removed: Vec<&'static str>,
+}
+
+impl MeshSpec {
+    /// All nodes, `a1` leads location `a`.
+    pub fn new(granularity: &'static str) -> MeshSpec {
+        MeshSpec { granularity, leader: "a1", removed: Vec::new() }
+    }
+}
+
+static CLUSTERS: AtomicU32 = AtomicU32::new(0);
+
+/// One cluster: hosts, agents, peer. Fields drop in order: agents first, then the peer, then
+/// the namespaces, then the files.
+pub struct Cluster {
+    /// One `kg` per node, by node name.
+    pub agents: Vec<(String, Process)>,
+    /// The peer's WireGuard daemon.
+    pub peer_daemon: Option<Process>,
+    /// Namespaces by short name (`wan`, `lana`, `lanb`, `a1`, `a2`, `b1`, `peer`).
+    pub namespaces: Vec<(String, Netns)>,
+    keys: Vec<(String, KeyPair)>,
+    /// The mesh file.
+    pub mesh: PathBuf,
+    /// The temporary directory of keys, logs and sockets.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// The namespace prefix of this process's clusters.
+    pub fn prefix() -> String {
+        format!("kilo-e2e-{}-", std::process::id())
+    }
+
+    /// Builds the hosts and the mesh file, starts every agent and the peer, and waits for every
+    /// agent's `/health`.
+    pub fn start(spec: &MeshSpec) -> Result<Cluster> {
+        let mut cluster = Cluster::build(spec)?;
+        for (name, ..) in NODES {
+            cluster.start_agent(name)?;
+        }
+        cluster.start_peer()?;
+        for (name, ..) in NODES {
+            cluster.wait_healthy(name)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Builds the hosts and writes the mesh file; starts nothing.
+    pub fn build(spec: &MeshSpec) -> Result<Cluster> {
+        require_root();
+        let index = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+        let dir = tempfile::Builder::new().prefix("kilo-e2e-").tempdir()?;
+        std::fs::create_dir(dir.path().join("mesh"))?;
+        let mesh = dir.path().join("mesh").join("mesh.toml");
+        let mut cluster = Cluster {
+            agents: Vec::new(),
+            peer_daemon: None,
+            namespaces: Vec::new(),
+            keys: Vec::new(),
+            mesh,
+            dir,
+        };
+        let prefix = format!("{}{index}", Cluster::prefix());
+        for hub in ["wan", "lana", "lanb"] {
+            let ns = Netns::new(format!("{prefix}{hub}"))?;
+            ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+            ns.ip(&["link", "set", "br0", "up"])?;
+            cluster.namespaces.push((hub.to_string(), ns));
+        }
+        for (name, location, wan, lan, pod) in NODES {
+            let ns = Netns::new(format!("{prefix}{name}"))?;
+            ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            cluster.namespaces.push((name.to_string(), ns));
+            cluster.plug(name, "wan0", "wan", &format!("{wan}/24"))?;
+            cluster.plug(name, "lan0", &format!("lan{location}"), lan)?;
+            let ns = cluster.ns(name);
+            ns.ip(&["link", "add", "pods", "type", "bridge"])?;
+            ns.ip(&["addr", "add", &format!("10.2.{pod}.1/24"), "dev", "pods"])?;
+            ns.ip(&["link", "set", "pods", "up"])?;
+            let keys = keypair()?;
+            let key_file = cluster.dir.path().join(format!("{name}.key"));
+            write_private(&key_file, &keys.private)?;
+            cluster.keys.push((name.to_string(), keys));
+        }
+        cluster.namespaces.push(("peer".into(), Netns::new(format!("{prefix}peer"))?));
+        cluster.plug("peer", "wan0", "wan", &format!("{PEER_WAN}/24"))?;
+        cluster.keys.push(("laptop".into(), keypair()?));
+        cluster.write_mesh(spec)?;
+        Ok(cluster)
+    }
+
+    /// A veth `iface` from namespace `from`, its other end in bridge `br0` of namespace `hub`.
+    fn plug(&self, from: &str, iface: &str, hub: &str, address: &str) -> Result<()> {
+        let (ns, hub_ns) = (self.ns(from), self.ns(hub));
+        let outer = format!("{from}-{iface}");
+        ns.ip(&[
+            "link",
+            "add",
+            iface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &outer,
+            "netns",
+            &hub_ns.name,
+        ])?;
+        hub_ns.ip(&["link", "set", &outer, "master", "br0", "up"])?;
+        ns.ip(&["addr", "add", address, "dev", iface])?;
+        ns.ip(&["link", "set", iface, "up"])?;
+        Ok(())
+    }
+
+    /// The namespace called `name` (`a1`, `wan`, `peer`, ...).
+    pub fn ns(&self, name: &str) -> &Netns {
+        &self.namespaces.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name}")).1
+    }
+
+    fn key(&self, name: &str) -> &KeyPair {
+        &self.keys.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no key {name}")).1
+    }
+
+    /// Writes the mesh file for `spec` (a new file renamed over the old one).
+    pub fn write_mesh(&self, spec: &MeshSpec) -> Result<()> {
+        let mut toml = format!("[mesh]\ngranularity = \"{}\"\n", spec.granularity);
+        for (name, location, wan, lan, pod) in NODES {
+            if spec.removed.contains(&name) {
+                continue;
+            }
+            toml += &format!(
+                "\n[[node]]\nname = \"{name}\"\npublic-key = \"{}\"\nendpoint = \"{wan}:51820\"\n\
+                 location = \"{location}\"\ninternal-ip = \"{lan}\"\nsubnet = \"10.2.{pod}.0/24\"\n",
+                self.key(name).public
+            );
+            if name == spec.leader {
+                toml += "leader = true\n";
+            }
+        }
+        toml += &format!(
+            "\n[[peer]]\nname = \"laptop\"\npublic-key = \"{}\"\nallowed-ips = [\"10.5.0.1/32\"]\n\
+             endpoint = \"{PEER_WAN}:51820\"\n",
+            self.key("laptop").public
+        );
+        let tmp = self.dir.path().join("mesh.toml.new");
+        std::fs::write(&tmp, toml)?;
+        std::fs::rename(&tmp, &self.mesh)?;
+        Ok(())
+    }
+
+    /// Starts `kg` on node `name`.
+    pub fn start_agent(&mut self, name: &str) -> Result<()> {
+        let dir = self.dir.path();
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let ns = self.ns(name).name.clone();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_kg"), "--backend", "file", "--file"])
+            .arg(&self.mesh)
+            .args(["--hostname", name, "--wireguard", "userspace", "--wireguard-socket-dir"])
+            .arg(dir.join(format!("{name}.wg")))
+            .args(["--encapsulate", "never", "--cni=false", "--key-file"])
+            .arg(dir.join(format!("{name}.key")))
+            .args(["--listen", "127.0.0.1:1107", "--log-format", "human", "--resync-period", "2s"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start kg")?;
+        self.agents.push((name.to_string(), Process { child, what: format!("kg on {name}") }));
+        Ok(())
+    }
+
+    /// The agent of node `name`.
+    pub fn agent(&mut self, name: &str) -> &mut Process {
+        &mut self.agents.iter_mut().find(|(n, _)| n == name).expect("no such agent").1
+    }
+
+    /// Starts the peer: its WireGuard configured from `kgctl showconf peer laptop` plus its
+    /// private key and listen port, address 10.5.0.1/32 and routes for the mesh's allowed IPs.
+    pub fn start_peer(&mut self) -> Result<()> {
+        let mesh = self.mesh.to_string_lossy().into_owned();
+        let showconf =
+            kgctl_run(&["--backend", "file", "--file", &mesh, "showconf", "peer", "laptop"], None)?;
+        let config = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 51820\n{showconf}",
+            self.key("laptop").private
+        );
+        let conf = self.dir.path().join("laptop.conf");
+        write_private(&conf, &config)?;
+        let log_path = self.dir.path().join("laptop.log");
+        let log = std::fs::File::create(&log_path)?;
+        let ns = self.ns("peer").name.clone();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(wg_userspace())
+            .arg("wg0")
+            .arg(self.dir.path().join("laptop.wg"))
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.peer_daemon = Some(Process { child, what: "the peer's WireGuard".into() });
+        wait_for(Duration::from_secs(10), || {
+            Ok(std::fs::read_to_string(&log_path)?.contains("ready"))
+        })
+        .with_context(|| format!("the peer's WireGuard: {}", read(&log_path)))?;
+        let peer = self.ns("peer");
+        peer.ip(&["addr", "add", "10.5.0.1/32", "dev", "wg0"])?;
+        peer.ip(&["link", "set", "wg0", "up"])?;
+        for line in showconf.lines() {
+            if let Some(ips) = line.strip_prefix("AllowedIPs = ") {
+                for cidr in ips.split(',').map(str::trim) {
+                    peer.ip(&["route", "replace", cidr, "dev", "wg0"])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self, name: &str) -> String {
+        read(&self.dir.path().join(format!("{name}.log")))
+    }
+
+    /// `GET http://127.0.0.1:1107/PATH` inside node `name`: status code and body.
+    pub fn http(&self, name: &str, path: &str) -> Result<(u16, String)> {
+        let url = format!("http://127.0.0.1:1107{path}");
+        let out = self.ns(name).exec(&["curl", "-s", "-w", "\n%{http_code}", &url])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    }
+
+    /// Waits until node `name`'s `/health` answers 200.
+    pub fn wait_healthy(&self, name: &str) -> Result<()> {
+        wait_for(Duration::from_secs(20), || Ok(self.http(name, "/health")?.0 == 200))
+            .with_context(|| format!("kg on {name} never became healthy; log:\n{}", self.log(name)))
+    }
+
+    /// Node `name`'s `/metrics`.
+    pub fn metrics(&self, name: &str) -> Result<Metrics> {
+        let (code, body) = self.http(name, "/metrics")?;
+        ensure!(code == 200, "/metrics on {name} answered {code}");
+        Ok(Metrics(body))
+    }
+
+    /// Whether `ping -c1 -W1 dst` from namespace `from` succeeds within `within`.
+    pub fn ping(&self, from: &str, dst: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(out) = self.ns(from).exec(&["ping", "-c1", "-W1", "-q", dst])
+                && out.status.success()
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Pings every pod from every node in `nodes` and from the peer, retrying up to `within`;
+    /// an error lists the failures with the agents' logs' tails.
+    pub fn ping_all(&self, nodes: &[&str], within: Duration) -> Result<()> {
+        let mut failures = Vec::new();
+        let mut sources: Vec<&str> = nodes.to_vec();
+        sources.push("peer");
+        for from in sources {
+            for (name, .., pod) in NODES {
+                if !nodes.contains(&name) {
+                    continue;
+                }
+                let dst = format!("10.2.{pod}.1");
+                if !self.ping(from, &dst, within) {
+                    failures.push(format!("{from} -> {dst} ({name})"));
+                }
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let mut report = format!("pings failed: {}\n", failures.join(", "));
+        for (name, ..) in NODES {
+            report += &format!("--- routes on {name}:\n{}", self.ns(name).ip(&["route"])?);
+            let log = self.log(name);
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            report += &format!("--- log of {name} (tail):\n");
+            for line in tail.into_iter().rev() {
+                report += line;
+                report += "\n";
+            }
+        }
+        bail!(report)
+    }
+}
+
+/// Metrics text.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The sum of every sample of `name` whose labels contain every one of `labels`
+    /// (`operation="Delete"` say).
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let metric = series.split('{').next()?;
+                (metric == name && labels.iter().all(|want| series.contains(want)))
+                    .then(|| value.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// Firewall write operations (everything but `Exists`, `List` and `ListChains`).
+    pub fn iptables_writes(&self) -> f64 {
+        let all = self.sum("kilo_iptables_operations_total", &[]);
+        let reads: f64 = ["Exists", "List", "ListChains"]
+            .iter()
+            .map(|op| self.sum("kilo_iptables_operations_total", &[&format!("operation=\"{op}\"")]))
+            .sum();
+        all - reads
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Polls `check` every 100 ms until it is true; an error after `timeout`.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The namespaces of this process whose names start with `prefix`.
+pub fn namespaces_with(prefix: &str) -> Vec<String> {
+    sh("ip", &["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
