@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub iptables_forward_rules: bool,
     /// The private key file (created 0600 in a 0700 directory if missing).
-    #[arg(long, default_value = "/var/lib/kilo/key", global = true)]
+    #[arg(long, default_value = "/var/lib/kilo/key")]
     pub key_file: String,
     /// Path to the kubeconfig file.
     #[arg(long, default_value = "")]
@@ -163,9 +163,37 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the node's public key, creating the key file if it does not exist.
-    Pubkey,
+    Pubkey {
+        /// The private key file (default: the agent's `--key-file`).
+        #[arg(long = "key-file", id = "pubkey_key_file")]
+        key_file: Option<String>,
+    },
     /// Print the version.
     Version,
+    /// Run the Peer admission webhook (HTTPS `POST /validate`).
+    Webhook(WebhookArgs),
+    /// Print the Peer CustomResourceDefinition (`manifests/crds.yaml`).
+    Crds,
+}
+
+/// `kg webhook` flags (upstream 3.4).
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// The PEM certificate chain to serve.
+    #[arg(long, default_value = "")]
+    pub cert_file: String,
+    /// The PEM private key of the certificate.
+    #[arg(long = "key-file", id = "webhook_key_file", default_value = "")]
+    pub key_file: String,
+    /// The HTTPS address.
+    #[arg(long, id = "webhook_listen", default_value = ":8443")]
+    pub listen: String,
+    /// The plain HTTP address of `/metrics` (empty: none).
+    #[arg(long, default_value = ":1107")]
+    pub listen_metrics: String,
+    /// The WireGuard subnet for the overlap check (default: from the nodes, else 10.4.0.0/16).
+    #[arg(long = "subnet", id = "webhook_subnet")]
+    pub subnet: Option<String>,
 }
 
 /// Parses Go-style durations: `30s`, `1m`, `1m30s`, `500ms`, `2h`.
@@ -211,10 +239,23 @@ mod tests {
     }
 
     #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
     fn pubkey_takes_the_key_file_after_the_subcommand() {
         let cli = Cli::parse_from(["kg", "pubkey", "--key-file", "/tmp/k"]);
-        assert!(matches!(cli.command, Some(Command::Pubkey)));
-        assert_eq!(cli.key_file, "/tmp/k");
+        assert!(
+            matches!(cli.command, Some(Command::Pubkey { key_file: Some(ref k) }) if k == "/tmp/k")
+        );
+        let cli = Cli::parse_from(["kg", "--key-file", "/tmp/j", "pubkey"]);
+        assert!(matches!(cli.command, Some(Command::Pubkey { key_file: None })));
+        assert_eq!(cli.key_file, "/tmp/j");
+        let cli =
+            Cli::parse_from(["kg", "webhook", "--key-file", "tls.key", "--cert-file", "tls.crt"]);
+        assert!(matches!(cli.command, Some(Command::Webhook(ref w)) if w.key_file == "tls.key"));
     }
 
     #[test]

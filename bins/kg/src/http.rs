@@ -44,7 +44,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn graph(State(shared): State<Arc<Shared>>, Query(q): Query<GraphQuery>) -> Response {
-    let Some(dot) = shared.graph.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+    let Some(dot) = tokio::task::spawn_blocking(move || shared.graph()).await.ok().flatten() else {
         // Contract C18: upstream panicked here.
         return (StatusCode::SERVICE_UNAVAILABLE, "the local node is not ready; no graph yet\n")
             .into_response();

@@ -57,7 +57,10 @@ pub fn detector(hostname: String, interface: String, internal_cidrs: Vec<Cidr>) 
             match detect_once(&netlink, &hostname, &ignored, &cidrs).await {
                 Ok(facts) => Some(facts),
                 Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "address detection failed; keeping the last result");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "address detection failed; keeping the last result"
+                    );
                     None
                 }
             }
@@ -66,8 +69,15 @@ pub fn detector(hostname: String, interface: String, internal_cidrs: Vec<Cidr>) 
 }
 
 /// `kg webhook`: the Peer admission webhook over HTTPS.
-pub async fn webhook(args: &crate::cli::WebhookArgs, kubeconfig: &str, master: &str, topology_label: &str) -> Result<()> {
-    let listen = crate::http::listen_address(&args.listen).parse().with_context(|| format!("--listen {}", args.listen))?;
+pub async fn webhook(
+    args: &crate::cli::WebhookArgs,
+    kubeconfig: &str,
+    master: &str,
+    topology_label: &str,
+) -> Result<()> {
+    let listen = crate::http::listen_address(&args.listen)
+        .parse()
+        .with_context(|| format!("--listen {}", args.listen))?;
     let listen_metrics = if args.listen_metrics.is_empty() {
         None
     } else {
@@ -80,7 +90,10 @@ pub async fn webhook(args: &crate::cli::WebhookArgs, kubeconfig: &str, master: &
     let client = match kube_client(kubeconfig, master).await {
         Ok(client) => Some(client),
         Err(e) => {
-            tracing::warn!(error = format!("{e:#}"), "no Kubernetes API: checking Peers with upstream's validation only");
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no Kubernetes API: checking Peers with upstream's validation only"
+            );
             None
         }
     };

@@ -4,6 +4,7 @@
 mod cli;
 mod http;
 mod keyfile;
+mod kube;
 mod run;
 
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     Ok(())
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
@@ -40,14 +45,19 @@ fn main() -> ExitCode {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Some(Command::Pubkey) => keyfile::load_or_create(std::path::Path::new(&cli.key_file))
-            .map(|key| println!("{}", key.public_key())),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run::run(cli))),
+        Some(Command::Pubkey { ref key_file }) => {
+            let path = key_file.as_deref().unwrap_or(&cli.key_file);
+            keyfile::load_or_create(std::path::Path::new(path))
+                .map(|key| println!("{}", key.public_key()))
+        }
+        Some(Command::Crds) => {
+            print!("{}", kube::crds());
+            Ok(())
+        }
+        Some(Command::Webhook(ref args)) => runtime().and_then(|rt| {
+            rt.block_on(kube::webhook(args, &cli.kubeconfig, &cli.master, &cli.topology_label))
+        }),
+        None => runtime().and_then(|rt| rt.block_on(run::run(cli))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use kilo_backend_file::{FileBackend, Options};
 use kilo_core::agent::{Agent, AgentConfig, HostFacts, ReadinessPolicy};
 use kilo_core::plan::PlanOptions;
 use kilo_core::routes::Interfaces;
-use kilo_core::{Backend, Cidr, Compatibility, Encapsulation, Granularity, Node};
+use kilo_core::{Backend, Cidr, Compatibility, Encapsulation, Granularity, Node, PrivateKey};
 use kilo_net_linux::agent::{Detect, RunOptions, Shared};
 use kilo_net_linux::host::{FirewallKind, Host, HostOptions};
 use kilo_net_linux::wireguard::{WireGuardChoice, WireGuardKind};
@@ -47,9 +47,22 @@ async fn interface_of(netlink: &kilo_net_linux::Netlink, ip: IpAddr) -> Option<S
     links.into_iter().find(|l| l.index == index).map(|l| l.name)
 }
 
-/// Runs the agent.
-pub async fn run(cli: Cli) -> Result<()> {
-    let flag_subnet: Cidr = cli
+/// The flags every backend needs, validated in upstream's order (4.1).
+struct Flags {
+    hostname: String,
+    subnet: Cidr,
+    encapsulation: Encapsulation,
+    compatibility: Option<Compatibility>,
+    granularity: Granularity,
+    port: u16,
+    service_cidrs: Vec<Cidr>,
+    internal_cidrs: Vec<Cidr>,
+    mtu: Option<u32>,
+    key: PrivateKey,
+}
+
+fn flags(cli: &Cli) -> Result<Flags> {
+    let subnet: Cidr = cli
         .subnet
         .parse()
         .map(|c: Cidr| c.network())
@@ -62,10 +75,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         cli.hostname.clone()
     };
     let encapsulation: Encapsulation = cli.encapsulate.parse()?;
+    // Contract C14: an unknown compatibility mode is an error listing the valid ones.
     let compatibility: Option<Compatibility> =
         cli.compatibility.as_deref().filter(|c| !c.is_empty()).map(str::parse).transpose()?;
-    let flag_granularity: Granularity = cli.mesh_granularity.parse()?;
-    let flag_port = u16::try_from(cli.port).ok().filter(|p| *p > 0).ok_or_else(|| {
+    let granularity: Granularity = cli.mesh_granularity.parse()?;
+    let port = u16::try_from(cli.port).ok().filter(|p| *p > 0).ok_or_else(|| {
         anyhow!("invalid port: port must be in range [1:65535], but got {}", cli.port)
     })?;
     let service_cidrs = cidrs("service-cidr", &cli.service_cidr)?;
@@ -77,59 +91,27 @@ pub async fn run(cli: Cli) -> Result<()> {
         ),
     };
     let key = crate::keyfile::load_or_create(Path::new(&cli.key_file))?;
+    Ok(Flags {
+        hostname,
+        subnet,
+        encapsulation,
+        compatibility,
+        granularity,
+        port,
+        service_cidrs,
+        internal_cidrs,
+        mtu,
+        key,
+    })
+}
 
-    let mut backend = match cli.backend {
-        BackendKind::File => {
-            let path = cli.file.clone().context("--backend file needs --file PATH")?;
-            FileBackend::open(
-                PathBuf::from(&path),
-                Options { topology_label: cli.topology_label.clone() },
-            )?
-        }
-        BackendKind::Kubernetes => bail!(
-            "--backend kubernetes is not available in this build yet; use --backend file --file PATH"
-        ),
-    };
-    let snapshot = backend.snapshot().await?;
-    // The mesh file's `[mesh]` settings (contract 3) apply where no flag was given, so that kg
-    // and `kgctl --backend file` compute the same mesh from the same file.
-    let settings = &snapshot.settings;
-    let granularity = match settings.granularity {
-        Some(g) if !cli.given("mesh_granularity") => g,
-        _ => flag_granularity,
-    };
-    let subnet = match settings.subnet {
-        Some(s) if !cli.given("subnet") => s.network(),
-        _ => flag_subnet,
-    };
-    let port = match settings.port {
-        Some(p) if !cli.given("port") => p,
-        _ => flag_port,
-    };
-    let local: Node =
-        kilo_backend_file::local_node(&snapshot, &hostname).cloned().ok_or_else(|| {
-            anyhow!(
-                "{}: no node named {hostname:?}; this host's public key is {}",
-                cli.file.as_deref().unwrap_or("-"),
-                key.public_key()
-            )
-        })?;
-    if local.key != key.public_key() {
-        bail!(
-            "node {hostname:?} has public key {} in {}, but the key file {} holds the key of {}",
-            local.key,
-            cli.file.as_deref().unwrap_or("-"),
-            cli.key_file,
-            key.public_key()
-        );
-    }
-
+async fn open_host(cli: &Cli, mtu: Option<u32>) -> Result<Host> {
     let wireguard = match cli.wireguard {
         WireGuardMode::Auto => WireGuardChoice::Auto,
         WireGuardMode::Kernel => WireGuardChoice::Kind(WireGuardKind::Kernel),
         WireGuardMode::Userspace => WireGuardChoice::Kind(WireGuardKind::Userspace),
     };
-    let host = Host::open(HostOptions {
+    Ok(Host::open(HostOptions {
         interface: cli.interface.clone(),
         wireguard,
         uapi_dir: PathBuf::from(&cli.wireguard_socket_dir),
@@ -138,48 +120,149 @@ pub async fn run(cli: Cli) -> Result<()> {
         firewall: FirewallKind::Iptables,
         tunnel: "tunl0".into(),
     })
-    .await?;
-    let private = match local.internal_ip {
-        Some(ip) => interface_of(host.netlink(), ip.addr()).await,
-        None => None,
-    };
-    let tunnel = match compatibility {
+    .await?)
+}
+
+/// How the agent sees the mesh, by backend.
+struct Mode {
+    granularity: Granularity,
+    subnet: Cidr,
+    port: u16,
+    readiness: ReadinessPolicy,
+    publishes: bool,
+    private_interface: Option<String>,
+}
+
+fn agent_config(cli: &Cli, f: Flags, mode: Mode) -> AgentConfig {
+    let tunnel = match f.compatibility {
         Some(Compatibility::Flannel) => "flannel.1",
         _ => "tunl0",
     };
-    let config = AgentConfig {
-        hostname: hostname.clone(),
-        granularity,
-        port,
-        subnet,
-        service_cidrs,
-        private_key: key,
-        readiness: if snapshot.settings.static_mesh {
-            ReadinessPolicy::StaticMesh
-        } else {
-            ReadinessPolicy::Snapshot
-        },
-        publishes: false,
+    AgentConfig {
+        hostname: f.hostname.clone(),
+        granularity: mode.granularity,
+        port: mode.port,
+        subnet: mode.subnet,
+        service_cidrs: f.service_cidrs,
+        private_key: f.key,
+        readiness: mode.readiness,
+        publishes: mode.publishes,
         prioritise_private_addresses: cli.prioritise_private_addresses,
         plan: PlanOptions {
-            node: hostname.clone(),
+            node: f.hostname,
             interfaces: Interfaces {
                 kilo: cli.interface.clone(),
-                private: private.unwrap_or_else(|| "eth0".into()),
+                private: mode.private_interface.unwrap_or_else(|| "eth0".into()),
                 tunnel: tunnel.into(),
             },
             local: cli.local,
             cni: cli.cni,
             iptables_forward_rules: cli.iptables_forward_rules,
-            encapsulation,
-            compatibility,
+            encapsulation: f.encapsulation,
+            compatibility: f.compatibility,
         },
+    }
+}
+
+/// Runs the agent.
+pub async fn run(cli: Cli) -> Result<()> {
+    let f = flags(&cli)?;
+    match cli.backend {
+        BackendKind::File => run_file(cli, f).await,
+        BackendKind::Kubernetes => run_kubernetes(cli, f).await,
+    }
+}
+
+async fn run_file(cli: Cli, f: Flags) -> Result<()> {
+    let path = cli.file.clone().context("--backend file needs --file PATH")?;
+    let mut backend = FileBackend::open(
+        PathBuf::from(&path),
+        Options { topology_label: cli.topology_label.clone() },
+    )?;
+    let snapshot = backend.snapshot().await?;
+    // The mesh file's `[mesh]` settings (contract 3) apply where no flag was given, so that kg
+    // and `kgctl --backend file` compute the same mesh from the same file.
+    let settings = &snapshot.settings;
+    let granularity = match settings.granularity {
+        Some(g) if !cli.given("mesh_granularity") => g,
+        _ => f.granularity,
     };
+    let subnet = match settings.subnet {
+        Some(s) if !cli.given("subnet") => s.network(),
+        _ => f.subnet,
+    };
+    let port = match settings.port {
+        Some(p) if !cli.given("port") => p,
+        _ => f.port,
+    };
+    let hostname = f.hostname.clone();
+    let local: Node =
+        kilo_backend_file::local_node(&snapshot, &hostname).cloned().ok_or_else(|| {
+            anyhow!(
+                "{path}: no node named {hostname:?}; this host's public key is {}",
+                f.key.public_key()
+            )
+        })?;
+    if local.key != f.key.public_key() {
+        bail!(
+            "node {hostname:?} has public key {} in {path}, but the key file {} holds the key of {}",
+            local.key,
+            cli.key_file,
+            f.key.public_key()
+        );
+    }
+    let host = open_host(&cli, f.mtu).await?;
+    let private_interface = match local.internal_ip {
+        Some(ip) => interface_of(host.netlink(), ip.addr()).await,
+        None => None,
+    };
+    let readiness = if snapshot.settings.static_mesh {
+        ReadinessPolicy::StaticMesh
+    } else {
+        ReadinessPolicy::Snapshot
+    };
+    let mode = Mode { granularity, subnet, port, readiness, publishes: false, private_interface };
+    let config = agent_config(&cli, f, mode);
     // A mesh file is the truth about every node, this one included: nothing is detected or
     // published, so every agent computes the same topology.
-    let _ = internal_cidrs;
     let detect: Detect = Box::new(|| Box::pin(async { None::<HostFacts> }));
+    serve_and_run(&cli, config, backend, host, detect, None).await
+}
 
+async fn run_kubernetes(cli: Cli, f: Flags) -> Result<()> {
+    let backend = crate::kube::backend(&cli.kubeconfig, &cli.master, &cli.topology_label).await?;
+    let host = open_host(&cli, f.mtu).await?;
+    let ignored = vec![cli.interface.clone(), "tunl0".to_string(), "kube-bridge".to_string()];
+    // Upstream 4.2: a node without a usable IP cannot join.
+    let facts =
+        crate::kube::detect_once(host.netlink(), &f.hostname, &ignored, &f.internal_cidrs).await?;
+    let private_interface = match facts.private_ip {
+        Some(ip) => interface_of(host.netlink(), ip.addr()).await,
+        None => None,
+    };
+    let detect =
+        crate::kube::detector(f.hostname.clone(), cli.interface.clone(), f.internal_cidrs.clone())?;
+    let mode = Mode {
+        granularity: f.granularity,
+        subnet: f.subnet,
+        port: f.port,
+        readiness: ReadinessPolicy::Live,
+        publishes: true,
+        private_interface,
+    };
+    let cni = cli.cni.then(|| PathBuf::from(&cli.cni_path));
+    let config = agent_config(&cli, f, mode);
+    serve_and_run(&cli, config, backend, host, detect, cni).await
+}
+
+async fn serve_and_run<B: Backend>(
+    cli: &Cli,
+    config: AgentConfig,
+    backend: B,
+    host: Host,
+    detect: Detect,
+    cni_path: Option<PathBuf>,
+) -> Result<()> {
     let shared = Shared::new();
     let listener = tokio::net::TcpListener::bind(crate::http::listen_address(&cli.listen))
         .await
@@ -190,12 +273,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(node = %hostname, granularity = %granularity, "kg started");
+    tracing::info!(node = %config.hostname, granularity = %config.granularity, "kg started");
     let options = RunOptions {
         resync: cli.resync_period,
         device_poll: Duration::from_secs(5),
         clean_up: cli.clean_up,
         clean_up_interface: cli.clean_up_interface,
+        cni_path,
     };
     kilo_net_linux::agent::run(
         Agent::new(config),

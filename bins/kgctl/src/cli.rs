@@ -196,3 +196,12 @@ fn allowed_ip(s: &str) -> Result<Cidr, String> {
         .map(|c| c.network())
         .map_err(|_| format!("allowed-ips must contain only valid CIDRs; got {s:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

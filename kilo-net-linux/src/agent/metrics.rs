@@ -217,13 +217,23 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Whether a plan has been applied successfully (`/health`).
     pub healthy: std::sync::atomic::AtomicBool,
-    /// The current mesh in DOT (`/graph`); `None` while the local node is not ready.
-    pub graph: Mutex<Option<String>>,
+    /// The agent as of its last reconcile, for `/graph` (computed on request: the DOT of a big
+    /// full mesh is megabytes, too much to rebuild on every event).
+    pub mesh: Mutex<Option<Arc<kilo_core::agent::Agent>>>,
 }
 
 impl Shared {
     /// New shared state.
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared::default())
+    }
+
+    /// The current mesh in DOT (`/graph`); `None` while the local node is not ready.
+    pub fn graph(&self) -> Option<String> {
+        let agent = self.mesh.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        agent.graph(now)
     }
 }

@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub clean_up: bool,
     /// `--clean-up-interface`: also delete the WireGuard interface.
     pub clean_up_interface: bool,
+    /// `--cni` with `--cni-path`: keep the CNI conflist's pod subnet equal to the local node's
+    /// (upstream 9.5), at start and on every resync.
+    pub cni_path: Option<std::path::PathBuf>,
 }
 
 /// Re-detects the host's addresses (upstream 9.1) on every resync; returns `None` when
@@ -124,8 +127,12 @@ impl<B: Backend> Loop<B> {
         m.peers.set(status.peers as i64);
         m.invalid.set(status.invalid as i64);
         let reconciles = m.reconciles.get();
-        m.reconciles.inc_by(status.reconciles.saturating_sub(reconciles));
-        *self.shared.graph.lock().unwrap_or_else(|e| e.into_inner()) = self.agent.graph(now());
+        if status.reconciles > reconciles {
+            m.reconciles.inc_by(status.reconciles - reconciles);
+            // `/graph` draws the mesh as of the last reconcile; it is computed on request.
+            *self.shared.mesh.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Arc::new(self.agent.clone()));
+        }
     }
 
     /// Brings `kilo_netlink_writes_total` up to the route reconciler's count, which includes the
@@ -134,6 +141,25 @@ impl<B: Backend> Loop<B> {
         let writes = self.host.route_writes();
         self.shared.metrics.netlink_writes.inc_by(writes.saturating_sub(self.route_writes));
         self.route_writes = writes;
+    }
+
+    /// Upstream 9.5: the CNI conflist's IPAM range follows the local node's pod CIDR.
+    fn update_cni(&self, path: Option<&std::path::Path>, hostname: &str) {
+        let Some(path) = path else { return };
+        let Some(subnet) = self.agent.nodes().get(hostname).and_then(kilo_core::Node::subnet)
+        else {
+            return;
+        };
+        match crate::cni::update_cni_config(path, subnet) {
+            Ok(true) => {
+                tracing::info!(path = %path.display(), %subnet, "updated the CNI configuration")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot update the CNI configuration");
+                self.shared.metrics.error("run");
+            }
+        }
     }
 
     async fn observe(&mut self) {
@@ -169,7 +195,10 @@ pub async fn run<B: Backend>(
         l.feed(Input::HostFacts(facts)).await;
     }
     match initial {
-        Ok(snapshot) => l.feed(Input::Reset(snapshot)).await,
+        Ok(snapshot) => {
+            l.feed(Input::Reset(snapshot)).await;
+            l.update_cni(options.cni_path.as_deref(), &hostname);
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read the mesh");
             l.shared.metrics.error("run");
@@ -200,6 +229,7 @@ pub async fn run<B: Backend>(
                 if let Some(facts) = detect().await {
                     l.feed(Input::HostFacts(facts)).await;
                 }
+                l.update_cni(options.cni_path.as_deref(), &hostname);
                 l.feed(Input::Resync).await;
                 if let Err(e) = l.host.reconcile_firewall() {
                     tracing::error!(error = %e, "firewall reconcile failed");
