@@ -1,0 +1,103 @@
+//! Criterion benchmarks of every stage of Kilo's pipeline on the upstream baseline's synthetic
+//! cluster (`shared/bench/upstream-baseline.md`), for N = 100, 1,000 and 10,000 nodes, N/20 peers,
+//! in location granularity (N/10 locations) and full granularity. The local host is `n00000`.
+//!
+//! `cargo bench -p kilo-core --bench pipeline`; `KILO_BENCH_SIZES=100,1000` narrows the sizes.
+//! Group names are `stage/granularity`, ids are N.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
+use kilo_core::firewall::encapsulation_rules;
+use kilo_core::plan::Plan;
+use kilo_core::wireguard::diff;
+use kilo_core::{Granularity, Topology};
+
+use common::{GRANULARITIES, Mesh, encapsulation, interfaces, plan_options};
+
+/// Fewer samples and a shorter window for the 10,000-node cases.
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
+    if n >= 10_000 {
+        group.sample_size(10).warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(2));
+    } else {
+        group.sample_size(20).warm_up_time(Duration::from_millis(300));
+        group.measurement_time(Duration::from_secs(1));
+    }
+}
+
+fn translate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("translate");
+    for n in common::sizes() {
+        configure(&mut group, n);
+        let input = common::input(n);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| common::translate(black_box(&input)))
+        });
+    }
+    group.finish();
+}
+
+/// One stage of one granularity at every size; `f` gets the mesh and its topology.
+fn stage<T>(c: &mut Criterion, name: &str, g: Granularity, f: impl Fn(&Mesh, &Topology) -> T) {
+    let mut group = c.benchmark_group(format!("{name}/{g}"));
+    for n in common::sizes() {
+        configure(&mut group, n);
+        let mesh = common::mesh(n);
+        let topology = mesh.topology(g);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| f(black_box(&mesh), black_box(&topology)))
+        });
+    }
+    group.finish();
+}
+
+fn stages(c: &mut Criterion) {
+    for g in GRANULARITIES {
+        stage(c, "ready", g, |m, _| common::ready(&m.nodes, &m.peers));
+        stage(c, "topology", g, |m, _| m.topology(g));
+        stage(c, "conf", g, |_, t| t.conf());
+        stage(c, "conf_ini", g, |_, t| t.conf().to_ini());
+        let ifaces = interfaces();
+        let enc = encapsulation();
+        stage(c, "routes", g, |_, t| t.routes(&ifaces, true, &enc));
+        stage(c, "firewall", g, |_, t| {
+            let mut rules = encapsulation_rules(enc.encapsulator, &t.encapsulation_ips());
+            rules.extend(t.rules(true, true));
+            rules
+        });
+        let options = plan_options();
+        stage(c, "plan", g, |_, t| Plan::new(t, Some(t.conf()), &options));
+        // The target figure: the topology plus the local node's whole plan.
+        stage(c, "topology_plus_plan", g, |m, _| {
+            let t = m.topology(g);
+            Plan::new(&t, Some(t.conf()), &options)
+        });
+    }
+}
+
+/// The diff of two plans' WireGuard configurations: the mesh, and the mesh without one node
+/// (a one-peer change in full granularity, one allowed-IP change in location granularity).
+fn plan_diff(c: &mut Criterion) {
+    for g in GRANULARITIES {
+        let mut group = c.benchmark_group(format!("diff/{g}"));
+        for n in common::sizes() {
+            configure(&mut group, n);
+            let mesh = common::mesh(n);
+            let before = mesh.topology(g).conf();
+            let fewer: Vec<_> = mesh.nodes.iter().filter(|n| n.name != "n00011").cloned().collect();
+            let after = mesh.topology_of(&fewer, g).conf();
+            group.bench_function(BenchmarkId::from_parameter(n), |b| {
+                b.iter(|| diff(black_box(&before), black_box(&after)))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, translate, stages, plan_diff);
+criterion_main!(benches);
