@@ -23,7 +23,7 @@ fn dot(c: &mut Criterion) {
             }
             let topology = common::mesh(n).topology(g);
             group.bench_function(BenchmarkId::from_parameter(n), |b| {
-                b.iter(|| black_box(&topology).dot())
+                b.iter_with_large_drop(|| black_box(&topology).dot())
             });
         }
         group.finish();
