@@ -191,6 +191,38 @@ impl Agent {
         &self.peers
     }
 
+    /// The mesh as upstream's `/graph` draws it (upstream 11): ready nodes and peers, seen from
+    /// the local node, zero key, port 0. `None` when the local node is not ready (contract C18:
+    /// the HTTP handler answers 503 instead of panicking).
+    pub fn graph(&self, now: i64) -> Option<String> {
+        let readiness = self.config.readiness.at(now);
+        let local = self.local_node(now)?;
+        if !local.is_ready(readiness) {
+            return None;
+        }
+        let mut nodes: Vec<Node> = self
+            .nodes
+            .values()
+            .filter(|n| n.name != local.name && n.is_ready(readiness))
+            .cloned()
+            .collect();
+        nodes.push(local.clone());
+        let peers: Vec<Peer> = self.peers.values().filter(|p| p.is_ready()).cloned().collect();
+        let topology = Topology::new(TopologyInput {
+            nodes: &nodes,
+            peers: &peers,
+            granularity: self.config.granularity,
+            hostname: &self.config.hostname,
+            port: 0,
+            key: PrivateKey::from_bytes([0; 32]),
+            subnet: self.config.subnet,
+            service_cidrs: &self.config.service_cidrs,
+            persistent_keepalive: local.persistent_keepalive,
+        })
+        .ok()?;
+        Some(topology.dot())
+    }
+
     /// Handles one input at Unix time `now`.
     pub fn handle(&mut self, now: i64, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
@@ -230,6 +262,7 @@ impl Agent {
                 let removed = match inv.kind {
                     ObjectKind::Node => self.nodes.remove(&inv.name).is_some(),
                     ObjectKind::Peer => self.peers.remove(&inv.name).is_some(),
+                    ObjectKind::Other => false,
                 };
                 self.invalid.insert((inv.kind, inv.name.clone()), inv);
                 removed

@@ -15,6 +15,8 @@ pub enum ObjectKind {
     Node,
     /// A peer.
     Peer,
+    /// Another kind of object (a file backend skips, say, a `Pod` in a Kubernetes YAML file).
+    Other,
 }
 
 /// An object the backend left out because it does not parse, with the reason.
@@ -33,6 +35,7 @@ impl std::fmt::Display for Invalid {
         let kind = match self.kind {
             ObjectKind::Node => "node",
             ObjectKind::Peer => "peer",
+            ObjectKind::Other => "object",
         };
         write!(f, "{kind} {:?}: {}", self.name, self.message)
     }

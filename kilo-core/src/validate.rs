@@ -33,6 +33,7 @@ impl fmt::Display for ObjectRef {
         let kind = match self.kind {
             ObjectKind::Node => "node",
             ObjectKind::Peer => "peer",
+            ObjectKind::Other => "object",
         };
         write!(f, "{kind} {:?}", self.name)
     }

@@ -9,15 +9,23 @@
 //!   with a route monitor that restores deleted routes at once.
 //! - [`discovery`]: private/public IP detection and automatic MTU.
 //! - [`cni`]: the CNI conflist pod-CIDR update.
+//! - [`wireguard::Device`]: the WireGuard device, kernel (wireguard-control) or userspace
+//!   (in-process gotatun with a UAPI socket), read back and changed peer by peer.
+//! - [`agent::run`]: the agent's loop around `kilo-core`'s state machine, with its metrics.
+//! - [`host::Host`]: applies a whole plan as minimal changes and reports them.
 //! - [`firewall`]: iptables or native nftables rules with upstream's rule strings.
 
+pub mod agent;
 pub mod cni;
 pub mod discovery;
 pub mod error;
 /// Firewall rules: iptables (binaries) and native nftables (netlink), with upstream's controller semantics.
 pub mod firewall;
+pub mod host;
 pub mod netlink;
 pub mod reconcile;
+
+pub mod wireguard;
 
 pub use error::NetlinkError;
 pub use netlink::Netlink;

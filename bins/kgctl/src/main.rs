@@ -52,7 +52,8 @@ fn load(cli: &Cli) -> Result<(Snapshot, Readiness)> {
         ),
         BackendKind::File => {
             let path = cli.file.as_deref().context("--backend file needs --file PATH")?;
-            let snapshot = kilo_backend_file::load(path, &cli.topology_label)?;
+            let options = kilo_backend_file::Options { topology_label: cli.topology_label.clone() };
+            let snapshot = kilo_backend_file::load(std::path::Path::new(path), &options)?;
             let readiness = if snapshot.settings.static_mesh {
                 Readiness::StaticMesh
             } else {
@@ -131,6 +132,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             private_interface, output, ..
         } => {
             let options = PlanOptions {
+                node: name.clone(),
                 interfaces: Interfaces { kilo: interface, private: private_interface, tunnel: "tunl0".into() },
                 local,
                 cni,

@@ -1,0 +1,214 @@
+//! The agent's runtime: drives `kilo-core`'s state machine ([`kilo_core::agent::Agent`]) with
+//! backend events, timers and the observed WireGuard device, and carries out its actions on a
+//! [`Host`]. All decisions stay in the core; this loop only moves data and counts.
+
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kilo_core::agent::{Action, Agent, HostFacts, Input, ObservedPeer};
+use kilo_core::{Backend, Event};
+
+pub use metrics::{Metrics, Shared};
+
+use crate::host::Host;
+use crate::wireguard::DeviceState;
+
+/// Upstream's check-in period.
+pub const CHECK_IN: Duration = Duration::from_secs(30);
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--resync-period`: reconcile everything this often.
+    pub resync: Duration,
+    /// How often the WireGuard device is read (NAT discovery, per-peer metrics).
+    pub device_poll: Duration,
+    /// `--clean-up`: remove firewall rules, routes and published annotations on exit.
+    pub clean_up: bool,
+    /// `--clean-up-interface`: also delete the WireGuard interface.
+    pub clean_up_interface: bool,
+}
+
+/// Re-detects the host's addresses (upstream 9.1) on every resync; returns `None` when
+/// detection is not wanted or failed (the last facts stay in force).
+pub type Detect = Box<dyn FnMut() -> std::pin::Pin<Box<dyn Future<Output = Option<HostFacts>> + Send>> + Send>;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn observed(state: &DeviceState) -> Vec<ObservedPeer> {
+    state
+        .peers
+        .iter()
+        .map(|p| ObservedPeer {
+            public_key: p.config.public_key,
+            endpoint: p.config.endpoint.as_ref().and_then(|e| e.addr()),
+            last_handshake: p
+                .last_handshake
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        })
+        .collect()
+}
+
+fn input_of(event: Event) -> Input {
+    match event {
+        Event::NodeChanged(n) => Input::NodeChanged(n),
+        Event::NodeRemoved(n) => Input::NodeRemoved(n),
+        Event::PeerChanged(p) => Input::PeerChanged(p),
+        Event::PeerRemoved(p) => Input::PeerRemoved(p),
+        Event::Reset(s) => Input::Reset(s),
+        Event::Invalid(i) => Input::Invalid(i),
+    }
+}
+
+struct Loop<B: Backend> {
+    agent: Agent,
+    backend: B,
+    host: Host,
+    shared: Arc<Shared>,
+}
+
+impl<B: Backend> Loop<B> {
+    async fn feed(&mut self, input: Input) {
+        let actions = self.agent.handle(now(), input);
+        for action in actions {
+            match action {
+                Action::Publish(node) => {
+                    if let Err(e) = self.backend.publish_local(&node).await {
+                        tracing::error!(error = %e, "failed to publish the local node");
+                        self.shared.metrics.error("local");
+                    }
+                }
+                Action::Apply(plan) => {
+                    let started = Instant::now();
+                    match self.host.apply(&plan).await {
+                        Ok(report) => {
+                            if !report.is_noop() {
+                                tracing::info!(?report, leader = plan.leader, "applied plan");
+                            } else {
+                                tracing::debug!("plan already in force");
+                            }
+                            let m = &self.shared.metrics;
+                            m.wireguard_operations.inc_by(report.wireguard as u64);
+                            m.netlink_writes.inc_by((report.links + report.routes) as u64);
+                            self.shared.healthy.store(true, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "failed to apply the plan");
+                            self.shared.metrics.error("apply");
+                        }
+                    }
+                    self.shared.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+                    self.shared.metrics.sync_iptables(&self.host.firewall_operations());
+                }
+                Action::Blocked(why) => tracing::warn!(reason = %why, "not applying"),
+                Action::Warn(what) => tracing::warn!("{what}"),
+            }
+        }
+        let status = self.agent.status().clone();
+        let m = &self.shared.metrics;
+        m.leader.set(i64::from(status.leader));
+        m.nodes.set(status.nodes as i64);
+        m.peers.set(status.peers as i64);
+        m.invalid.set(status.invalid as i64);
+        let reconciles = m.reconciles.get();
+        m.reconciles.inc_by(status.reconciles.saturating_sub(reconciles));
+        *self.shared.graph.lock().unwrap_or_else(|e| e.into_inner()) = self.agent.graph(now());
+    }
+
+    async fn observe(&mut self) {
+        match self.host.observe().await {
+            Ok(state) => {
+                self.shared.metrics.observe_device(&state);
+                self.feed(Input::Device(observed(&state))).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the WireGuard device");
+                self.shared.metrics.error("run");
+            }
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes or the backend ends, then cleans up as asked.
+pub async fn run<B: Backend>(
+    agent: Agent,
+    mut backend: B,
+    host: Host,
+    mut detect: Detect,
+    options: RunOptions,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), crate::host::HostError> {
+    let hostname = agent.config().hostname.clone();
+    let monitor = host.route_monitor()?;
+    let monitor = tokio::spawn(monitor.run());
+    let initial = backend.snapshot().await;
+    let mut l = Loop { agent, backend, host, shared };
+    if let Some(facts) = detect().await {
+        l.feed(Input::HostFacts(facts)).await;
+    }
+    match initial {
+        Ok(snapshot) => l.feed(Input::Reset(snapshot)).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the mesh");
+            l.shared.metrics.error("run");
+        }
+    }
+    let mut resync = tokio::time::interval(options.resync);
+    let mut check_in = tokio::time::interval(CHECK_IN);
+    let mut poll = tokio::time::interval(options.device_poll);
+    for timer in [&mut resync, &mut check_in, &mut poll] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer.reset();
+    }
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            event = l.backend.next_event() => match event {
+                Some(Ok(event)) => l.feed(input_of(event)).await,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "the mesh source reported an error; keeping the last good state");
+                    l.shared.metrics.error("run");
+                }
+                None => {
+                    tracing::warn!("the mesh source ended");
+                    break;
+                }
+            },
+            _ = resync.tick() => {
+                if let Some(facts) = detect().await {
+                    l.feed(Input::HostFacts(facts)).await;
+                }
+                l.feed(Input::Resync).await;
+                if let Err(e) = l.host.reconcile_firewall() {
+                    tracing::error!(error = %e, "firewall reconcile failed");
+                    l.shared.metrics.error("run");
+                }
+                l.shared.metrics.sync_iptables(&l.host.firewall_operations());
+            }
+            _ = check_in.tick() => l.feed(Input::CheckIn).await,
+            _ = poll.tick() => l.observe().await,
+            () = &mut shutdown => break,
+        }
+    }
+    monitor.abort();
+    if options.clean_up {
+        tracing::info!("cleaning up");
+        if let Err(e) = l.backend.clean_up_local(&hostname).await {
+            tracing::error!(error = %e, "clean-up: node annotations");
+            l.shared.metrics.error("cleanUp");
+        }
+        if let Err(e) = l.host.clean_up(options.clean_up_interface).await {
+            l.shared.metrics.error("cleanUp");
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The host: one place that makes a Linux host match a [`Plan`] from `kilo-core`, as minimal
+//! changes, and says what it changed. The agent calls [`Host::apply`] for every plan; when
+//! nothing differs it performs no write at all (no WireGuard set, no netlink write, no firewall
+//! write), so resyncs never disturb live connections.
+//!
+//! Order of one apply (upstream 10.3 steps 5-12): MTU, then for a leader the address, the
+//! WireGuard peers (diffed peer by peer) and link up, for a non-leader its peers cleared and link
+//! down (contract C8); the encapsulation tunnel; routes and rules; firewall rules.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use kilo_core::plan::Plan;
+use kilo_core::wireguard::{self, Config};
+
+use crate::discovery::detect_mtu;
+use crate::firewall::{Firewall, FirewallError, Iptables, Nftables, Runner, write_count};
+use crate::reconcile::{ReconcileError, RouteMonitor, RouteReconciler};
+use crate::wireguard::{Device, DeviceOptions, DeviceState, WireGuardChoice, WireGuardError};
+use crate::{Netlink, NetlinkError};
+
+/// Which firewall implementation to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirewallKind {
+    /// The `iptables`/`ip6tables` binaries (the variant the host already uses).
+    Iptables,
+    /// Native nftables over netlink.
+    Nftables,
+}
+
+/// How to open the host.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// The WireGuard interface (`--interface`).
+    pub interface: String,
+    /// Kernel, userspace or auto (`--wireguard`).
+    pub wireguard: WireGuardChoice,
+    /// Where userspace devices serve their UAPI sockets.
+    pub uapi_dir: PathBuf,
+    /// `--mtu`: `None` is auto (default-route interface MTU − 80, else 1420).
+    pub mtu: Option<u32>,
+    /// `--create-interface`.
+    pub create_interface: bool,
+    /// The firewall implementation.
+    pub firewall: FirewallKind,
+    /// The encapsulation tunnel's name (`tunl0`).
+    pub tunnel: String,
+}
+
+/// Why the host could not be opened or a plan applied.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A netlink operation failed.
+    #[error("netlink: {0}")]
+    Netlink(#[from] NetlinkError),
+    /// The WireGuard device failed.
+    #[error("wireguard: {0}")]
+    WireGuard(#[from] WireGuardError),
+    /// Routes or rules could not all be applied.
+    #[error("routes: {0}")]
+    Routes(#[from] ReconcileError),
+    /// The firewall failed.
+    #[error("firewall: {0}")]
+    Firewall(#[from] FirewallError),
+}
+
+/// What one [`Host::apply`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// WireGuard operations sent (one per changed peer, plus interface changes).
+    pub wireguard: usize,
+    /// Link, address and MTU writes.
+    pub links: usize,
+    /// Route and rule writes.
+    pub routes: usize,
+    /// Firewall writes.
+    pub firewall: u64,
+}
+
+impl ApplyReport {
+    /// Whether nothing at all was written.
+    pub fn is_noop(&self) -> bool {
+        *self == ApplyReport::default()
+    }
+}
+
+/// A Linux host under Kilo's management.
+pub struct Host {
+    options: HostOptions,
+    netlink: Netlink,
+    device: Device,
+    routes: RouteReconciler,
+    firewall: Firewall,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Connects to the kernel (this process's network namespace), opens or creates the
+    /// WireGuard device (`ip link add kilo0 type wireguard`, or an in-process userspace device)
+    /// and prepares the route reconciler and firewall.
+    pub async fn open(options: HostOptions) -> Result<Host, HostError> {
+        let netlink = Netlink::connect()?;
+        let device_options = DeviceOptions { uapi_dir: options.uapi_dir.clone(), netns: None };
+        let kind = crate::wireguard::select(options.wireguard, &device_options).await;
+        let mtu = match options.mtu {
+            Some(mtu) => mtu,
+            None => detect_mtu(&netlink).await,
+        };
+        let device = if options.create_interface {
+            Device::open_or_create(kind, &options.interface, mtu, &device_options).await?
+        } else {
+            Device::open(kind, &options.interface, &device_options).await?
+        };
+        tracing::info!(interface = %options.interface, kind = ?device.kind(), mtu, "WireGuard device ready");
+        let routes = RouteReconciler::new(
+            netlink.clone(),
+            [options.interface.clone(), options.tunnel.clone()],
+        );
+        let firewall = match options.firewall {
+            FirewallKind::Iptables => Firewall::Iptables(Iptables::detect(Runner::new())),
+            FirewallKind::Nftables => Firewall::Nftables(Nftables::new()),
+        };
+        Ok(Host { options, netlink, device, routes, firewall })
+    }
+
+    /// The WireGuard device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The netlink connection.
+    pub fn netlink(&self) -> &Netlink {
+        &self.netlink
+    }
+
+    /// Route and rule writes made so far (including the route monitor's).
+    pub fn route_writes(&self) -> u64 {
+        self.routes.writes()
+    }
+
+    /// Firewall operation counts by upstream's metric labels.
+    pub fn firewall_operations(&self) -> std::collections::BTreeMap<crate::firewall::OpLabels, u64> {
+        self.firewall.operations()
+    }
+
+    /// A monitor that restores managed routes as soon as someone deletes them.
+    pub fn route_monitor(&self) -> Result<RouteMonitor, NetlinkError> {
+        self.routes.monitor()
+    }
+
+    /// What the WireGuard device reports now (peers, endpoints, handshakes, counters).
+    pub async fn observe(&self) -> Result<DeviceState, HostError> {
+        Ok(self.device.read().await?)
+    }
+
+    /// Makes the host match `plan`, changing only what differs.
+    pub async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, HostError> {
+        let mut report = ApplyReport::default();
+        let name = self.options.interface.clone();
+        let mtu = match self.options.mtu {
+            Some(mtu) => mtu,
+            None => detect_mtu(&self.netlink).await,
+        };
+        report.links += usize::from(self.netlink.ensure_link_mtu(&name, mtu).await?);
+
+        let current = self.device.read().await?.to_config();
+        let desired = if plan.leader {
+            match &plan.wireguard {
+                Some(config) => resolve(config).await,
+                None => Config::default(),
+            }
+        } else {
+            // Contract C8: a non-leader's link is down and has no peers.
+            Config { interface: current.interface.clone(), peers: Vec::new() }
+        };
+        let desired =
+            Config { interface: desired.interface.or(current.interface.clone()), peers: desired.peers };
+        let diff = wireguard::diff(&current, &desired);
+        if !diff.is_empty() {
+            tracing::info!(interface = %name, "WireGuard changes:\n{diff}");
+            report.wireguard += self.device.apply(&diff).await?;
+        }
+
+        if let Some(address) = plan.interface.address {
+            let link = self.netlink.link(&name).await?;
+            report.links += self.netlink.set_only_address(&link, address).await?;
+        }
+        report.links += usize::from(self.netlink.ensure_link_state(&name, plan.interface.up).await?);
+
+        if let Some(address) = plan.tunnel_address {
+            let tunnel = self.netlink.ensure_ipip_tunnel(&self.options.tunnel).await?;
+            report.links += self.netlink.set_only_address(&tunnel, address).await?;
+            report.links += usize::from(self.netlink.ensure_link_state(&tunnel.name, true).await?);
+        }
+
+        let routes = self.routes.reconcile(&plan.routes, &plan.rules).await?;
+        report.routes += routes.len();
+
+        let before = write_count(&self.firewall.operations());
+        let firewall = &mut self.firewall;
+        tokio::task::block_in_place(|| firewall.set(&plan.firewall))?;
+        report.firewall = write_count(&self.firewall.operations()) - before;
+        Ok(report)
+    }
+
+    /// Restores firewall rules someone deleted (upstream's periodic iptables reconcile).
+    pub fn reconcile_firewall(&mut self) -> Result<usize, HostError> {
+        let firewall = &mut self.firewall;
+        Ok(tokio::task::block_in_place(|| firewall.reconcile())?)
+    }
+
+    /// Removes what Kilo created (upstream 10.4): firewall rules, routes and rules, and with
+    /// `interface` the WireGuard interface. Every step runs even when an earlier one fails; the
+    /// first error is returned.
+    pub async fn clean_up(mut self, interface: bool) -> Result<(), HostError> {
+        let mut first: Option<HostError> = None;
+        let firewall = &mut self.firewall;
+        if let Err(e) = tokio::task::block_in_place(|| firewall.clean_up()) {
+            tracing::error!(error = %e, "clean-up: firewall");
+            first.get_or_insert(e.into());
+        }
+        if let Err(e) = self.routes.clean_up().await {
+            tracing::error!(error = %e, "clean-up: routes");
+            first.get_or_insert(e.into());
+        }
+        if interface {
+            if let Err(e) = self.device.delete().await {
+                tracing::error!(error = %e, "clean-up: interface");
+                first.get_or_insert(e.into());
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Resolves DNS endpoints (WireGuard needs addresses); a name that does not resolve leaves the
+/// peer without an endpoint for now, with a warning, instead of blocking the whole mesh.
+async fn resolve(config: &Config) -> Config {
+    let mut config = config.clone();
+    for peer in &mut config.peers {
+        let Some(endpoint) = peer.endpoint.as_ref().filter(|e| e.needs_resolution()) else {
+            continue;
+        };
+        let name = endpoint.dns().unwrap_or_default().to_string();
+        let resolved: Option<SocketAddr> =
+            tokio::net::lookup_host(name.as_str()).await.ok().and_then(|mut a| a.next());
+        peer.endpoint = match resolved {
+            Some(addr) => Some(endpoint.with_resolved(addr)),
+            None => {
+                tracing::warn!(endpoint = %name, peer = %peer.public_key, "endpoint does not resolve; leaving it unset");
+                None
+            }
+        };
+    }
+    config
+}

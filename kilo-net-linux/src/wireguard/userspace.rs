@@ -1,0 +1,341 @@
+//! The userspace WireGuard device: gotatun (Mullvad's maintained fork of boringtun) running
+//! in-process on a TUN interface, configured and read through its UAPI socket
+//! `<dir>/<iface>.sock` exactly as `wg` does. The same type can attach to a userspace
+//! implementation that already serves the socket (a wireguard-go sidecar, say).
+//!
+//! Threads and namespaces: the in-process device runs on a dedicated thread that first enters
+//! the requested network namespace (if any) and then builds its own multi-threaded tokio
+//! runtime, so the TUN interface and the UDP sockets (including the ones gotatun re-binds when
+//! the private key or port changes) all live in that namespace. The caller's runtime (the
+//! agent's tokio main) only talks to it over the socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gotatun::device::DefaultDeviceTransports;
+use gotatun::device::uapi::{UapiClient as ChannelClient, UapiServer};
+use gotatun::tun::tun_async_device::TunDevice;
+use kilo_core::wireguard::PeerConfig;
+use kilo_core::{Key, PrivateKey};
+use tokio::net::UnixListener;
+use tokio::sync::oneshot;
+
+use super::error::WireGuardError;
+use super::netns;
+use super::state::DeviceState;
+use super::uapi::{self, UapiClient};
+
+/// How many worker threads an in-process device's runtime has.
+const WORKER_THREADS: usize = 2;
+
+/// A userspace WireGuard device, in-process (gotatun) or attached to another implementation's
+/// UAPI socket.
+#[derive(Debug)]
+pub struct UserspaceDevice {
+    name: String,
+    client: UapiClient,
+    has_key: AtomicBool,
+    runner: Option<Runner>,
+}
+
+/// The thread running an in-process device; dropping it stops the device.
+#[derive(Debug)]
+struct Runner {
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Runner {
+    fn stop(&mut self) -> Option<std::thread::JoinHandle<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.thread.take()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl UserspaceDevice {
+    /// Attaches to the implementation serving `<uapi_dir>/<name>.sock` if one answers there;
+    /// otherwise starts gotatun in-process on a new TUN interface `name` with `mtu` (created
+    /// down, without addresses), inside network namespace `netns` when given, serving that socket
+    /// (the directory is created if missing; a stale socket file is replaced).
+    pub async fn open_or_create(
+        name: &str,
+        mtu: u16,
+        uapi_dir: &Path,
+        netns: Option<&Path>,
+    ) -> Result<Self, WireGuardError> {
+        let socket = uapi::socket_path(uapi_dir, name);
+        let client = UapiClient::new(&socket);
+        if client.is_alive().await {
+            tracing::info!(interface = name, socket = %socket.display(), "attaching to a running userspace WireGuard");
+            return Ok(UserspaceDevice {
+                name: name.to_string(),
+                client,
+                has_key: AtomicBool::new(false),
+                runner: None,
+            });
+        }
+        std::fs::create_dir_all(uapi_dir).map_err(|e| WireGuardError::UapiIo {
+            path: uapi_dir.to_path_buf(),
+            action: "create the socket directory",
+            source: e,
+        })?;
+        let runner = spawn(name.to_string(), mtu, socket, netns.map(Path::to_path_buf)).await?;
+        tracing::info!(interface = name, "started in-process userspace WireGuard (gotatun)");
+        Ok(UserspaceDevice {
+            name: name.to_string(),
+            client,
+            has_key: AtomicBool::new(false),
+            runner: Some(runner),
+        })
+    }
+
+    /// Attaches to the implementation serving `<uapi_dir>/<name>.sock` (`--create-interface=false`
+    /// with a wireguard-go sidecar, say); an error when nothing answers there.
+    pub async fn open(name: &str, uapi_dir: &Path) -> Result<Self, WireGuardError> {
+        let client = UapiClient::new(uapi::socket_path(uapi_dir, name));
+        if let Err(source) = tokio::net::UnixStream::connect(client.path()).await {
+            return Err(WireGuardError::UapiIo {
+                path: client.path().to_path_buf(),
+                action: "connect",
+                source,
+            });
+        }
+        Ok(UserspaceDevice {
+            name: name.to_string(),
+            client,
+            has_key: AtomicBool::new(false),
+            runner: None,
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The UAPI socket path.
+    pub fn socket_path(&self) -> &Path {
+        self.client.path()
+    }
+
+    /// Whether the device runs in this process (false: attached to another implementation).
+    pub fn is_in_process(&self) -> bool {
+        self.runner.is_some()
+    }
+
+    /// Reads the device (`wg show IFACE dump`).
+    pub async fn read(&self) -> Result<DeviceState, WireGuardError> {
+        let state = self.client.get(&self.name).await?;
+        if state.private_key.is_some() {
+            self.has_key.store(true, Ordering::Relaxed);
+        }
+        Ok(state)
+    }
+
+    /// Sets the private key and listen port (`wg set IFACE private-key F listen-port P`); peers
+    /// are untouched.
+    pub async fn set_interface(
+        &self,
+        private_key: &PrivateKey,
+        listen_port: u16,
+    ) -> Result<(), WireGuardError> {
+        self.configure_interface(Some(private_key), Some(listen_port)).await
+    }
+
+    /// Sets only the given interface fields; an all-zero private key removes the key.
+    pub async fn configure_interface(
+        &self,
+        private_key: Option<&PrivateKey>,
+        listen_port: Option<u16>,
+    ) -> Result<(), WireGuardError> {
+        if private_key.is_none() && listen_port.is_none() {
+            return Ok(());
+        }
+        self.client.set(&uapi::interface_request(private_key, listen_port)).await?;
+        if let Some(k) = private_key {
+            self.has_key.store(!k.is_zero(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Creates or updates one peer (see [`uapi::set_peer_request`]); other peers are untouched.
+    /// The device must have a private key first (gotatun cannot hold peers without one).
+    pub async fn set_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
+        let request = uapi::set_peer_request(peer)?;
+        if !self.has_key.load(Ordering::Relaxed) && self.read().await?.private_key.is_none() {
+            return Err(WireGuardError::NoPrivateKey { name: self.name.clone() });
+        }
+        self.client.set(&request).await
+    }
+
+    /// Updates one peer only if the device has it (`update_only`); other peers are untouched.
+    pub async fn update_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
+        self.client.set(&uapi::update_peer_request(peer)?).await
+    }
+
+    /// Removes one peer (`wg set IFACE peer K remove`); other peers are untouched.
+    pub async fn remove_peer(&self, key: &Key) -> Result<(), WireGuardError> {
+        self.client.set(&uapi::remove_peer_request(key)).await
+    }
+
+    /// Stops the in-process device: its TUN interface and socket disappear. A device attached to
+    /// another implementation cannot be deleted from here.
+    pub async fn delete(mut self) -> Result<(), WireGuardError> {
+        let Some(mut runner) = self.runner.take() else {
+            return Err(WireGuardError::Userspace {
+                name: self.name.clone(),
+                message: format!(
+                    "attached to another implementation's socket {}: stop that process to delete the interface",
+                    self.client.path().display()
+                ),
+            });
+        };
+        if let Some(thread) = runner.stop() {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                return Err(WireGuardError::Userspace {
+                    name: self.name.clone(),
+                    message: "device thread panicked while stopping".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn failure(name: &str, message: impl std::fmt::Display) -> WireGuardError {
+    WireGuardError::Userspace { name: name.to_string(), message: message.to_string() }
+}
+
+/// Starts the device thread and waits until the TUN interface, the device and the socket exist.
+async fn spawn(
+    name: String,
+    mtu: u16,
+    socket: PathBuf,
+    netns: Option<PathBuf>,
+) -> Result<Runner, WireGuardError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let thread_name = format!("wg-{name}");
+    let n = name.clone();
+    let thread = std::thread::Builder::new()
+        .name(thread_name.clone())
+        .spawn(move || {
+            let runtime = netns.as_deref().map(netns::enter).transpose().and_then(|_| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(WORKER_THREADS)
+                    .thread_name(thread_name)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| failure(&n, format!("cannot build a tokio runtime: {e}")))
+            });
+            let runtime = match runtime {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(serve(n, mtu, socket, ready_tx, shutdown_rx));
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        })
+        .map_err(|e| failure(&name, format!("cannot spawn the device thread: {e}")))?;
+    let mut runner = Runner { shutdown: Some(shutdown_tx), thread: Some(thread) };
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(runner),
+        Ok(Err(e)) => {
+            if let Some(t) = runner.stop() {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            Err(e)
+        }
+        Err(_) => Err(failure(&name, "device thread ended during start-up")),
+    }
+}
+
+/// Creates the TUN interface (named as asked, MTU set, left down).
+fn create_tun(name: &str, mtu: u16) -> Result<TunDevice, WireGuardError> {
+    let mut config = gotatun::tun::tun::Configuration::default();
+    config.tun_name(name).mtu(mtu);
+    let tun = gotatun::tun::tun::create_as_async(&config)
+        .map_err(|e| failure(name, format!("cannot create TUN interface: {e}")))?;
+    TunDevice::from_tun_device(tun).map_err(|e| failure(name, e))
+}
+
+async fn start(
+    name: &str,
+    mtu: u16,
+    socket: &Path,
+) -> Result<
+    (gotatun::device::Device<DefaultDeviceTransports>, UnixListener, ChannelClient),
+    WireGuardError,
+> {
+    let tun = create_tun(name, mtu)?;
+    let (client, server) = UapiServer::new();
+    let device = gotatun::device::build()
+        .with_default_udp()
+        .with_ip(tun)
+        .with_uapi(server)
+        .build()
+        .await
+        .map_err(|e| failure(name, e))?;
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(|e| WireGuardError::UapiIo {
+        path: socket.to_path_buf(),
+        action: "bind",
+        source: e,
+    })?;
+    // Whoever can connect can reconfigure the device: owner only, as wireguard-go does.
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
+        |e| WireGuardError::UapiIo { path: socket.to_path_buf(), action: "chmod 0600", source: e },
+    )?;
+    Ok((device, listener, client))
+}
+
+/// The device thread's main task: start, report readiness, serve the socket until shutdown.
+async fn serve(
+    name: String,
+    mtu: u16,
+    socket: PathBuf,
+    ready: oneshot::Sender<Result<(), WireGuardError>>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let (mut device, listener, client) = match start(&name, mtu, &socket).await {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = device.wait() => {
+                tracing::error!(interface = %name, "userspace WireGuard device failed");
+                break;
+            }
+            accepted = listener.accept() => match accepted.and_then(|(s, _)| {
+                let s = s.into_std()?;
+                s.set_nonblocking(false)?;
+                Ok(s)
+            }) {
+                // gotatun answers each connection on its own thread, speaking the text protocol.
+                Ok(stream) => client.clone().wrap_read_write(stream),
+                Err(e) => tracing::warn!(interface = %name, error = %e, "UAPI accept failed"),
+            },
+        }
+    }
+    device.stop().await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!(interface = %name, "stopped in-process userspace WireGuard");
+}

@@ -1,0 +1,469 @@
+//! Real-kernel tests of the WireGuard devices, inside network namespaces that each test creates
+//! and deletes (even when it fails). They need root (CI runs as root) and fail loudly without it.
+//! No packet leaves the namespaces: the only links are a veth pair between two of them.
+//!
+//! Each userspace device runs in its namespace on a thread that entered it before creating the
+//! TUN interface and the UDP sockets (`DeviceOptions::netns`), and serves its UAPI socket from its
+//! own temporary directory, since `/run/wireguard` is shared by all namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use kilo_core::wireguard::{Config, InterfaceConfig, PeerConfig, diff};
+use kilo_core::{Key, PrivateKey};
+use kilo_net_linux::wireguard::{
+    Device, DeviceOptions, PeerState, WireGuardChoice, WireGuardError, WireGuardKind, select,
+};
+
+fn run(cmd: &str, args: &[&str]) -> Result<Output> {
+    Command::new(cmd).args(args).output().with_context(|| format!("cannot run {cmd}"))
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = run(cmd, args)?;
+    ensure!(
+        out.status.success(),
+        "{cmd} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn require_root() {
+    let uid = sh("id", &["-u"]).expect("id -u");
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "these tests create network namespaces and TUN devices: run them as root (CI does)"
+    );
+}
+
+/// A network namespace deleted on drop.
+struct Netns {
+    name: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Netns {
+    fn new(tag: &str) -> Result<Netns> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("kwg-{tag}-{}-{n}", std::process::id());
+        sh("ip", &["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    fn exec(&self, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["netns", "exec", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// Two namespaces joined by a veth pair: `a` has 192.168.50.1/24, `b` 192.168.50.2/24.
+fn pair(tag: &str) -> Result<(Netns, Netns)> {
+    let a = Netns::new(&format!("{tag}a"))?;
+    let b = Netns::new(&format!("{tag}b"))?;
+    a.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", &b.name])?;
+    a.ip(&["addr", "add", "192.168.50.1/24", "dev", "veth0"])?;
+    b.ip(&["addr", "add", "192.168.50.2/24", "dev", "veth1"])?;
+    a.ip(&["link", "set", "veth0", "up"])?;
+    b.ip(&["link", "set", "veth1", "up"])?;
+    Ok((a, b))
+}
+
+fn key_pair(seed: u8) -> (PrivateKey, Key) {
+    let private = PrivateKey::from_random_bytes([seed; 32]);
+    let public = private.public_key();
+    (private, public)
+}
+
+fn peer(key: Key, endpoint: Option<&str>, allowed: &[&str]) -> PeerConfig {
+    PeerConfig {
+        public_key: key,
+        preshared_key: None,
+        endpoint: endpoint.map(|e| e.parse().unwrap()),
+        allowed_ips: allowed.iter().map(|a| a.parse().unwrap()).collect(),
+        persistent_keepalive: 0,
+    }
+}
+
+fn options(ns: &Netns, dir: &tempfile::TempDir) -> DeviceOptions {
+    DeviceOptions { uapi_dir: dir.path().to_path_buf(), netns: Some(ns.path()) }
+}
+
+/// Brings up `wg0` in `ns` with `addr` (the link manager's job, done here with `ip`).
+fn address(ns: &Netns, addr: &str) -> Result<()> {
+    ns.ip(&["addr", "add", addr, "dev", "wg0"])?;
+    ns.ip(&["link", "set", "wg0", "up"])?;
+    Ok(())
+}
+
+fn ping(ns: &Netns, ip: &str) -> Result<()> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = ns.exec(&["ping", "-c1", "-W2", ip])?;
+        if out.status.success() {
+            return Ok(());
+        }
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    bail!("ping {ip} from {} failed: {last}", ns.name)
+}
+
+/// `wg ARGS` against the sockets in `dir`: `wg` only looks in /run/wireguard, so it runs in a
+/// private mount namespace where `dir` is mounted there.
+fn wg(dir: &Path, args: &str) -> Result<String> {
+    std::fs::create_dir_all("/run/wireguard")?;
+    let script = format!("mount --bind '{}' /run/wireguard && wg {args}", dir.display());
+    sh("unshare", &["-m", "sh", "-c", &script])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_userspace_devices_in_namespaces_handshake_and_carry_pings() -> Result<()> {
+    require_root();
+    let (nsa, nsb) = pair("ping")?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(1);
+    let (kb, pb) = key_pair(2);
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
+        .await?;
+    let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsb, &dirb))
+        .await?;
+    assert_eq!(a.kind(), WireGuardKind::Userspace);
+    // The TUN interface exists in the namespace, with the MTU asked for, and not on the host.
+    let link = nsa.ip(&["link", "show", "wg0"])?;
+    assert!(link.contains("mtu 1420"), "{link}");
+    assert!(dira.path().join("wg0.sock").exists());
+
+    a.set_interface(&ka, 51820).await?;
+    b.set_interface(&kb, 51820).await?;
+    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32", "fd00:9::2/128"])).await?;
+    b.set_peer(&peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32", "fd00:9::1/128"])).await?;
+    address(&nsa, "10.9.0.1/24")?;
+    address(&nsb, "10.9.0.2/24")?;
+    nsa.ip(&["addr", "add", "fd00:9::1/64", "dev", "wg0", "nodad"])?;
+    nsb.ip(&["addr", "add", "fd00:9::2/64", "dev", "wg0", "nodad"])?;
+
+    ping(&nsa, "10.9.0.2")?;
+    ping(&nsb, "10.9.0.1")?;
+    ping(&nsa, "fd00:9::2")?;
+
+    let state = a.read().await?;
+    assert_eq!(state.public_key, Some(pa));
+    assert_eq!(state.listen_port, Some(51820));
+    let to_b = state.peer(&pb).context("peer b on device a")?;
+    assert!(to_b.last_handshake.is_some(), "{to_b:?}");
+    assert!(to_b.rx_bytes > 0 && to_b.tx_bytes > 0, "{to_b:?}");
+    assert_eq!(
+        to_b.config.allowed_ips,
+        vec!["10.9.0.2/32".parse().unwrap(), "fd00:9::2/128".parse().unwrap()]
+    );
+    assert_eq!(
+        to_b.config.endpoint.as_ref().map(|e| e.to_string()).as_deref(),
+        Some("192.168.50.2:51820")
+    );
+    let config = state.to_config();
+    assert_eq!(config.interface.and_then(|i| i.private_key), Some(ka));
+    assert_eq!(config.peers.len(), 1);
+
+    // `wg` sees the device through the same socket.
+    let shown = wg(dira.path(), "show wg0")?;
+    assert!(shown.contains(&format!("peer: {pb}")), "{shown}");
+    assert!(shown.contains("latest handshake"), "{shown}");
+    assert!(shown.contains("allowed ips: 10.9.0.2/32"), "{shown}");
+
+    a.delete().await?;
+    b.delete().await?;
+    // The TUN interface and the socket are gone with the device.
+    assert!(nsa.ip(&["link", "show", "wg0"]).is_err());
+    assert!(!dira.path().join("wg0.sock").exists());
+    Ok(())
+}
+
+/// The two readings show the same handshake (within the device's reporting jitter).
+fn assert_same_handshake(now: &PeerState, before: &PeerState) {
+    let (Some(a), Some(b)) = (now.last_handshake, before.last_handshake) else {
+        panic!("no handshake: {now:?} / {before:?}");
+    };
+    let gap = a.duration_since(b).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
+    assert!(
+        gap < Duration::from_millis(200),
+        "peer's session was reset: handshake moved by {gap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_one_peer_leaves_the_other_peers_session_alone() -> Result<()> {
+    require_root();
+    let (nsa, nsb) = pair("peer")?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(3);
+    let (kb, pb) = key_pair(4);
+    let (_, pc) = key_pair(5);
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
+        .await?;
+    let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsb, &dirb))
+        .await?;
+    a.set_interface(&ka, 51820).await?;
+    b.set_interface(&kb, 51820).await?;
+    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32"])).await?;
+    a.set_peer(&peer(pc, None, &["10.9.0.3/32"])).await?;
+    b.set_peer(&peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32"])).await?;
+    address(&nsa, "10.9.0.1/24")?;
+    address(&nsb, "10.9.0.2/24")?;
+    ping(&nsa, "10.9.0.2")?;
+    let before = a.read().await?;
+    let session = before.peer(&pb).context("peer b")?.clone();
+    assert!(session.last_handshake.is_some());
+    // gotatun reports the handshake time as "now minus age", which jitters by microseconds; a new
+    // handshake after this pause would be more than a second later.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Change peer c's allowed IPs (host bits are masked away), then remove it.
+    a.set_peer(&peer(pc, None, &["10.9.0.3/32", "10.9.1.7/24"])).await?;
+    let after = a.read().await?;
+    let c = after.peer(&pc).context("peer c")?;
+    assert_eq!(
+        c.config.allowed_ips,
+        vec!["10.9.0.3/32".parse().unwrap(), "10.9.1.0/24".parse().unwrap()]
+    );
+    ping(&nsa, "10.9.0.2")?;
+    let b_after = a.read().await?.peer(&pb).context("peer b")?.clone();
+    assert_same_handshake(&b_after, &session);
+    assert_eq!(b_after.config, session.config);
+    assert!(b_after.rx_bytes > session.rx_bytes && b_after.tx_bytes > session.tx_bytes);
+
+    // `wg set` through the socket is seen by read(), and removing one peer keeps the other.
+    wg(dira.path(), &format!("set wg0 peer {pc} allowed-ips 10.9.2.0/24"))?;
+    let c = a.read().await?.peer(&pc).context("peer c")?.config.allowed_ips.clone();
+    assert_eq!(c, vec!["10.9.2.0/24".parse().unwrap()]);
+    a.remove_peer(&pc).await?;
+    // An update of a peer the device no longer has does not bring it back.
+    a.update_peer(&peer(pc, None, &["10.9.3.0/24"])).await?;
+    let last = a.read().await?;
+    assert_eq!(last.peers.len(), 1);
+    assert_same_handshake(last.peer(&pb).context("peer b")?, &session);
+    ping(&nsa, "10.9.0.2")?;
+
+    a.delete().await?;
+    b.delete().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_served_socket_attaches_instead_of_starting_a_second_device() -> Result<()> {
+    require_root();
+    let ns = Netns::new("attach")?;
+    let dir = tempfile::tempdir()?;
+    let (k, _) = key_pair(6);
+    let owner =
+        Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&ns, &dir)).await?;
+    let Device::Userspace(inner) = &owner else { bail!("not userspace") };
+    assert!(inner.is_in_process());
+    let attached = Device::open(WireGuardKind::Userspace, "wg0", &options(&ns, &dir)).await?;
+    let reopened =
+        Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&ns, &dir)).await?;
+    let Device::Userspace(inner) = &reopened else { bail!("not userspace") };
+    assert!(!inner.is_in_process());
+    let Device::Userspace(inner) = &attached else { bail!("not userspace") };
+    assert!(!inner.is_in_process());
+    // A peer before a private key is refused, not a crash of the device.
+    let (_, p) = key_pair(7);
+    let err = attached.set_peer(&peer(p, None, &[])).await.unwrap_err();
+    assert!(matches!(err, WireGuardError::NoPrivateKey { .. }), "{err}");
+    attached.set_interface(&k, 51999).await?;
+    attached.set_peer(&peer(p, None, &["10.1.0.0/16"])).await?;
+    assert_eq!(owner.read().await?.listen_port, Some(51999));
+    assert_eq!(owner.read().await?.peers.len(), 1);
+    assert!(attached.delete().await.is_err(), "an attached device cannot delete its owner");
+    owner.delete().await?;
+    assert!(ns.ip(&["link", "show", "wg0"]).is_err());
+    // Opening without creating fails once nothing serves the socket, naming it.
+    let err = Device::open(WireGuardKind::Userspace, "wg0", &options(&ns, &dir)).await.unwrap_err();
+    assert!(err.to_string().contains("wg0.sock"), "{err}");
+    let err = Device::open(WireGuardKind::Kernel, "wg0", &options(&ns, &dir)).await.unwrap_err();
+    assert!(matches!(&err, WireGuardError::Kernel { name, .. } if name == "wg0"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_selects_the_kernel_exactly_when_it_can_create_a_wireguard_link() -> Result<()> {
+    require_root();
+    let ns = Netns::new("auto")?;
+    let kernel_has_wireguard = ns.ip(&["link", "add", "probe0", "type", "wireguard"]).is_ok();
+    let opts =
+        DeviceOptions { uapi_dir: tempfile::tempdir()?.path().into(), netns: Some(ns.path()) };
+    let kind = select(WireGuardChoice::Auto, &opts).await;
+    let expected =
+        if kernel_has_wireguard { WireGuardKind::Kernel } else { WireGuardKind::Userspace };
+    assert_eq!(kind, expected);
+    // The probe leaves no link behind.
+    let links = ns.ip(&["link", "show"])?;
+    assert!(!links.contains("kgprobe"), "{links}");
+
+    // The kernel device works where the kernel can, and otherwise fails naming the interface.
+    match Device::open_or_create(WireGuardKind::Kernel, "wgk0", 1380, &opts).await {
+        Ok(dev) => {
+            ensure!(kernel_has_wireguard, "kernel device created without kernel WireGuard");
+            let (k, pk) = key_pair(8);
+            let (_, p) = key_pair(9);
+            dev.set_interface(&k, 51820).await?;
+            dev.set_peer(&peer(p, Some("192.168.1.1:51820"), &["10.5.0.0/16"])).await?;
+            let state = dev.read().await?;
+            assert_eq!(state.public_key, Some(pk));
+            assert_eq!(state.peers.len(), 1);
+            dev.remove_peer(&p).await?;
+            assert!(dev.read().await?.peers.is_empty());
+            dev.delete().await?;
+            assert!(ns.ip(&["link", "show", "wgk0"]).is_err());
+        }
+        Err(e) => {
+            ensure!(!kernel_has_wireguard, "kernel device failed: {e}");
+            assert!(matches!(&e, WireGuardError::Kernel { name, .. } if name == "wgk0"), "{e}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_a_diff_configures_the_device_and_a_resync_without_changes_touches_nothing()
+-> Result<()> {
+    require_root();
+    let (nsa, nsb) = pair("diff")?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(10);
+    let (kb, pb) = key_pair(11);
+    let (_, pc) = key_pair(12);
+    let desired = |k: &PrivateKey, peers: Vec<PeerConfig>| Config {
+        interface: Some(InterfaceConfig { private_key: Some(k.clone()), listen_port: Some(51820) }),
+        peers,
+    };
+    let want_a = desired(
+        &ka,
+        vec![
+            peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32"]),
+            peer(pc, None, &["10.9.0.3/32"]),
+        ],
+    );
+    let want_b = desired(&kb, vec![peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32"])]);
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
+        .await?;
+    let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsb, &dirb))
+        .await?;
+    assert_eq!(a.apply(&diff(&a.read().await?.to_config(), &want_a)).await?, 3);
+    assert_eq!(b.apply(&diff(&b.read().await?.to_config(), &want_b)).await?, 2);
+    address(&nsa, "10.9.0.1/24")?;
+    address(&nsb, "10.9.0.2/24")?;
+    ping(&nsa, "10.9.0.2")?;
+    let before = a.read().await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A resync with the same desired state finds nothing to change and sends nothing.
+    let again = diff(&a.read().await?.to_config(), &want_a);
+    assert!(again.is_empty(), "{again}");
+    assert_eq!(a.apply(&again).await?, 0);
+    let still = a.read().await?;
+    assert_same_handshake(still.peer(&pb).context("peer b")?, before.peer(&pb).context("peer b")?);
+
+    // Dropping peer c and widening peer b's allowed IPs: b is updated, its endpoint is kept.
+    let mut next = want_a.clone();
+    next.peers.truncate(1);
+    next.peers[0].allowed_ips.push("10.9.5.0/24".parse()?);
+    let changes = diff(&a.read().await?.to_config(), &next);
+    assert_eq!(a.apply(&changes).await?, 2);
+    let after = a.read().await?;
+    assert_eq!(after.peers.len(), 1);
+    let b_now = after.peer(&pb).context("peer b")?;
+    assert_eq!(b_now.config.allowed_ips.len(), 2);
+    assert_eq!(
+        b_now.config.endpoint.as_ref().map(ToString::to_string).as_deref(),
+        Some("192.168.50.2:51820")
+    );
+    assert!(diff(&after.to_config(), &next).is_empty());
+    ping(&nsa, "10.9.0.2")?;
+
+    a.delete().await?;
+    b.delete().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_behind_nat_dials_in_with_keepalive_and_is_reached_at_its_roamed_endpoint()
+-> Result<()> {
+    require_root();
+    let (nsa, nsb) = pair("nat")?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(13);
+    let (kb, pb) = key_pair(14);
+    let psk = Key::from_bytes([42; 32]);
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
+        .await?;
+    let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsb, &dirb))
+        .await?;
+    // a does not know where b is; b keeps the path open with a 1 s keepalive.
+    let want_a = Config {
+        interface: Some(InterfaceConfig { private_key: Some(ka), listen_port: Some(51820) }),
+        peers: vec![PeerConfig { preshared_key: Some(psk), ..peer(pb, None, &["10.9.0.2/32"]) }],
+    };
+    a.apply(&diff(&a.read().await?.to_config(), &want_a)).await?;
+    b.set_interface(&kb, 51821).await?;
+    b.set_peer(&PeerConfig {
+        preshared_key: Some(psk),
+        persistent_keepalive: 1,
+        ..peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32"])
+    })
+    .await?;
+    address(&nsa, "10.9.0.1/24")?;
+    address(&nsb, "10.9.0.2/24")?;
+
+    let mut seen = None;
+    for _ in 0..50 {
+        let state = a.read().await?;
+        let p = state.peer(&pb).context("peer b")?;
+        if p.last_handshake.is_some() && p.config.endpoint.is_some() {
+            seen = Some(p.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = seen.context("b never dialled in with its keepalive")?;
+    assert_eq!(
+        seen.config.endpoint.as_ref().map(ToString::to_string).as_deref(),
+        Some("192.168.50.2:51821")
+    );
+    assert!(seen.has_preshared_key());
+    // a reaches b at the address b dialled in from.
+    ping(&nsa, "10.9.0.2")?;
+    // The roamed endpoint is not a difference from the desired "no endpoint".
+    let resync = diff(&a.read().await?.to_config(), &want_a);
+    assert!(resync.is_empty(), "{resync}");
+    let b_state = b.read().await?;
+    assert_eq!(b_state.peer(&pa).context("peer a")?.config.persistent_keepalive, 1);
+
+    a.delete().await?;
+    b.delete().await?;
+    Ok(())
+}
