@@ -9,21 +9,21 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use kilo_core::Granularity;
 
 fn dot(c: &mut Criterion) {
     for g in common::GRANULARITIES {
         let mut group = c.benchmark_group(format!("dot/{g}"));
         group.sample_size(10).warm_up_time(Duration::from_millis(300));
-        group.measurement_time(Duration::from_secs(2));
+        group.measurement_time(Duration::from_secs(4));
         for n in common::sizes() {
             if g == Granularity::Full && n > 1_000 {
                 continue;
             }
             let topology = common::mesh(n).topology(g);
             group.bench_function(BenchmarkId::from_parameter(n), |b| {
-                b.iter_with_large_drop(|| black_box(&topology).dot())
+                b.iter_batched(|| (), |()| black_box(&topology).dot(), BatchSize::PerIteration)
             });
         }
         group.finish();

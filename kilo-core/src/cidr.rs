@@ -262,7 +262,33 @@ pub fn cmp_upstream(a: &Cidr, b: &Cidr) -> Ordering {
 
 /// Sorts CIDRs in upstream's order (see [`cmp_upstream`]).
 pub fn sort_upstream(cidrs: &mut [Cidr]) {
-    cidrs.sort_by_cached_key(|c| (!c.is_ipv4(), c.to_string()));
+    if cidrs.len() > 1 {
+        cidrs.sort_by_cached_key(|c| (!c.is_ipv4(), Text::of(c)));
+    }
+}
+
+/// A CIDR's text as a sort key; IPv4 text lives on the stack (sorting allocated one string per
+/// CIDR, a hot spot when diffing configurations).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Text {
+    /// Up to 18 bytes (`255.255.255.255/32`), zero-padded: zero sorts before every text byte, so
+    /// the order is the strings' order.
+    Short([u8; 18]),
+    /// Anything longer.
+    Long(String),
+}
+
+impl Text {
+    fn of(c: &Cidr) -> Text {
+        use std::io::Write as _;
+        let mut buf = [0u8; 18];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        if c.is_ipv4() && write!(cursor, "{c}").is_ok() {
+            Text::Short(buf)
+        } else {
+            Text::Long(c.to_string())
+        }
+    }
 }
 
 /// The subnet is full: more segments than WireGuard addresses (contract C5).
