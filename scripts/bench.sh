@@ -111,25 +111,28 @@ fi
 # Runs "$@" $runs times under /usr/bin/time -v; prints median wall and max RSS.
 measure() {
     local label=$1 runs=$2; shift 2
-    local walls=() rss=0
+    local walls=() cpus=() rss=0
     for _ in $(seq "$runs"); do
         /usr/bin/time -v -o "$out/time.txt" "$@" >"$out/stdout.txt" 2>"$out/stderr.txt" || {
             echo "| $label | failed: $(head -c 200 "$out/stderr.txt") |"; return; }
         walls+=("$(awk -F': ' '/Elapsed \(wall clock\)/ {split($2, a, ":"); print a[1] * 60 + a[2]}' "$out/time.txt")")
+        cpus+=("$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {print u + s}' "$out/time.txt")")
         local r
         r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$out/time.txt")
         [ "$r" -gt "$rss" ] && rss=$r
     done
-    local median
+    local median cpu
     median=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    printf '| %s | %.0f ms | %.1f MiB | %s B out |\n' "$label" "$(echo "$median * 1000" | bc -l)" \
+    cpu=$(printf '%s\n' "${cpus[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    printf '| %s | %.0f ms | %.0f ms | %.1f MiB | %s B out |\n' "$label" \
+        "$(echo "$median * 1000" | bc -l)" "$(echo "$cpu * 1000" | bc -l)" \
         "$(echo "$rss / 1024" | bc -l)" "$(wc -c <"$out/stdout.txt")"
 }
 
 if [ "$e2e" = 1 ] && [ "$have_kgctl" = 1 ]; then
     echo
-    echo "| command (median of runs) | wall | max RSS | output |"
-    echo "|---|---|---|---|"
+    echo "| command (median of runs) | wall | user+sys CPU | max RSS | output |"
+    echo "|---|---|---|---|---|"
     for n in 1000 10000; do
         for g in location full; do
             measure "kgctl --mesh-granularity $g showconf node n00000, N=$n yaml" 5 \
