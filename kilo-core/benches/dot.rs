@@ -9,10 +9,11 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::cpu_time::CpuTime;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use kilo_core::Granularity;
 
-fn dot(c: &mut Criterion) {
+fn dot(c: &mut Criterion<CpuTime>) {
     for g in common::GRANULARITIES {
         let mut group = c.benchmark_group(format!("dot/{g}"));
         group.sample_size(10).warm_up_time(Duration::from_millis(300));
@@ -30,5 +31,9 @@ fn dot(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, dot);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(CpuTime);
+    targets = dot
+}
 criterion_main!(benches);

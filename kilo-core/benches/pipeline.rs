@@ -3,7 +3,8 @@
 //! in location granularity (N/10 locations) and full granularity. The local host is `n00000`.
 //!
 //! `cargo bench -p kilo-core --bench pipeline`; `KILO_BENCH_SIZES=100,1000` narrows the sizes.
-//! Group names are `stage/granularity`, ids are N.
+//! Group names are `stage/granularity`, ids are N. Times are the thread's CPU time
+//! ([`common::cpu_time::CpuTime`]): the machine is shared.
 //!
 //! Outputs are dropped outside the timed region (`iter_batched`, one output at a time at N = 10,000), as the upstream
 //! baseline ran Go's garbage collector before each stage so that freeing was not charged to it.
@@ -13,7 +14,6 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
 use criterion::{
     BatchSize, Bencher, BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main,
 };
@@ -22,10 +22,11 @@ use kilo_core::plan::Plan;
 use kilo_core::wireguard::diff;
 use kilo_core::{Granularity, Topology};
 
+use common::cpu_time::CpuTime;
 use common::{GRANULARITIES, Mesh, encapsulation, interfaces, plan_options};
 
 /// Fewer samples and a shorter window for the 10,000-node cases.
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
+fn configure(group: &mut BenchmarkGroup<'_, CpuTime>, n: usize) {
     if n >= 10_000 {
         group.sample_size(10).warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
@@ -37,12 +38,12 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
 
 /// Runs `f`, dropping its output outside the timed region, one at a time for the big cases so
 /// that outputs do not pile up in memory.
-fn timed<T>(b: &mut Bencher<'_>, n: usize, mut f: impl FnMut() -> T) {
+fn timed<T>(b: &mut Bencher<'_, CpuTime>, n: usize, mut f: impl FnMut() -> T) {
     let size = if n >= 10_000 { BatchSize::PerIteration } else { BatchSize::SmallInput };
     b.iter_batched(|| (), |()| f(), size)
 }
 
-fn translate(c: &mut Criterion) {
+fn translate(c: &mut Criterion<CpuTime>) {
     let mut group = c.benchmark_group("translate");
     for n in common::sizes() {
         configure(&mut group, n);
@@ -55,7 +56,12 @@ fn translate(c: &mut Criterion) {
 }
 
 /// One stage of one granularity at every size; `f` gets the mesh and its topology.
-fn stage<T>(c: &mut Criterion, name: &str, g: Granularity, f: impl Fn(&Mesh, &Topology) -> T) {
+fn stage<T>(
+    c: &mut Criterion<CpuTime>,
+    name: &str,
+    g: Granularity,
+    f: impl Fn(&Mesh, &Topology) -> T,
+) {
     let mut group = c.benchmark_group(format!("{name}/{g}"));
     for n in common::sizes() {
         configure(&mut group, n);
@@ -68,7 +74,7 @@ fn stage<T>(c: &mut Criterion, name: &str, g: Granularity, f: impl Fn(&Mesh, &To
     group.finish();
 }
 
-fn stages(c: &mut Criterion) {
+fn stages(c: &mut Criterion<CpuTime>) {
     for g in GRANULARITIES {
         stage(c, "ready", g, |m, _| common::ready(&m.nodes, &m.peers));
         stage(c, "topology", g, |m, _| m.topology(g));
@@ -97,7 +103,7 @@ fn stages(c: &mut Criterion) {
 
 /// The diff of two plans' WireGuard configurations: the mesh, and the mesh where one remote
 /// segment's leader moved to another endpoint (one peer changes).
-fn plan_diff(c: &mut Criterion) {
+fn plan_diff(c: &mut Criterion<CpuTime>) {
     for g in GRANULARITIES {
         let mut group = c.benchmark_group(format!("diff/{g}"));
         for n in common::sizes() {
@@ -124,5 +130,9 @@ fn plan_diff(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, translate, stages, plan_diff);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(CpuTime);
+    targets = translate, stages, plan_diff
+}
 criterion_main!(benches);

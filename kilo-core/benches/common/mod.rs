@@ -15,6 +15,8 @@ use kilo_core::{
 };
 use kilo_gen::{GenPeer, Shape, generate};
 
+pub mod cpu_time;
+
 /// The local host of every measurement, as in the baseline.
 pub const HOST: &str = "n00000";
 
