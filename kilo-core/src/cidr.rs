@@ -118,8 +118,41 @@ impl FromStr for Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        match self.addr {
+            // IPv4 is written without the formatting machinery: firewall rules, routes and
+            // WireGuard configurations print tens of thousands of CIDRs, and `Ipv4Addr`'s
+            // `Display` (one padded integer per octet) was a hot spot in the profile.
+            IpAddr::V4(v4) => {
+                let mut buf = [0u8; 18];
+                let mut len = 0;
+                for (i, n) in v4.octets().into_iter().chain([self.prefix]).enumerate() {
+                    if i > 0 {
+                        buf[len] = if i == 4 { b'/' } else { b'.' };
+                        len += 1;
+                    }
+                    len += write_decimal(&mut buf[len..], n);
+                }
+                f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+            }
+            IpAddr::V6(_) => write!(f, "{}/{}", self.addr, self.prefix),
+        }
     }
+}
+
+/// Writes `n` in decimal at the start of `buf` (at least 3 bytes long) and returns its length.
+fn write_decimal(buf: &mut [u8], n: u8) -> usize {
+    let digits = [n / 100, n / 10 % 10, n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    for (slot, d) in buf.iter_mut().zip(&digits[skip..]) {
+        *slot = b'0' + d;
+    }
+    3 - skip
 }
 
 impl fmt::Debug for Cidr {
@@ -229,7 +262,33 @@ pub fn cmp_upstream(a: &Cidr, b: &Cidr) -> Ordering {
 
 /// Sorts CIDRs in upstream's order (see [`cmp_upstream`]).
 pub fn sort_upstream(cidrs: &mut [Cidr]) {
-    cidrs.sort_by_cached_key(|c| (!c.is_ipv4(), c.to_string()));
+    if cidrs.len() > 1 {
+        cidrs.sort_by_cached_key(|c| (!c.is_ipv4(), Text::of(c)));
+    }
+}
+
+/// A CIDR's text as a sort key; IPv4 text lives on the stack (sorting allocated one string per
+/// CIDR, a hot spot when diffing configurations).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Text {
+    /// Up to 18 bytes (`255.255.255.255/32`), zero-padded: zero sorts before every text byte, so
+    /// the order is the strings' order.
+    Short([u8; 18]),
+    /// Anything longer.
+    Long(String),
+}
+
+impl Text {
+    fn of(c: &Cidr) -> Text {
+        use std::io::Write as _;
+        let mut buf = [0u8; 18];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        if c.is_ipv4() && write!(cursor, "{c}").is_ok() {
+            Text::Short(buf)
+        } else {
+            Text::Long(c.to_string())
+        }
+    }
 }
 
 /// The subnet is full: more segments than WireGuard addresses (contract C5).
@@ -292,6 +351,16 @@ impl Allocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_cidrs_print_as_dotted_quads_with_their_prefix() {
+        for text in
+            ["0.0.0.0/0", "255.255.255.255/32", "10.0.100.9/8", "172.16.5.10/24", "1.20.3.199/9"]
+        {
+            assert_eq!(c(text).to_string(), text);
+        }
+        assert_eq!(c("2001:db8::1/64").to_string(), "2001:db8::1/64");
+    }
 
     fn c(s: &str) -> Cidr {
         s.parse().unwrap()

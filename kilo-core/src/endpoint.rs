@@ -107,7 +107,12 @@ impl Endpoint {
 impl fmt::Display for Endpoint {
     /// DNS text first, else `ip:port` (`[v6]:port`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_string_opt(true))
+        // `to_string_opt(true)` without its intermediate strings.
+        match (&self.dns, &self.addr) {
+            (Some(dns), _) => f.write_str(dns),
+            (None, Some(addr)) => write!(f, "{addr}"),
+            (None, None) => Ok(()),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! `Topology::routes` and `Topology::peer_routes` (upstream-kilo.md 7.1-7.4, Appendix A).
 
-use std::collections::HashSet;
 use std::hash::Hash;
+
+use rustc_hash::FxHashSet;
 use std::net::IpAddr;
 
 use super::{EncapsulatorConfig, Interfaces, KILO_TABLE, MAIN_TABLE, Route, Rule};
@@ -33,9 +34,15 @@ fn rule(from: Option<Cidr>, to: Option<Cidr>, iif: Option<&str>) -> Rule {
 
 /// Keeps the first of identical items (peer allowed IPs that differ only in host bits become
 /// identical routes once masked).
-fn dedup<T: Clone + Eq + Hash>(items: Vec<T>) -> Vec<T> {
-    let mut seen = HashSet::new();
-    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+///
+/// The set holds references and uses a fast non-cryptographic hash (the items are not
+/// attacker-chosen keys of a long-lived table): cloning every route into a SipHash set was a
+/// fifth of a whole plan's cost in the profile.
+fn dedup<T: Eq + Hash>(items: Vec<T>) -> Vec<T> {
+    let mut seen = FxHashSet::with_capacity_and_hasher(items.len(), Default::default());
+    let keep: Vec<bool> = items.iter().map(|i| seen.insert(i)).collect();
+    drop(seen);
+    items.into_iter().zip(keep).filter_map(|(i, k)| k.then_some(i)).collect()
 }
 
 fn private_ip(m: &Member) -> Option<IpAddr> {

@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::collections::HashSet;
 
-use super::filter::Containment;
+use super::filter::{Containment, LocationIndex};
 use super::{Member, Segment, Topology, TopologyError, TopologyInput};
 use crate::Endpoint;
 use crate::cidr::{Allocator, is_public};
@@ -196,9 +196,7 @@ impl Topology {
         }
         // Built before any WireGuard /32 is appended; those are tracked by `allocated`.
         let mut index = Containment::new(&self.segments);
-        let with_location_ips: Vec<usize> = (0..self.segments.len())
-            .filter(|&i| !self.segments[i].allowed_location_ips.is_empty())
-            .collect();
+        let mut locations = LocationIndex::new(&self.segments, &self.peers);
         for (i, group) in groups.iter().enumerate() {
             let ip = allocator.next_ip().ok_or_else(full)?;
             let host = Cidr::host(ip.addr());
@@ -215,7 +213,7 @@ impl Topology {
                 }
             }
             if !self.segments[i].allowed_location_ips.is_empty() {
-                let filtered = self.filter_with(i, &index, &with_location_ips);
+                let filtered = self.filter_with(i, &index, &mut locations);
                 self.segments[i].allowed_location_ips = filtered.kept;
                 self.warnings.extend(filtered.warnings);
             }

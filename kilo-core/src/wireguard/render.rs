@@ -17,7 +17,8 @@ impl Config {
     /// an interface without peers ends right after its last key, and a configuration with
     /// neither interface nor peers is the empty string.
     pub fn to_ini(&self) -> String {
-        let mut out = String::new();
+        // About 150 bytes per peer: one allocation instead of a dozen regrowths.
+        let mut out = String::with_capacity(64 + 160 * self.peers.len());
         if let Some(interface) = &self.interface {
             write_interface(&mut out, interface);
         }
