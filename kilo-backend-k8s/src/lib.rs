@@ -25,6 +25,9 @@
 mod backend;
 pub mod crd;
 mod error;
+#[cfg(feature = "test-support")]
+#[allow(missing_docs)]
+pub mod testing;
 pub mod translate;
 pub mod webhook;
 

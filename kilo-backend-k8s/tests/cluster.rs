@@ -1,8 +1,6 @@
 //! Three agents' backends against a fake Kubernetes API server on loopback: publishing, watching,
 //! Peers (valid and invalid), clean-up, and the webhook over HTTPS with the cluster view.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +8,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use kilo_backend_k8s::testing::{Collection, FakeApiServer};
 use kilo_backend_k8s::webhook::{WebhookState, serve_https, tls_config_from};
 use kilo_backend_k8s::{KubeBackend, KubeBackendConfig};
 use kilo_core::annotations::AGENT_ANNOTATION_KEYS;
@@ -17,7 +16,6 @@ use kilo_core::backend::{Backend, Event, ObjectKind};
 use kilo_core::{Endpoint, Granularity, Key, Node};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::{Value, json};
-use support::apiserver::{Collection, FakeApiServer};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const NOW: i64 = 1_700_000_000;

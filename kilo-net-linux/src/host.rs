@@ -241,10 +241,13 @@ impl Host {
     }
 }
 
-/// Resolves DNS endpoints (WireGuard needs addresses); a name that does not resolve leaves the
-/// peer without an endpoint for now, with a warning, instead of blocking the whole mesh.
-async fn resolve(config: &Config) -> Config {
+/// Resolves the DNS endpoints of `config` (WireGuard needs addresses), as `getent hosts NAME`
+/// does. A peer whose name does not resolve is left without an endpoint; the names that did not
+/// resolve are returned so that the caller can warn (the agent: the rest of the mesh goes on) or
+/// fail (`kgctl connect`, as upstream).
+pub async fn resolve_endpoints(config: &Config) -> (Config, Vec<String>) {
     let mut config = config.clone();
+    let mut unresolved = Vec::new();
     for peer in &mut config.peers {
         let Some(endpoint) = peer.endpoint.as_ref().filter(|e| e.needs_resolution()) else {
             continue;
@@ -252,13 +255,18 @@ async fn resolve(config: &Config) -> Config {
         let name = endpoint.dns().unwrap_or_default().to_string();
         let resolved: Option<SocketAddr> =
             tokio::net::lookup_host(name.as_str()).await.ok().and_then(|mut a| a.next());
-        peer.endpoint = match resolved {
-            Some(addr) => Some(endpoint.with_resolved(addr)),
-            None => {
-                tracing::warn!(endpoint = %name, peer = %peer.public_key, "endpoint does not resolve; leaving it unset");
-                None
-            }
-        };
+        peer.endpoint = resolved.map(|addr| endpoint.with_resolved(addr));
+        if peer.endpoint.is_none() {
+            unresolved.push(name);
+        }
+    }
+    (config, unresolved)
+}
+
+async fn resolve(config: &Config) -> Config {
+    let (config, unresolved) = resolve_endpoints(config).await;
+    for name in unresolved {
+        tracing::warn!(endpoint = %name, "endpoint does not resolve; leaving it unset for now");
     }
     config
 }

@@ -3,7 +3,6 @@
 //! the peer's address; every resync period the configuration and routes are recomputed from the
 //! cluster and applied.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -305,18 +304,11 @@ async fn resync(
 
 /// Resolves DNS endpoints; as upstream, a name that does not resolve fails the resync.
 async fn resolve(config: &Config) -> Result<Config> {
-    let mut config = config.clone();
-    for peer in &mut config.peers {
-        let Some(endpoint) = peer.endpoint.as_ref().filter(|e| e.needs_resolution()) else {
-            continue;
-        };
-        let name = endpoint.dns().unwrap_or_default().to_string();
-        let resolved: Option<SocketAddr> =
-            tokio::net::lookup_host(name.as_str()).await.ok().and_then(|mut a| a.next());
-        let addr = resolved.ok_or_else(|| anyhow!("endpoint {name} does not resolve"))?;
-        peer.endpoint = Some(endpoint.with_resolved(addr));
+    let (config, unresolved) = kilo_net_linux::host::resolve_endpoints(config).await;
+    match unresolved.first() {
+        Some(name) => Err(anyhow!("endpoint {name} does not resolve")),
+        None => Ok(config),
     }
-    Ok(config)
 }
 
 #[cfg(test)]

@@ -3,13 +3,12 @@
 //! `examples/upstream-fixture.yaml`.
 
 mod kgctl_run;
-mod support;
 
 use std::path::PathBuf;
 
 use kgctl_run::{Run, kgctl_file, kgctl_with, root};
+use kilo_backend_k8s::testing::{Collection, FakeApiServer};
 use serde_json::{Value, json};
-use support::apiserver::{Collection, FakeApiServer};
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64

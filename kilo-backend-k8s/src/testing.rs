@@ -1,4 +1,4 @@
-//! A small Kubernetes API server on loopback, enough for the backend: list and watch (chunked
+//! Test support (feature `test-support`): a small Kubernetes API server on loopback, enough for the backend: list and watch (chunked
 //! JSON event streams from a resource version, with bookmarks) of `/api/v1/nodes` and
 //! `/apis/kilo.squat.ai/v1alpha1/peers`, merge and strategic-merge PATCH of nodes, and Peer
 //! create and delete. Objects are stored as JSON; every write bumps a global resource version.

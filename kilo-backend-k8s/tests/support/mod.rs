@@ -1,4 +1,0 @@
-//! Test support: a fake Kubernetes API server and object builders.
-#![allow(dead_code)]
-
-pub mod apiserver;
