@@ -223,3 +223,97 @@ fn a_failing_command_is_an_error_naming_the_command() {
     let err = fw.set(&bad).unwrap_err().to_string();
     assert!(err.contains("iptables-nft") && err.contains("NO-SUCH-CHAIN"), "{err}");
 }
+
+/// `n` IPv4 peers with distinct /32 allowed IPs (10.6.0.0/16).
+fn many_peers(n: usize) -> Vec<Peer> {
+    (0..n)
+        .map(|i| Peer {
+            family: Family::Ipv4,
+            allowed_ip: Box::leak(format!("10.6.{}.{}/32", i / 250, i % 250 + 1).into_boxed_str()),
+        })
+        .collect()
+}
+
+/// A runner into `ns` that logs every process it starts, one line each, to a file.
+struct CountingRunner {
+    dir: std::path::PathBuf,
+}
+
+impl CountingRunner {
+    fn new(ns: &Netns) -> CountingRunner {
+        let dir = std::env::temp_dir().join(format!("{}-runner", ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("run");
+        let log = dir.join("log");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$*\" >> {}\nexec ip netns exec {} \"$@\"\n", log.display(), ns.name),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        CountingRunner { dir }
+    }
+
+    fn runner(&self) -> Runner {
+        Runner::with_prefix(vec![self.dir.join("run").display().to_string()])
+    }
+
+    /// The processes started so far (then forgets them).
+    fn take(&self) -> Vec<String> {
+        let log = self.dir.join("log");
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        lines.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for CountingRunner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn a_thousand_peers_scenario(variant: Variant) {
+    let ns = Netns::new("ipt1k");
+    let counter = CountingRunner::new(&ns);
+    let mut fw = Firewall::Iptables(Iptables::with_ipv6(counter.runner(), variant, true));
+    let rules = leader_rules(&many_peers(1000));
+
+    let start = std::time::Instant::now();
+    fw.set(&rules).unwrap();
+    let (set_time, set_calls) = (start.elapsed(), counter.take());
+    assert_applied(&ns, variant, &rules);
+    let start = std::time::Instant::now();
+    fw.clean_up().unwrap();
+    let (clean_time, clean_calls) = (start.elapsed(), counter.take());
+    eprintln!(
+        "{variant:?}: set of 1,000 peers: {} processes, {set_time:?}; clean_up: {} processes, \
+         {clean_time:?}",
+        set_calls.len(),
+        clean_calls.len()
+    );
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let saved = save(&ns, variant, family);
+        assert!(!saved.contains("KILO") && !saved.contains("Kilo"), "{saved}");
+    }
+    assert!(set_calls.len() <= 8, "{set_calls:#?}");
+    assert!(clean_calls.len() <= 12, "{clean_calls:#?}");
+    // Every write was counted as the operation it performs.
+    let ops = fw.operations();
+    let count = |op: Operation| -> u64 {
+        ops.iter().filter(|(l, _)| l.operation == op).map(|(_, n)| n).sum()
+    };
+    assert_eq!(count(Operation::InsertUnique), rules.prepend.len() as u64);
+    assert_eq!(count(Operation::Delete), (rules.prepend.len() + 3) as u64);
+}
+
+#[test]
+fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_nft() {
+    a_thousand_peers_scenario(Variant::Nft);
+}
+
+#[test]
+fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_legacy() {
+    a_thousand_peers_scenario(Variant::Legacy);
+}

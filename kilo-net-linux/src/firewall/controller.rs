@@ -55,6 +55,14 @@ pub(crate) trait Client {
     ) -> Result<Option<Vec<RuleKey>>, FirewallError>;
     /// The chains of a table (`ListChains`; `iptables -S`; `nft list table`).
     fn list_chains(&self, family: Family, table: &str) -> Result<Vec<String>, FirewallError>;
+    /// From now on the writes may be queued until [`Client::commit_batch`] (reads are not);
+    /// a queued write reports success. By default writes happen at once.
+    fn begin_batch(&self) {}
+    /// Performs the queued writes, as the per-call path would have (present rules not written
+    /// again, failed deletions ignored), and writes at once again.
+    fn commit_batch(&self) -> Result<(), FirewallError> {
+        Ok(())
+    }
 }
 
 /// A chain's address: family, table, name.
@@ -250,7 +258,18 @@ impl<C: Client> Controller<C> {
     /// Prepend list: new rules are inserted at position 1, dropped ones deleted. One fix over
     /// upstream: prepend rules that lived in a chain flushed by this call are re-inserted now
     /// instead of at the next reconcile.
+    ///
+    /// The client may batch the writes of one call ([`Client::begin_batch`]); when the batch
+    /// fails the error is returned, and the record may then hold entries the kernel lacks:
+    /// the next reconcile restores them.
     pub(crate) fn set(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
+        self.client.begin_batch();
+        let result = self.set_entries(rules);
+        let committed = self.client.commit_batch();
+        result.and(committed)
+    }
+
+    fn set_entries(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
         let mut flushed = BTreeSet::new();
         for (i, entry) in rules.append.iter().enumerate() {
             if i < self.append.len() && identity(entry) != identity(&self.append[i]) {
@@ -352,9 +371,13 @@ impl<C: Client> Controller<C> {
 
     /// Removes every applied entry: prepend rules, then append entries in order.
     pub(crate) fn clean_up(&mut self) -> Result<(), FirewallError> {
+        self.client.begin_batch();
         let mut flushed = BTreeSet::new();
-        self.delete_from(true, 0, &mut flushed)?;
-        self.delete_from(false, 0, &mut flushed)
+        let result = self
+            .delete_from(true, 0, &mut flushed)
+            .and_then(|()| self.delete_from(false, 0, &mut flushed));
+        let committed = self.client.commit_batch();
+        result.and(committed)
     }
 }
 

@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod controller;
 mod iptables;
 mod netns;
