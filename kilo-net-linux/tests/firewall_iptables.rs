@@ -247,7 +247,11 @@ impl CountingRunner {
         let log = dir.join("log");
         std::fs::write(
             &script,
-            format!("#!/bin/sh\necho \"$*\" >> {}\nexec ip netns exec {} \"$@\"\n", log.display(), ns.name),
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\nexec ip netns exec {} \"$@\"\n",
+                log.display(),
+                ns.name
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -283,7 +287,21 @@ fn a_thousand_peers_scenario(variant: Variant) {
     let start = std::time::Instant::now();
     fw.set(&rules).unwrap();
     let (set_time, set_calls) = (start.elapsed(), counter.take());
+    let after_set = count(&fw.operations(), Operation::InsertUnique);
     assert_applied(&ns, variant, &rules);
+
+    // Someone flushes both nat chains: reconcile restores them, in order, in a few processes.
+    for chain in ["POSTROUTING", "KILO-NAT"] {
+        ns.run(&[variant.binary(Family::Ipv4), "-t", "nat", "-F", chain]);
+    }
+    let start = std::time::Instant::now();
+    assert!(fw.reconcile().unwrap() >= 2000);
+    let (reconcile_time, reconcile_calls) = (start.elapsed(), counter.take());
+    assert_applied(&ns, variant, &rules);
+    eprintln!("{variant:?}: reconcile: {} processes, {reconcile_time:?}", reconcile_calls.len());
+    assert!(reconcile_calls.len() <= 30, "{reconcile_calls:#?}");
+
+    let before_clean_up = count(&fw.operations(), Operation::Delete);
     let start = std::time::Instant::now();
     fw.clean_up().unwrap();
     let (clean_time, clean_calls) = (start.elapsed(), counter.take());
@@ -299,13 +317,17 @@ fn a_thousand_peers_scenario(variant: Variant) {
     }
     assert!(set_calls.len() <= 8, "{set_calls:#?}");
     assert!(clean_calls.len() <= 12, "{clean_calls:#?}");
-    // Every write was counted as the operation it performs.
-    let ops = fw.operations();
-    let count = |op: Operation| -> u64 {
-        ops.iter().filter(|(l, _)| l.operation == op).map(|(_, n)| n).sum()
-    };
-    assert_eq!(count(Operation::InsertUnique), rules.prepend.len() as u64);
-    assert_eq!(count(Operation::Delete), (rules.prepend.len() + 3) as u64);
+    // Every batched write was counted as the operation it performs.
+    assert_eq!(after_set, rules.prepend.len() as u64);
+    let deleted = count(&fw.operations(), Operation::Delete) - before_clean_up;
+    assert_eq!(deleted, (rules.prepend.len() + 3) as u64);
+}
+
+fn count(
+    ops: &std::collections::BTreeMap<kilo_net_linux::firewall::OpLabels, u64>,
+    op: Operation,
+) -> u64 {
+    ops.iter().filter(|(l, _)| l.operation == op).map(|(_, n)| n).sum()
 }
 
 #[test]
@@ -316,4 +338,20 @@ fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_nf
 #[test]
 fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_legacy() {
     a_thousand_peers_scenario(Variant::Legacy);
+}
+
+#[test]
+fn a_batch_with_a_refused_rule_falls_back_to_one_process_per_rule_and_names_that_rule() {
+    let ns = Netns::new("iptfb");
+    let mut fw = firewall(&ns, Variant::Nft);
+    let mut rules = leader_rules(&PEERS);
+    rules.append.push(rule(Family::Ipv4, "nat", "KILO-NAT", "-j NO-SUCH-CHAIN"));
+    let err = fw.set(&rules).unwrap_err().to_string();
+    assert!(err.contains("iptables-nft") && err.contains("NO-SUCH-CHAIN"), "{err}");
+    assert!(!err.contains("restore"), "the per-rule path names the rule: {err}");
+    // What came before the refused rule is applied, one rule at a time.
+    let want: Vec<String> =
+        rules.append[2..5].iter().map(|e| iptables_line("KILO-NAT", &spec_of(e))).collect();
+    assert_eq!(chain_lines(&ns, Variant::Nft, Family::Ipv4, "nat", "KILO-NAT"), want[..2]);
+    fw.clean_up().unwrap();
 }

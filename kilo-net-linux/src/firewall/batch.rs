@@ -258,7 +258,8 @@ mod tests {
     #[test]
     fn present_rules_are_not_written_again_and_absent_ones_are_not_deleted() {
         let mut model = Model::parse(SAVE);
-        let masquerade = s(&["-m", "comment", "--comment", "Kilo: NAT remaining packets", "-j", "MASQUERADE"]);
+        let masquerade =
+            s(&["-m", "comment", "--comment", "Kilo: NAT remaining packets", "-j", "MASQUERADE"]);
         let append = |spec: Vec<String>| Op::Append {
             family: Family::Ipv4,
             table: "nat".into(),
@@ -273,11 +274,8 @@ mod tests {
             spec: s(&["-d", "10.9.0.1/32", "-j", "RETURN"]),
         };
         assert_eq!(model.apply(&absent), None);
-        let clear = Op::ClearChain {
-            family: Family::Ipv4,
-            table: "nat".into(),
-            chain: "KILO-NAT".into(),
-        };
+        let clear =
+            Op::ClearChain { family: Family::Ipv4, table: "nat".into(), chain: "KILO-NAT".into() };
         assert_eq!(model.apply(&clear).as_deref(), Some("-F KILO-NAT"));
         assert_eq!(
             model.apply(&append(masquerade)).as_deref(),

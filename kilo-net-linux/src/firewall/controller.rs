@@ -342,7 +342,8 @@ impl<C: Client> Controller<C> {
     /// Restores entries someone removed (upstream `reconcile`): the first missing append entry
     /// and every one after it are deleted and re-appended; missing prepend rules re-inserted.
     /// Finding everything present costs only listings, no writes. Returns how many entries it
-    /// re-applied.
+    /// re-applied. The writes of the append reset, then those of the prepend rules, may each be
+    /// one batch of the client.
     pub(crate) fn reconcile(&mut self) -> Result<usize, FirewallError> {
         let mut cache = Cache::default();
         let mut flushed = BTreeSet::new();
@@ -350,22 +351,31 @@ impl<C: Client> Controller<C> {
         let append = self.append.clone();
         for (i, entry) in append.iter().enumerate() {
             if !self.exists(&mut cache, entry)? {
-                for later in &append[i..] {
+                // The reset is one batch, committed before the prepend rules are listed.
+                self.client.begin_batch();
+                let result = append[i..].iter().try_for_each(|later| {
                     self.delete_entry(later, &mut flushed)?;
                     self.append_entry(later, &mut flushed)?;
                     restored += 1;
-                }
+                    Ok(())
+                });
+                let committed = self.client.commit_batch();
+                result.and(committed)?;
                 // What was listed before the reset may be stale now.
                 cache = Cache::default();
                 break;
             }
         }
-        for entry in self.prepend.clone() {
-            if !self.exists(&mut cache, &entry)? {
-                self.prepend_entry(&entry, &mut flushed)?;
+        self.client.begin_batch();
+        let result = self.prepend.clone().iter().try_for_each(|entry| {
+            if !self.exists(&mut cache, entry)? {
+                self.prepend_entry(entry, &mut flushed)?;
                 restored += 1;
             }
-        }
+            Ok(())
+        });
+        let committed = self.client.commit_batch();
+        result.and(committed)?;
         Ok(restored)
     }
 

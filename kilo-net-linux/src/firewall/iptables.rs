@@ -313,7 +313,12 @@ impl IptablesClient {
 }
 
 impl IptablesClient {
-    fn direct_clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+    fn direct_clear_chain(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<(), FirewallError> {
         let create = args(&["-t", table, "-N", chain], &[]);
         let output = self.runner.output(self.variant.binary(family), &create)?;
         if output.status.success() {
@@ -325,7 +330,12 @@ impl IptablesClient {
         Err(self.runner.failure(self.variant.binary(family), &create, &output))
     }
 
-    fn direct_delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+    fn direct_delete_chain(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<(), FirewallError> {
         self.run(family, &args(&["-t", table, "-X", chain], &[])).map(drop)
     }
 
@@ -355,7 +365,13 @@ impl IptablesClient {
         self.run(f, &args(&["-t", t, "-I", c, "1"], spec)).map(drop)
     }
 
-    fn direct_delete(&self, f: Family, t: &str, c: &str, spec: &[String]) -> Result<(), FirewallError> {
+    fn direct_delete(
+        &self,
+        f: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
         self.run(f, &args(&["-t", t, "-D", c], spec)).map(drop)
     }
 }
@@ -475,7 +491,13 @@ impl Iptables {
 
     /// Uses `variant` through `runner`; with `ipv6 == false` IPv6 operations are no-ops.
     pub fn with_ipv6(runner: Runner, variant: Variant, ipv6: bool) -> Iptables {
-        Iptables { controller: Controller::new(IptablesClient { runner, variant, batch: Mutex::new(None) }, ipv6), variant }
+        Iptables {
+            controller: Controller::new(
+                IptablesClient { runner, variant, batch: Mutex::new(None) },
+                ipv6,
+            ),
+            variant,
+        }
     }
 
     /// The variant in use.
