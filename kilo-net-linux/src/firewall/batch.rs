@@ -36,7 +36,8 @@ impl Op {
         }
     }
 
-    fn table(&self) -> &str {
+    /// The op's table.
+    pub(crate) fn table(&self) -> &str {
         match self {
             Op::ClearChain { table, .. }
             | Op::DeleteChain { table, .. }
@@ -78,15 +79,18 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    /// The model of an `iptables-save` output (`*table`, `:CHAIN POLICY [..]`, `-A CHAIN …`).
-    pub(crate) fn parse(save: &str) -> Model {
+    /// The model of the `tables` of an `iptables-save` output (`*table`, `:CHAIN POLICY [..]`,
+    /// `-A CHAIN …`); other tables are skipped.
+    pub(crate) fn parse(save: &str, tables: &[&str]) -> Model {
         let mut model = Model::default();
         let mut current: Option<String> = None;
         for line in save.lines() {
             if let Some(name) = line.strip_prefix('*') {
-                let name = name.trim().to_string();
-                model.tables.entry(name.clone()).or_default();
-                current = Some(name);
+                let name = name.trim();
+                current = tables.contains(&name).then(|| name.to_string());
+                if let Some(name) = &current {
+                    model.tables.entry(name.clone()).or_default();
+                }
                 continue;
             }
             let Some(name) = current.as_deref() else {
@@ -257,7 +261,7 @@ mod tests {
 
     #[test]
     fn present_rules_are_not_written_again_and_absent_ones_are_not_deleted() {
-        let mut model = Model::parse(SAVE);
+        let mut model = Model::parse(SAVE, &["nat", "filter"]);
         let masquerade =
             s(&["-m", "comment", "--comment", "Kilo: NAT remaining packets", "-j", "MASQUERADE"]);
         let append = |spec: Vec<String>| Op::Append {
@@ -285,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_chain_is_deleted_only_once_it_is_empty_and_unreferenced() {
-        let mut model = Model::parse(SAVE);
+        let mut model = Model::parse(SAVE, &["nat", "filter"]);
         let chain = |op: fn(Family, String, String) -> Op| {
             op(Family::Ipv4, "nat".into(), "KILO-NAT".into())
         };
@@ -306,8 +310,27 @@ mod tests {
     }
 
     #[test]
+    fn tables_not_asked_for_are_not_modelled() {
+        let mut model = Model::parse(SAVE, &["filter"]);
+        let masquerade = Op::Delete {
+            family: Family::Ipv4,
+            table: "nat".into(),
+            chain: "KILO-NAT".into(),
+            spec: s(&[
+                "-m",
+                "comment",
+                "--comment",
+                "Kilo: NAT remaining packets",
+                "-j",
+                "MASQUERADE",
+            ]),
+        };
+        assert_eq!(model.apply(&masquerade), None);
+    }
+
+    #[test]
     fn restore_input_groups_lines_by_table_in_order_and_quotes_comments() {
-        let mut model = Model::parse(SAVE);
+        let mut model = Model::parse(SAVE, &["nat", "filter"]);
         let insert = |table: &str, chain: &str, comment: &str| Op::Insert {
             family: Family::Ipv4,
             table: table.into(),

@@ -283,7 +283,10 @@ impl IptablesClient {
     /// one `iptables-save` that tells which rules and chains exist.
     fn restore(&self, family: Family, ops: &[Op]) -> Result<(), FirewallError> {
         let saved = self.runner.run(&self.variant.save_binary(family), &[])?;
-        let (input, lines) = restore_input(&mut Model::parse(&saved), ops);
+        let mut tables: Vec<&str> = ops.iter().map(Op::table).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let (input, lines) = restore_input(&mut Model::parse(&saved, &tables), ops);
         if lines == 0 {
             return Ok(());
         }
@@ -435,9 +438,10 @@ impl Client for IptablesClient {
             if ops.is_empty() {
                 continue;
             }
-            if self.restore(family, &ops).is_err() {
+            if let Err(e) = self.restore(family, &ops) {
                 // One rule of the batch is refused (or the restore binary is missing): the
                 // per-rule path applies what it can and names the rule that fails.
+                tracing::warn!(error = %e, ?family, "iptables-restore batch failed, writing one rule at a time");
                 result = result.and(self.perform(&ops));
             }
         }
