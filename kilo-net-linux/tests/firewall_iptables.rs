@@ -223,3 +223,135 @@ fn a_failing_command_is_an_error_naming_the_command() {
     let err = fw.set(&bad).unwrap_err().to_string();
     assert!(err.contains("iptables-nft") && err.contains("NO-SUCH-CHAIN"), "{err}");
 }
+
+/// `n` IPv4 peers with distinct /32 allowed IPs (10.6.0.0/16).
+fn many_peers(n: usize) -> Vec<Peer> {
+    (0..n)
+        .map(|i| Peer {
+            family: Family::Ipv4,
+            allowed_ip: Box::leak(format!("10.6.{}.{}/32", i / 250, i % 250 + 1).into_boxed_str()),
+        })
+        .collect()
+}
+
+/// A runner into `ns` that logs every process it starts, one line each, to a file.
+struct CountingRunner {
+    dir: std::path::PathBuf,
+}
+
+impl CountingRunner {
+    fn new(ns: &Netns) -> CountingRunner {
+        let dir = std::env::temp_dir().join(format!("{}-runner", ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("run");
+        let log = dir.join("log");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\nexec ip netns exec {} \"$@\"\n",
+                log.display(),
+                ns.name
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        CountingRunner { dir }
+    }
+
+    fn runner(&self) -> Runner {
+        Runner::with_prefix(vec![self.dir.join("run").display().to_string()])
+    }
+
+    /// The processes started so far (then forgets them).
+    fn take(&self) -> Vec<String> {
+        let log = self.dir.join("log");
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        lines.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for CountingRunner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn a_thousand_peers_scenario(variant: Variant) {
+    let ns = Netns::new("ipt1k");
+    let counter = CountingRunner::new(&ns);
+    let mut fw = Firewall::Iptables(Iptables::with_ipv6(counter.runner(), variant, true));
+    let rules = leader_rules(&many_peers(1000));
+
+    let start = std::time::Instant::now();
+    fw.set(&rules).unwrap();
+    let (set_time, set_calls) = (start.elapsed(), counter.take());
+    let after_set = count(&fw.operations(), Operation::InsertUnique);
+    assert_applied(&ns, variant, &rules);
+
+    // Someone flushes both nat chains: reconcile restores them, in order, in a few processes.
+    for chain in ["POSTROUTING", "KILO-NAT"] {
+        ns.run(&[variant.binary(Family::Ipv4), "-t", "nat", "-F", chain]);
+    }
+    let start = std::time::Instant::now();
+    assert!(fw.reconcile().unwrap() >= 2000);
+    let (reconcile_time, reconcile_calls) = (start.elapsed(), counter.take());
+    assert_applied(&ns, variant, &rules);
+    eprintln!("{variant:?}: reconcile: {} processes, {reconcile_time:?}", reconcile_calls.len());
+    assert!(reconcile_calls.len() <= 30, "{reconcile_calls:#?}");
+
+    let before_clean_up = count(&fw.operations(), Operation::Delete);
+    let start = std::time::Instant::now();
+    fw.clean_up().unwrap();
+    let (clean_time, clean_calls) = (start.elapsed(), counter.take());
+    eprintln!(
+        "{variant:?}: set of 1,000 peers: {} processes, {set_time:?}; clean_up: {} processes, \
+         {clean_time:?}",
+        set_calls.len(),
+        clean_calls.len()
+    );
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let saved = save(&ns, variant, family);
+        assert!(!saved.contains("KILO") && !saved.contains("Kilo"), "{saved}");
+    }
+    assert!(set_calls.len() <= 8, "{set_calls:#?}");
+    assert!(clean_calls.len() <= 12, "{clean_calls:#?}");
+    // Every batched write was counted as the operation it performs.
+    assert_eq!(after_set, rules.prepend.len() as u64);
+    let deleted = count(&fw.operations(), Operation::Delete) - before_clean_up;
+    assert_eq!(deleted, (rules.prepend.len() + 3) as u64);
+}
+
+fn count(
+    ops: &std::collections::BTreeMap<kilo_net_linux::firewall::OpLabels, u64>,
+    op: Operation,
+) -> u64 {
+    ops.iter().filter(|(l, _)| l.operation == op).map(|(_, n)| n).sum()
+}
+
+#[test]
+fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_nft() {
+    a_thousand_peers_scenario(Variant::Nft);
+}
+
+#[test]
+fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_legacy() {
+    a_thousand_peers_scenario(Variant::Legacy);
+}
+
+#[test]
+fn a_batch_with_a_refused_rule_falls_back_to_one_process_per_rule_and_names_that_rule() {
+    let ns = Netns::new("iptfb");
+    let mut fw = firewall(&ns, Variant::Nft);
+    let mut rules = leader_rules(&PEERS);
+    rules.append.push(rule(Family::Ipv4, "nat", "KILO-NAT", "-j NO-SUCH-CHAIN"));
+    let err = fw.set(&rules).unwrap_err().to_string();
+    assert!(err.contains("iptables-nft") && err.contains("NO-SUCH-CHAIN"), "{err}");
+    assert!(!err.contains("restore"), "the per-rule path names the rule: {err}");
+    // What came before the refused rule is applied, one rule at a time.
+    let want: Vec<String> =
+        rules.append[2..5].iter().map(|e| iptables_line("KILO-NAT", &spec_of(e))).collect();
+    assert_eq!(chain_lines(&ns, Variant::Nft, Family::Ipv4, "nat", "KILO-NAT"), want[..2]);
+    fw.clean_up().unwrap();
+}

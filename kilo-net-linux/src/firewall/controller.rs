@@ -55,6 +55,14 @@ pub(crate) trait Client {
     ) -> Result<Option<Vec<RuleKey>>, FirewallError>;
     /// The chains of a table (`ListChains`; `iptables -S`; `nft list table`).
     fn list_chains(&self, family: Family, table: &str) -> Result<Vec<String>, FirewallError>;
+    /// From now on the writes may be queued until [`Client::commit_batch`] (reads are not);
+    /// a queued write reports success. By default writes happen at once.
+    fn begin_batch(&self) {}
+    /// Performs the queued writes, as the per-call path would have (present rules not written
+    /// again, failed deletions ignored), and writes at once again.
+    fn commit_batch(&self) -> Result<(), FirewallError> {
+        Ok(())
+    }
 }
 
 /// A chain's address: family, table, name.
@@ -250,7 +258,18 @@ impl<C: Client> Controller<C> {
     /// Prepend list: new rules are inserted at position 1, dropped ones deleted. One fix over
     /// upstream: prepend rules that lived in a chain flushed by this call are re-inserted now
     /// instead of at the next reconcile.
+    ///
+    /// The client may batch the writes of one call ([`Client::begin_batch`]); when the batch
+    /// fails the error is returned, and the record may then hold entries the kernel lacks:
+    /// the next reconcile restores them.
     pub(crate) fn set(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
+        self.client.begin_batch();
+        let result = self.set_entries(rules);
+        let committed = self.client.commit_batch();
+        result.and(committed)
+    }
+
+    fn set_entries(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
         let mut flushed = BTreeSet::new();
         for (i, entry) in rules.append.iter().enumerate() {
             if i < self.append.len() && identity(entry) != identity(&self.append[i]) {
@@ -323,7 +342,8 @@ impl<C: Client> Controller<C> {
     /// Restores entries someone removed (upstream `reconcile`): the first missing append entry
     /// and every one after it are deleted and re-appended; missing prepend rules re-inserted.
     /// Finding everything present costs only listings, no writes. Returns how many entries it
-    /// re-applied.
+    /// re-applied. The writes of the append reset, then those of the prepend rules, may each be
+    /// one batch of the client.
     pub(crate) fn reconcile(&mut self) -> Result<usize, FirewallError> {
         let mut cache = Cache::default();
         let mut flushed = BTreeSet::new();
@@ -331,30 +351,43 @@ impl<C: Client> Controller<C> {
         let append = self.append.clone();
         for (i, entry) in append.iter().enumerate() {
             if !self.exists(&mut cache, entry)? {
-                for later in &append[i..] {
+                // The reset is one batch, committed before the prepend rules are listed.
+                self.client.begin_batch();
+                let result = append[i..].iter().try_for_each(|later| {
                     self.delete_entry(later, &mut flushed)?;
                     self.append_entry(later, &mut flushed)?;
                     restored += 1;
-                }
+                    Ok(())
+                });
+                let committed = self.client.commit_batch();
+                result.and(committed)?;
                 // What was listed before the reset may be stale now.
                 cache = Cache::default();
                 break;
             }
         }
-        for entry in self.prepend.clone() {
-            if !self.exists(&mut cache, &entry)? {
-                self.prepend_entry(&entry, &mut flushed)?;
+        self.client.begin_batch();
+        let result = self.prepend.clone().iter().try_for_each(|entry| {
+            if !self.exists(&mut cache, entry)? {
+                self.prepend_entry(entry, &mut flushed)?;
                 restored += 1;
             }
-        }
+            Ok(())
+        });
+        let committed = self.client.commit_batch();
+        result.and(committed)?;
         Ok(restored)
     }
 
     /// Removes every applied entry: prepend rules, then append entries in order.
     pub(crate) fn clean_up(&mut self) -> Result<(), FirewallError> {
+        self.client.begin_batch();
         let mut flushed = BTreeSet::new();
-        self.delete_from(true, 0, &mut flushed)?;
-        self.delete_from(false, 0, &mut flushed)
+        let result = self
+            .delete_from(true, 0, &mut flushed)
+            .and_then(|()| self.delete_from(false, 0, &mut flushed));
+        let committed = self.client.commit_batch();
+        result.and(committed)
     }
 }
 

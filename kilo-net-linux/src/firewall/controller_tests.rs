@@ -7,6 +7,10 @@ use super::*;
 #[derive(Default)]
 struct Fake {
     chains: RefCell<BTreeMap<ChainId, Vec<RuleKey>>>,
+    /// `begin` / `commit` as the controller opens and closes batches.
+    batches: RefCell<Vec<&'static str>>,
+    /// What the next commit fails with.
+    commit_error: RefCell<Option<FirewallError>>,
 }
 
 const BUILTIN: &[&str] = &["POSTROUTING", "PREROUTING", "INPUT", "FORWARD", "OUTPUT"];
@@ -44,6 +48,13 @@ fn missing(what: &str) -> FirewallError {
 }
 
 impl Client for Fake {
+    fn begin_batch(&self) {
+        self.batches.borrow_mut().push("begin");
+    }
+    fn commit_batch(&self) -> Result<(), FirewallError> {
+        self.batches.borrow_mut().push("commit");
+        self.commit_error.borrow_mut().take().map_or(Ok(()), Err)
+    }
     fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
         let id = (family, table.to_string(), chain.to_string());
         self.chains.borrow_mut().insert(id, Vec::new());
@@ -312,4 +323,28 @@ fn clean_up_removes_a_chain_listed_before_the_rules_that_jump_to_it() {
 fn firewalls_can_move_between_threads() {
     fn send<T: Send>() {}
     send::<crate::firewall::Firewall>();
+}
+
+#[test]
+fn set_reconcile_and_clean_up_each_close_every_batch_they_open() {
+    let mut c = Controller::new(Fake::default(), true);
+    c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    assert_eq!(*c.client().batches.borrow(), ["begin", "commit"]);
+    c.client().batches.borrow_mut().clear();
+    c.client().chains.borrow_mut().clear();
+    assert!(c.reconcile().unwrap() > 0);
+    // The append reset is committed before the prepend rules are listed and restored.
+    assert_eq!(*c.client().batches.borrow(), ["begin", "commit", "begin", "commit"]);
+    c.client().batches.borrow_mut().clear();
+    c.clean_up().unwrap();
+    assert_eq!(*c.client().batches.borrow(), ["begin", "commit"]);
+}
+
+#[test]
+fn a_failed_commit_makes_set_and_clean_up_fail_with_its_error() {
+    let mut c = Controller::new(Fake::default(), true);
+    *c.client().commit_error.borrow_mut() = Some(missing("iptables-restore"));
+    assert_eq!(c.set(&ruleset(&["10.5.0.1/32"])), Err(missing("iptables-restore")));
+    *c.client().commit_error.borrow_mut() = Some(missing("iptables-restore"));
+    assert_eq!(c.clean_up(), Err(missing("iptables-restore")));
 }

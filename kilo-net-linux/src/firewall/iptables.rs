@@ -6,10 +6,13 @@
 //! its fixed `&'static str` command admits no prefix such as `ip netns exec NS`.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use kilo_core::firewall::{Family, RuleSet};
 
+use super::batch::{Model, Op, restore_input};
 use super::controller::{Client, Controller};
 use super::rule::RuleKey;
 use super::{FirewallError, OpLabels};
@@ -52,6 +55,47 @@ impl Runner {
             command: self.command_line(program, args),
             message: e.to_string(),
         })
+    }
+
+    /// Runs `program args…` with `input` on its standard input; a non-zero exit is an error.
+    pub fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: &str,
+    ) -> Result<String, FirewallError> {
+        let (first, rest) = match self.prefix.split_first() {
+            Some((first, rest)) => (first.as_str(), rest),
+            None => (program, &[][..]),
+        };
+        let mut command = Command::new(first);
+        command.args(rest);
+        if !self.prefix.is_empty() {
+            command.arg(program);
+        }
+        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let spawn_error = |e: std::io::Error| FirewallError::Spawn {
+            command: self.command_line(program, args),
+            message: e.to_string(),
+        };
+        let mut child = command.spawn().map_err(spawn_error)?;
+        let mut stdin = child.stdin.take();
+        let output = std::thread::scope(|scope| {
+            // Written from a thread of its own so a child that fills its output pipe before
+            // reading all its input cannot deadlock us.
+            scope.spawn(move || {
+                if let Some(stdin) = stdin.as_mut() {
+                    let _ = stdin.write_all(input.as_bytes());
+                }
+            });
+            child.wait_with_output()
+        })
+        .map_err(spawn_error)?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(self.failure(program, args, &output))
+        }
     }
 
     /// Runs `program args…`; a non-zero exit is an error.
@@ -113,6 +157,10 @@ impl Variant {
 
     fn save_binary(self, family: Family) -> String {
         format!("{}-save", self.binary(family))
+    }
+
+    fn restore_binary(self, family: Family) -> String {
+        format!("{}-restore", self.binary(family))
     }
 }
 
@@ -177,7 +225,13 @@ pub fn ipv6_disabled() -> bool {
 pub(crate) struct IptablesClient {
     runner: Runner,
     variant: Variant,
+    /// The writes queued between `begin_batch` and `commit_batch`; `None`: write at once.
+    batch: Mutex<Option<Vec<Op>>>,
 }
+
+/// Up to this many queued writes are performed one process each; more go through one
+/// `iptables-restore` per family.
+const BATCH_THRESHOLD: usize = 8;
 
 fn args(head: &[&str], spec: &[String]) -> Vec<String> {
     let mut out: Vec<String> = vec!["--wait".to_string()];
@@ -187,6 +241,59 @@ fn args(head: &[&str], spec: &[String]) -> Vec<String> {
 }
 
 impl IptablesClient {
+    fn queue(&self) -> MutexGuard<'_, Option<Vec<Op>>> {
+        self.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `op` while a batch is open, else performs it at once.
+    fn queue_or(&self, op: Op) -> Result<(), FirewallError> {
+        if let Some(ops) = self.queue().as_mut() {
+            ops.push(op);
+            return Ok(());
+        }
+        self.perform(std::slice::from_ref(&op))
+    }
+
+    /// Performs `ops` one process (or two, with the `-C` check) each, as upstream does: failed
+    /// deletions are ignored, any other failure stops there and is returned.
+    fn perform(&self, ops: &[Op]) -> Result<(), FirewallError> {
+        for op in ops {
+            match op {
+                Op::ClearChain { family, table, chain } => {
+                    self.direct_clear_chain(*family, table, chain)?
+                }
+                Op::DeleteChain { family, table, chain } => {
+                    let _ = self.direct_delete_chain(*family, table, chain);
+                }
+                Op::Append { family, table, chain, spec } => {
+                    self.direct_append_unique(*family, table, chain, spec)?
+                }
+                Op::Insert { family, table, chain, spec } => {
+                    self.direct_insert_unique(*family, table, chain, spec)?
+                }
+                Op::Delete { family, table, chain, spec } => {
+                    let _ = self.direct_delete(*family, table, chain, spec);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Performs `ops` (all of `family`) in one `iptables-restore --noflush` transaction, after
+    /// one `iptables-save` that tells which rules and chains exist.
+    fn restore(&self, family: Family, ops: &[Op]) -> Result<(), FirewallError> {
+        let saved = self.runner.run(&self.variant.save_binary(family), &[])?;
+        let mut tables: Vec<&str> = ops.iter().map(Op::table).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let (input, lines) = restore_input(&mut Model::parse(&saved, &tables), ops);
+        if lines == 0 {
+            return Ok(());
+        }
+        let args = ["--noflush".to_string(), "--wait".to_string()];
+        self.runner.run_with_input(&self.variant.restore_binary(family), &args, &input).map(drop)
+    }
+
     fn run(&self, family: Family, args: &[String]) -> Result<String, FirewallError> {
         self.runner.run(self.variant.binary(family), args)
     }
@@ -208,8 +315,13 @@ impl IptablesClient {
     }
 }
 
-impl Client for IptablesClient {
-    fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+impl IptablesClient {
+    fn direct_clear_chain(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<(), FirewallError> {
         let create = args(&["-t", table, "-N", chain], &[]);
         let output = self.runner.output(self.variant.binary(family), &create)?;
         if output.status.success() {
@@ -221,11 +333,16 @@ impl Client for IptablesClient {
         Err(self.runner.failure(self.variant.binary(family), &create, &output))
     }
 
-    fn delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+    fn direct_delete_chain(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<(), FirewallError> {
         self.run(family, &args(&["-t", table, "-X", chain], &[])).map(drop)
     }
 
-    fn append_unique(
+    fn direct_append_unique(
         &self,
         f: Family,
         t: &str,
@@ -238,7 +355,7 @@ impl Client for IptablesClient {
         self.run(f, &args(&["-t", t, "-A", c], spec)).map(drop)
     }
 
-    fn insert_unique(
+    fn direct_insert_unique(
         &self,
         f: Family,
         t: &str,
@@ -251,8 +368,84 @@ impl Client for IptablesClient {
         self.run(f, &args(&["-t", t, "-I", c, "1"], spec)).map(drop)
     }
 
-    fn delete(&self, f: Family, t: &str, c: &str, spec: &[String]) -> Result<(), FirewallError> {
+    fn direct_delete(
+        &self,
+        f: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
         self.run(f, &args(&["-t", t, "-D", c], spec)).map(drop)
+    }
+}
+
+impl Client for IptablesClient {
+    fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+        let (table, chain) = (table.to_string(), chain.to_string());
+        self.queue_or(Op::ClearChain { family, table, chain })
+    }
+
+    fn delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
+        let (table, chain) = (table.to_string(), chain.to_string());
+        self.queue_or(Op::DeleteChain { family, table, chain })
+    }
+
+    fn append_unique(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
+        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.to_vec());
+        self.queue_or(Op::Append { family, table, chain, spec })
+    }
+
+    fn insert_unique(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
+        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.to_vec());
+        self.queue_or(Op::Insert { family, table, chain, spec })
+    }
+
+    fn delete(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        spec: &[String],
+    ) -> Result<(), FirewallError> {
+        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.to_vec());
+        self.queue_or(Op::Delete { family, table, chain, spec })
+    }
+
+    fn begin_batch(&self) {
+        *self.queue() = Some(Vec::new());
+    }
+
+    fn commit_batch(&self) -> Result<(), FirewallError> {
+        let ops = self.queue().take().unwrap_or_default();
+        if ops.len() <= BATCH_THRESHOLD {
+            return self.perform(&ops);
+        }
+        let mut result = Ok(());
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let ops: Vec<Op> = ops.iter().filter(|op| op.family() == family).cloned().collect();
+            if ops.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.restore(family, &ops) {
+                // One rule of the batch is refused (or the restore binary is missing): the
+                // per-rule path applies what it can and names the rule that fails.
+                tracing::warn!(error = %e, ?family, "iptables-restore batch failed, writing one rule at a time");
+                result = result.and(self.perform(&ops));
+            }
+        }
+        result
     }
 
     fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
@@ -302,7 +495,13 @@ impl Iptables {
 
     /// Uses `variant` through `runner`; with `ipv6 == false` IPv6 operations are no-ops.
     pub fn with_ipv6(runner: Runner, variant: Variant, ipv6: bool) -> Iptables {
-        Iptables { controller: Controller::new(IptablesClient { runner, variant }, ipv6), variant }
+        Iptables {
+            controller: Controller::new(
+                IptablesClient { runner, variant, batch: Mutex::new(None) },
+                ipv6,
+            ),
+            variant,
+        }
     }
 
     /// The variant in use.

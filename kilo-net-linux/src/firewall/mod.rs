@@ -3,7 +3,9 @@
 //! Two implementations behind one enum, [`Firewall`]:
 //! - [`Iptables`] runs the `iptables` / `ip6tables` binaries (legacy or nft variant, detected the
 //!   way kube-proxy's wrapper does), with rule strings identical to upstream Kilo so either agent
-//!   finds and cleans up the other's rules;
+//!   finds and cleans up the other's rules; a call with more than 8 writes makes them in one
+//!   `iptables-restore --noflush` transaction per family, after one `iptables-save` that tells
+//!   what exists (one process per rule otherwise, and as the fallback when a batch fails);
 //! - [`Nftables`] speaks nf_tables netlink directly (no binary) and keeps the same rules, natively
 //!   translated, in tables of its own (`table ip kilo`, `table ip6 kilo6`).
 //!
@@ -34,6 +36,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod controller;
 mod iptables;
 mod netns;
