@@ -15,6 +15,7 @@ pub mod annotations;
 mod arbitrary_impls;
 pub mod backend;
 pub mod cidr;
+pub mod discovery;
 pub mod endpoint;
 pub mod firewall;
 pub mod fixtures;
