@@ -96,6 +96,10 @@ pub struct Cli {
     /// kernel, userspace, or auto (the kernel module when it can create a wireguard link).
     #[arg(long, value_enum, default_value_t = WireGuardMode::Auto)]
     pub wireguard: WireGuardMode,
+    /// iptables (the binaries; the variant the host already uses) or nftables (native, over
+    /// netlink, in Kilo's own tables).
+    #[arg(long, value_enum, default_value_t = FirewallMode::Iptables)]
+    pub firewall: FirewallMode,
     /// Directory for the userspace implementation's UAPI sockets.
     #[arg(long, default_value = "/run/wireguard")]
     pub wireguard_socket_dir: String,
@@ -148,6 +152,15 @@ pub enum WireGuardMode {
     Userspace,
     /// The kernel when possible, else userspace.
     Auto,
+}
+
+/// Firewall implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirewallMode {
+    /// The `iptables`/`ip6tables` binaries, with upstream's rule strings.
+    Iptables,
+    /// Native nftables (tables `kilo` and `kilo6`).
+    Nftables,
 }
 
 /// Log formats.

@@ -15,7 +15,7 @@ use kilo_net_linux::agent::{Detect, RunOptions, Shared};
 use kilo_net_linux::host::{FirewallKind, Host, HostOptions};
 use kilo_net_linux::wireguard::{WireGuardChoice, WireGuardKind};
 
-use crate::cli::{BackendKind, Cli, WireGuardMode};
+use crate::cli::{BackendKind, Cli, FirewallMode, WireGuardMode};
 
 fn cidrs(flag: &str, values: &[String]) -> Result<Vec<Cidr>> {
     values
@@ -117,7 +117,10 @@ async fn open_host(cli: &Cli, mtu: Option<u32>) -> Result<Host> {
         uapi_dir: PathBuf::from(&cli.wireguard_socket_dir),
         mtu,
         create_interface: cli.create_interface,
-        firewall: FirewallKind::Iptables,
+        firewall: match cli.firewall {
+            FirewallMode::Iptables => FirewallKind::Iptables,
+            FirewallMode::Nftables => FirewallKind::Nftables,
+        },
         tunnel: "tunl0".into(),
     })
     .await?)
