@@ -2,7 +2,7 @@
 # Installs what building and testing kilo-rs needs on a fresh Debian/Ubuntu machine (run as root).
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
-pkgs=(libclang-dev clang wireguard-tools iproute2 iptables nftables iputils-ping graphviz procps python3 python3-pip)
+pkgs=(libclang-dev clang wireguard-tools iproute2 iptables nftables iputils-ping graphviz procps curl python3 python3-pip python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -33,6 +33,37 @@ fn location_granularity_connects_every_pod_from_every_node_and_from_the_peer() {
     let metrics = cluster.metrics("a1").unwrap();
     assert_eq!(metrics.sum("kilo_leader", &[]), 1.0);
     assert_eq!(cluster.metrics("a2").unwrap().sum("kilo_leader", &[]), 0.0);
+
+    // No log line, metric, graph or kgctl output ever contains a private key.
+    let mut outputs = Vec::new();
+    for node in ["a1", "a2", "b1"] {
+        outputs.push((format!("{node} log"), cluster.log(node)));
+        outputs.push((format!("{node} /metrics"), cluster.http(node, "/metrics").unwrap().1));
+        outputs
+            .push((format!("{node} /graph"), cluster.http(node, "/graph?format=dot").unwrap().1));
+    }
+    let mesh = cluster.mesh.to_str().unwrap().to_string();
+    for args in [
+        vec!["graph"],
+        vec!["validate"],
+        vec!["showconf", "node", "a1"],
+        vec!["showconf", "peer", "laptop"],
+        vec!["plan", "node", "a1", "-o", "json"],
+    ] {
+        let out = std::process::Command::new(support::kgctl())
+            .args(["--backend", "file", "--file", &mesh])
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        outputs.push((format!("kgctl {}", args.join(" ")), text));
+    }
+    for (name, key) in cluster.private_keys() {
+        for (what, text) in &outputs {
+            assert!(!text.contains(&key), "{what} contains the private key of {name}");
+        }
+    }
 }
 
 #[test]

@@ -440,6 +440,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every node's and the peer's private key (base64), by name.
+    pub fn private_keys(&self) -> Vec<(String, String)> {
+        self.keys.iter().map(|(name, k)| (name.clone(), k.private.clone())).collect()
+    }
+
     /// The agent's log so far.
     pub fn log(&self, name: &str) -> String {
         read(&self.dir.path().join(format!("{name}.log")))
