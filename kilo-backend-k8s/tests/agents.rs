@@ -1,0 +1,301 @@
+//! Three agents' state machines, each through its own `KubeBackend`, against the fake API server:
+//! they publish their nodes, converge on one topology, and pick up a Peer created through the API.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kilo_backend_k8s::testing::{Collection, FakeApiServer};
+use kilo_backend_k8s::{KubeBackend, KubeBackendConfig};
+use kilo_core::agent::{Action, Agent, AgentConfig, HostFacts, Input, ReadinessPolicy};
+use kilo_core::backend::{Backend, Event};
+use kilo_core::plan::{Plan, PlanOptions};
+use kilo_core::routes::Interfaces;
+use kilo_core::{Cidr, Encapsulation, Granularity, Key, PrivateKey};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// (name, location, pod CIDR, private IP, public IP)
+const NODES: [(&str, &str, &str, &str, &str); 3] = [
+    ("a", "x", "10.2.1.0/24", "192.168.1.1/24", "203.0.113.1"),
+    ("b", "x", "10.2.2.0/24", "192.168.1.2/24", "203.0.113.2"),
+    ("c", "y", "10.2.3.0/24", "192.168.2.1/24", "203.0.113.3"),
+];
+const PEER_KEY: [u8; 32] = [9; 32];
+/// The binary checks in every 30 s (`CHECK_IN_PERIOD_SECS`); here every second. A node demoted
+/// from leader publishes its empty `wireguard-ip` only at its next publication (upstream 10.3
+/// step 8: "published on the next Set"), and in a quiet cluster that is the next check-in.
+const CHECK_IN: Duration = Duration::from_secs(1);
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().unwrap()
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn node_object(index: usize) -> Value {
+    let (name, location, pod, _, _) = NODES[index];
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"topology.kubernetes.io/region": location},
+            "annotations": {"unrelated.example/keep": "yes"},
+        },
+        "spec": {"podCIDR": pod},
+    })
+}
+
+fn private_key(index: usize) -> PrivateKey {
+    PrivateKey::from_random_bytes([index as u8 + 1; 32])
+}
+
+fn config(index: usize) -> AgentConfig {
+    AgentConfig {
+        hostname: NODES[index].0.to_string(),
+        granularity: Granularity::Location,
+        port: 51820,
+        subnet: cidr("10.4.0.0/16"),
+        service_cidrs: vec![],
+        private_key: private_key(index),
+        readiness: ReadinessPolicy::Live,
+        publishes: true,
+        prioritise_private_addresses: false,
+        plan: PlanOptions {
+            node: String::new(),
+            interfaces: Interfaces {
+                kilo: "kilo0".into(),
+                private: "eth0".into(),
+                tunnel: "tunl0".into(),
+            },
+            local: true,
+            cni: false,
+            iptables_forward_rules: false,
+            encapsulation: Encapsulation::Never,
+            compatibility: None,
+        },
+    }
+}
+
+/// What the agents did, shared with the test: each agent's latest plan, and anything that went
+/// wrong (blocked reconciles, failed publications, backend errors) for the failure messages.
+#[derive(Default)]
+struct Observed {
+    plans: BTreeMap<String, Plan>,
+    log: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Observed>>;
+
+fn input_for(event: Event) -> Input {
+    match event {
+        Event::NodeChanged(node) => Input::NodeChanged(node),
+        Event::NodeRemoved(name) => Input::NodeRemoved(name),
+        Event::PeerChanged(peer) => Input::PeerChanged(peer),
+        Event::PeerRemoved(name) => Input::PeerRemoved(name),
+        Event::Reset(snapshot) => Input::Reset(snapshot),
+        Event::Invalid(invalid) => Input::Invalid(invalid),
+    }
+}
+
+/// Hands `input` to the agent and carries out its actions: publications go to the API server,
+/// plans to the shared record.
+async fn deliver(agent: &mut Agent, backend: &mut KubeBackend, shared: &Shared, input: Input) {
+    let name = agent.config().hostname.clone();
+    for action in agent.handle(now(), input) {
+        match action {
+            Action::Publish(node) => {
+                if let Err(e) = backend.publish_local(&node).await {
+                    shared.lock().unwrap().log.push(format!("{name}: publish failed: {e}"));
+                }
+            }
+            Action::Apply(plan) => {
+                shared.lock().unwrap().plans.insert(name.clone(), *plan);
+            }
+            Action::Blocked(why) | Action::Warn(why) => {
+                shared.lock().unwrap().log.push(format!("{name}: {why}"));
+            }
+        }
+    }
+}
+
+/// Runs agent `index` until its backend's events end (or the task is aborted).
+fn spawn_agent(server: &FakeApiServer, index: usize, shared: Shared) -> JoinHandle<()> {
+    let mut backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
+    tokio::spawn(async move {
+        let mut agent = Agent::new(config(index));
+        let (name, _, _, private, public) = NODES[index];
+        let facts = HostFacts {
+            private_ip: Some(cidr(private)),
+            public_ip: Some(public.parse().unwrap()),
+            cni_compatibility_ip: None,
+        };
+        deliver(&mut agent, &mut backend, &shared, Input::HostFacts(facts)).await;
+        let snapshot = match backend.snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                shared.lock().unwrap().log.push(format!("{name}: snapshot failed: {e}"));
+                return;
+            }
+        };
+        deliver(&mut agent, &mut backend, &shared, Input::Reset(snapshot)).await;
+        let mut check_in = tokio::time::interval(CHECK_IN);
+        check_in.tick().await;
+        loop {
+            let input = tokio::select! {
+                event = backend.next_event() => match event {
+                    Some(Ok(event)) => input_for(event),
+                    Some(Err(e)) => {
+                        shared.lock().unwrap().log.push(format!("{name}: watch error: {e}"));
+                        continue;
+                    }
+                    None => return,
+                },
+                _ = check_in.tick() => Input::CheckIn,
+            };
+            deliver(&mut agent, &mut backend, &shared, input).await;
+        }
+    })
+}
+
+/// Waits (up to `secs`) until `done` holds for the agents' latest plans.
+async fn wait_until(shared: &Shared, secs: u64, what: &str, done: impl Fn(&Observed) -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(secs), async {
+        while !done(&shared.lock().unwrap()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        let observed = shared.lock().unwrap();
+        panic!("{what} within {secs} s; plans: {:#?}; log: {:#?}", observed.plans, observed.log);
+    }
+}
+
+fn wireguard_peer_keys(plan: &Plan) -> Vec<Key> {
+    plan.wireguard.iter().flat_map(|wg| wg.peers.iter().map(|p| p.public_key)).collect()
+}
+
+/// Every agent applied a plan in which the other location's leader is a WireGuard peer (for the
+/// leaders) or the local leader is the gateway (for b).
+fn converged(observed: &Observed) -> bool {
+    let key = |i: usize| private_key(i).public_key();
+    let (Some(a), Some(b), Some(c)) =
+        (observed.plans.get("a"), observed.plans.get("b"), observed.plans.get("c"))
+    else {
+        return false;
+    };
+    wireguard_peer_keys(a) == [key(2)]
+        && wireguard_peer_keys(c) == [key(0)]
+        && c.wireguard
+            .as_ref()
+            .is_some_and(|wg| wg.peers[0].allowed_ips.contains(&cidr(NODES[1].2)))
+        && b.routes
+            .iter()
+            .any(|r| r.dst == cidr(NODES[2].2) && r.via == Some("192.168.1.1".parse().unwrap()))
+}
+
+fn has_peer(plan: &Plan, key: Key, allowed: Cidr) -> bool {
+    let in_wireguard = plan.wireguard.as_ref().is_some_and(|wg| {
+        wg.peers.iter().any(|p| p.public_key == key && p.allowed_ips.contains(&allowed))
+    });
+    in_wireguard && plan.routes.iter().any(|r| r.dst == allowed)
+}
+
+#[tokio::test]
+async fn three_agents_converge_through_the_api_server_and_the_leaders_pick_up_a_new_peer() {
+    let server = FakeApiServer::start().await;
+    for index in 0..3 {
+        server.put(Collection::Nodes, node_object(index));
+    }
+    let shared = Shared::default();
+    let agents: Vec<JoinHandle<()>> =
+        (0..3).map(|index| spawn_agent(&server, index, shared.clone())).collect();
+
+    wait_until(&shared, 10, "the three agents converge on one topology", converged).await;
+    {
+        let observed = shared.lock().unwrap();
+        let leaders: Vec<_> = observed
+            .plans
+            .values()
+            .map(|p| (p.node.as_str(), p.leader, p.segment.as_str()))
+            .collect();
+        assert_eq!(
+            leaders,
+            [("a", true, "location:x"), ("b", false, "location:x"), ("c", true, "location:y")]
+        );
+        assert_eq!(observed.plans["a"].interface.address, Some(cidr("10.4.0.1/16")));
+        assert_eq!(observed.plans["b"].interface.address, None);
+        assert_eq!(observed.plans["c"].interface.address, Some(cidr("10.4.0.2/16")));
+        assert!(observed.plans["b"].wireguard.is_none(), "a non-leader has no WireGuard config");
+    }
+
+    // Every node on the server carries what its agent published.
+    let expected_wireguard_ips = ["10.4.0.1/16", "", "10.4.0.2/16"];
+    for (index, wireguard_ip) in expected_wireguard_ips.into_iter().enumerate() {
+        let (name, _, _, _, public) = NODES[index];
+        let want_key = private_key(index).public_key().to_base64();
+        let want_endpoint = format!("{public}:51820");
+        let published = || {
+            let stored = server.get(Collection::Nodes, name).unwrap();
+            stored["metadata"]["annotations"].clone()
+        };
+        // The wireguard-ip is published after the first plan, so allow it a moment to land.
+        let landed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let annotations = published();
+                if annotations["kilo.squat.ai/key"] == want_key.as_str()
+                    && annotations["kilo.squat.ai/endpoint"] == want_endpoint.as_str()
+                    && annotations["kilo.squat.ai/wireguard-ip"] == wireguard_ip
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(landed.is_ok(), "node {name}'s annotations within 5 s: {:#}", published());
+        assert_eq!(published()["unrelated.example/keep"], "yes", "node {name}");
+    }
+
+    // A Peer created through the API reaches both leaders' plans.
+    let peers: kube::Api<kilo_backend_k8s::Peer> = kube::Api::all(server.client());
+    let peer: kilo_backend_k8s::Peer = serde_json::from_value(json!({
+        "apiVersion": "kilo.squat.ai/v1alpha1", "kind": "Peer",
+        "metadata": {"name": "laptop"},
+        "spec": {
+            "allowedIPs": ["10.5.0.1/32"],
+            "publicKey": Key::from_bytes(PEER_KEY).to_base64(),
+            "persistentKeepalive": 10,
+        },
+    }))
+    .unwrap();
+    peers.create(&Default::default(), &peer).await.unwrap();
+    let key = Key::from_bytes(PEER_KEY);
+    let allowed = cidr("10.5.0.1/32");
+    wait_until(&shared, 5, "both leaders add the peer", |observed| {
+        ["a", "c"].iter().all(|n| observed.plans.get(*n).is_some_and(|p| has_peer(p, key, allowed)))
+    })
+    .await;
+    {
+        let observed = shared.lock().unwrap();
+        for name in ["a", "c"] {
+            let route = observed.plans[name].routes.iter().find(|r| r.dst == allowed).unwrap();
+            assert_eq!(route.dev, "kilo0", "{name} routes the peer through WireGuard");
+        }
+    }
+
+    for agent in &agents {
+        agent.abort();
+    }
+    for agent in agents {
+        let _ = agent.await;
+    }
+    peers.delete("laptop", &Default::default()).await.unwrap();
+    for (name, ..) in NODES {
+        assert!(server.delete(Collection::Nodes, name).is_some(), "node {name} was stored");
+    }
+    assert!(server.get(Collection::Peers, "laptop").is_none(), "the peer is gone");
+}
