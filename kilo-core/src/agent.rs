@@ -285,15 +285,17 @@ impl Agent {
             Input::Resync => true,
         };
         self.status.invalid = self.invalid.len();
+        if changed {
+            actions.push(self.reconcile(now));
+        }
+        // Publish after reconciling, so that what the node publishes (its WireGuard IP above
+        // all: a demoted leader must stop advertising its old one) matches the plan just made.
         let local = self.local_for_publishing(now);
         if let Some(local) =
             local.filter(|l| self.last_published.as_ref().is_none_or(|p| !same_published(p, l)))
         {
             actions.push(Action::Publish(Box::new(local.clone())));
             self.last_published = Some(local);
-        }
-        if changed {
-            actions.push(self.reconcile(now));
         }
         actions
     }
