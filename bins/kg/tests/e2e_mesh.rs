@@ -235,3 +235,39 @@ fn namespaces_and_processes_are_cleaned_up_when_an_assertion_fails() {
         );
     }
 }
+
+#[test]
+fn garbage_written_into_the_live_mesh_file_is_refused_and_the_mesh_keeps_working() {
+    let cluster = Cluster::start(&MeshSpec::new("location")).unwrap();
+    cluster.ping_all(&ALL, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let before: Vec<_> = ALL.iter().map(|n| cluster.metrics(n).unwrap()).collect();
+    // A peer whose key is not base64 appears in the file every agent watches.
+    let mut text = std::fs::read_to_string(&cluster.mesh).unwrap();
+    text.push_str(
+        "\n[[peer]]\nname = \"evil\"\npublic-key = \"not-base64!\"\nallowed-ips = [\"10.5.9.0/24\"]\n",
+    );
+    std::fs::write(&cluster.mesh, text).unwrap();
+    // Every agent reports it, naming the key, and keeps the last good mesh.
+    wait_for(Duration::from_secs(5), || {
+        Ok(ALL.iter().all(|n| {
+            let log = cluster.log(n);
+            log.contains("keeping the last good state") && log.contains("public-key")
+        }))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log("a1")));
+    // A few resyncs later: an error counted, and not one write.
+    std::thread::sleep(Duration::from_secs(5));
+    for (name, before) in ALL.iter().zip(&before) {
+        let after = cluster.metrics(name).unwrap();
+        assert!(
+            after.sum("kilo_errors_total", &[]) > before.sum("kilo_errors_total", &[]),
+            "no error counted on {name}"
+        );
+        for metric in ["kilo_wireguard_operations_total", "kilo_netlink_writes_total"] {
+            assert_eq!(before.sum(metric, &[]), after.sum(metric, &[]), "{metric} on {name}");
+        }
+        assert_eq!(before.iptables_writes(), after.iptables_writes(), "iptables on {name}");
+    }
+    cluster.ping_all(&ALL, Duration::from_secs(5)).unwrap();
+}
