@@ -327,16 +327,22 @@ impl Agent {
             return None;
         }
         let mut local = self.nodes.get(&self.config.hostname)?.clone();
-        if !local.endpoint.as_ref().is_some_and(Endpoint::is_ready) {
-            let ip = if self.config.prioritise_private_addresses {
-                self.host.private_ip.map(|c| c.addr()).or(self.host.public_ip)
-            } else {
-                self.host.public_ip
-            };
-            local.endpoint =
-                ip.map(|ip| Endpoint::from_addr(SocketAddr::new(ip, self.config.port)));
+        // Contract C9: what was detected is re-detected and republished when it changes;
+        // `force-endpoint` and `force-internal-ip` still win. (Upstream kept the first value it
+        // published for as long as it parsed.)
+        let ip = if self.config.prioritise_private_addresses {
+            self.host.private_ip.map(|c| c.addr()).or(self.host.public_ip)
+        } else {
+            self.host.public_ip
+        };
+        let detected = ip.map(|ip| Endpoint::from_addr(SocketAddr::new(ip, self.config.port)));
+        let ready = local.endpoint.as_ref().is_some_and(Endpoint::is_ready);
+        if !local.endpoint_forced && (detected.is_some() || !ready) {
+            local.endpoint = detected;
         }
-        if local.internal_ip.is_none() && !local.no_internal_ip {
+        if !local.internal_ip_forced
+            && (self.host.private_ip.is_some() || local.internal_ip.is_none())
+        {
             local.internal_ip = self.host.private_ip;
         }
         local.key = self.config.private_key.public_key();

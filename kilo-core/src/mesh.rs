@@ -18,12 +18,17 @@ pub struct Node {
     pub name: String,
     /// The WireGuard endpoint others dial.
     pub endpoint: Option<Endpoint>,
+    /// Whether the endpoint was set by the administrator (`force-endpoint`), so that the agent
+    /// never replaces it with a detected one (contract C9).
+    pub endpoint_forced: bool,
     /// The WireGuard public key; the zero key means unknown.
     pub key: Key,
     /// Set by `force-internal-ip: ""` or `"-"`: treat the node as having no private IP.
     pub no_internal_ip: bool,
     /// The private IP with its interface mask (`10.0.0.5/24`).
     pub internal_ip: Option<Cidr>,
+    /// Whether the private IP was set by the administrator (`force-internal-ip`).
+    pub internal_ip_forced: bool,
     /// Cilium's `cilium_host` address in cilium compatibility mode.
     pub cni_compatibility_ip: Option<Cidr>,
     /// Unix seconds of the node's last check-in.

@@ -276,3 +276,25 @@ fn the_agent_waits_until_its_own_node_exists() {
     let actions = agent.handle(0, Input::Reset(Snapshot::default()));
     assert!(matches!(&actions[..], [Action::Blocked(why)] if why.contains("\"ghost\"")));
 }
+
+#[test]
+fn a_changed_address_is_republished_but_a_forced_endpoint_never_is() {
+    let mut sim = three_nodes();
+    // a's public address changes (a new lease): its published endpoint follows (contract C9).
+    let facts = HostFacts {
+        private_ip: Some(cidr("192.168.1.1/24")),
+        public_ip: Some("203.0.113.99".parse().unwrap()),
+        cni_compatibility_ip: None,
+    };
+    sim.deliver(0, Input::HostFacts(facts.clone()));
+    assert_eq!(sim.cluster["a"].endpoint.as_ref().unwrap().to_string(), "203.0.113.99:51820");
+    // c has a force-endpoint: detection never replaces it.
+    let mut c = sim.cluster["c"].clone();
+    c.endpoint = Some("198.51.100.3:51820".parse().unwrap());
+    c.endpoint_forced = true;
+    sim.cluster.insert("c".into(), c.clone());
+    sim.broadcast(Input::NodeChanged(c));
+    let facts = HostFacts { public_ip: Some("203.0.113.77".parse().unwrap()), ..facts };
+    sim.deliver(2, Input::HostFacts(facts));
+    assert_eq!(sim.cluster["c"].endpoint.as_ref().unwrap().to_string(), "198.51.100.3:51820");
+}

@@ -203,8 +203,28 @@ fn translate_node_matches_upstream_table() {
     assert_eq!(cases.len(), 19);
     for (name, annotations, labels, pod_cidr, want) in cases {
         let (got, _) = translate(&annotations, &labels, pod_cidr);
+        // Upstream's node has no record of what was forced (our addition, for contract C9).
+        let got = Node { endpoint_forced: false, internal_ip_forced: false, ..got };
         assert_eq!(got, want, "test case {name:?}");
     }
+}
+
+#[test]
+fn what_the_administrator_forced_is_marked_so_that_detection_never_replaces_it() {
+    let (node, _) = translate(
+        &[(key::ENDPOINT, "10.0.0.1:51820"), (key::FORCE_ENDPOINT, "10.0.0.2:51821")],
+        &[],
+        "",
+    );
+    assert!(node.endpoint_forced && !node.internal_ip_forced);
+    let (node, _) = translate(&[(key::ENDPOINT, "10.0.0.1:51820")], &[], "");
+    assert!(!node.endpoint_forced);
+    let (node, _) = translate(&[(key::FORCE_ENDPOINT, "-bad")], &[], "");
+    assert!(!node.endpoint_forced, "an unusable force-endpoint forces nothing");
+    let (node, _) = translate(&[(key::FORCE_INTERNAL_IP, "10.1.0.2/24")], &[], "");
+    assert!(node.internal_ip_forced);
+    let (node, _) = translate(&[(key::FORCE_INTERNAL_IP, "")], &[], "");
+    assert!(node.internal_ip_forced && node.no_internal_ip);
 }
 
 #[test]
@@ -274,7 +294,7 @@ fn empty_values_written_by_the_agent_are_not_issues() {
         "",
     );
     assert_eq!(issues, vec![]);
-    assert_eq!(node, Node { no_internal_ip: true, ..Node::default() });
+    assert_eq!(node, Node { no_internal_ip: true, internal_ip_forced: true, ..Node::default() });
 }
 
 #[test]

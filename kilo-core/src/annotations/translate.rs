@@ -82,6 +82,7 @@ pub fn node_from_object(
     let mut r = Reader { annotations: obj.annotations, issues: Vec::new() };
 
     let forced = r.endpoint(key::FORCE_ENDPOINT, "using kilo.squat.ai/endpoint instead");
+    let endpoint_forced = forced.is_some();
     let published = r.endpoint(key::ENDPOINT, "ignored");
     let endpoint = forced.or(published);
 
@@ -102,6 +103,7 @@ pub fn node_from_object(
         },
     };
     let published_ip = r.cidr(key::INTERNAL_IP, true);
+    let internal_ip_forced = no_internal_ip || forced_ip.is_some();
     let internal_ip = if no_internal_ip { None } else { forced_ip.or(published_ip) };
 
     let key = match r.get(key::KEY).map(|value| (value, go::parse_key(value))) {
@@ -187,9 +189,11 @@ pub fn node_from_object(
     let node = Node {
         name: obj.name.to_string(),
         endpoint,
+        endpoint_forced,
         key,
         no_internal_ip,
         internal_ip,
+        internal_ip_forced,
         cni_compatibility_ip,
         last_seen,
         leader: obj.annotations.contains_key(key::LEADER),
