@@ -51,7 +51,10 @@ fn a_node_annotated_by_upstream_kg_reads_as_upstream_reads_it() {
     let expected = Node {
         name: "n".into(),
         endpoint: Some("10.0.0.2:51821".parse::<Endpoint>().unwrap()),
+        // The administrator's force-endpoint and force-internal-ip: never replaced (C9).
+        endpoint_forced: true,
         internal_ip: Some(cidr("10.1.0.2/32")),
+        internal_ip_forced: true,
         key: KEY.parse::<Key>().unwrap(),
         last_seen: 1_000_000_000,
         leader: true,
