@@ -39,13 +39,7 @@ const PEER_API_VERSION: &str = "kilo.squat.ai/v1alpha1";
 /// is the first listed node's `granularity` annotation; `port` is never set.
 /// Annotations that were ignored are listed in [`Snapshot::ignored`] (node kept).
 pub fn parse_kube_yaml(text: &str, file: &str, options: &Options) -> Result<Snapshot, FileError> {
-    let (mut snapshot, issues) = parse_kube_yaml_with_issues(text, file, options)?;
-    snapshot.ignored.extend(issues.into_iter().map(|i| kilo_core::Invalid {
-        kind: kilo_core::ObjectKind::Node,
-        name: i.node,
-        message: i.issue.to_string(),
-    }));
-    Ok(snapshot)
+    parse_kube_yaml_with_issues(text, file, options).map(|(snapshot, _)| snapshot)
 }
 
 /// One annotation of a node that did not parse and was ignored (the node may still be in the
@@ -87,7 +81,13 @@ pub fn parse_kube_yaml_with_issues(
     for object in objects {
         builder.object(object);
     }
-    Ok((builder.snapshot, builder.issues))
+    let mut snapshot = builder.snapshot;
+    snapshot.ignored.extend(builder.issues.iter().map(|i| kilo_core::Invalid {
+        kind: kilo_core::ObjectKind::Node,
+        name: i.node.clone(),
+        message: i.issue.to_string(),
+    }));
+    Ok((snapshot, builder.issues))
 }
 
 /// The objects, read by the fast reader; `None` when it cannot read the text.
