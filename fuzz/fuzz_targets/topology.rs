@@ -86,6 +86,7 @@ impl NodeIn {
                 }),
                 allowed_location_ips: few(&n.allowed_location_ips, 4),
                 granularity: n.granularity,
+                ..Node::default()
             },
         }
     }
