@@ -19,9 +19,9 @@ pub struct Cli {
     /// location, full, cross, or auto (the source's setting, else location).
     #[arg(long, global = true, default_value = "auto")]
     pub mesh_granularity: String,
-    /// The WireGuard listen port.
-    #[arg(long, global = true, default_value_t = 51820, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    /// The WireGuard listen port (default: the mesh file's `[mesh] port`, else 51820, as `kg`).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
     /// The WireGuard subnet (default: the source's, else 10.4.0.0/16).
     #[arg(long, global = true)]
     pub subnet: Option<Cidr>,

@@ -131,7 +131,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let overrides = Overrides {
         granularity: granularity(&cli.mesh_granularity)?,
         subnet: cli.subnet,
-        port: Some(cli.port),
+        port: cli.port,
     };
     let (snapshot, readiness) = load(&cli)?;
     if let Command::Validate = cli.command {
@@ -261,7 +261,7 @@ fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
         socket_dir: flags.wireguard_socket_dir.clone(),
         granularity: granularity(&cli.mesh_granularity)?,
         subnet: cli.subnet,
-        port: cli.port,
+        port: cli.port.unwrap_or(51820),
         kubeconfig: cli.kubeconfig.clone(),
         topology_label: cli.topology_label.clone(),
     };
