@@ -72,10 +72,10 @@ def kg_arg_problems(args):
 # ---------------------------------------------------------------------------------------------
 # Object-graph checks.
 
+# What kg requests: list/watch Nodes and Peers, patch Nodes (no get, no CRD lookup).
 MINIMAL_RULES = [
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch", "watch"]},
-    {"apiGroups": ["kilo.squat.ai"], "resources": ["peers"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "patch", "watch"]},
+    {"apiGroups": ["kilo.squat.ai"], "resources": ["peers"], "verbs": ["list", "watch"]},
 ]
 
 UPSTREAM_CONFLIST = {
@@ -362,7 +362,8 @@ def install_cni_problems(docs):
         open(f"{binDir}/flannel", "w").write("flannel\n")
         for f in ("10-flannel.conflist", "99-loopback.conf"):
             open(f"{confDir}/{f}", "w").write("{}\n")
-        script = script.replace("/usr/lib/cni/", plugins + "/").replace("/host/", tmp + "/host/")
+        # The image's plugins are in /opt/cni/bin (upstream's path); the host's are under /host/.
+        script = re.sub(r"(?<!/host)/opt/cni/bin/", plugins + "/", script).replace("/host/", tmp + "/host/")
         run = subprocess.run(
             ["sh", "-c", script],
             env={
