@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Tests the plain-VM packaging (docs/vms.md):
+#   1. packaging/kilo.service passes `systemd-analyze verify` with no message at all, installed in a
+#      scratch root next to a real kg binary (and a unit with a typo does not: the check can fail);
+#   2. kg accepts the unit's command line (ExecStart with packaging/kilo.default's values);
+#   3. scripts/kilo-add-node.sh creates the VM's key (0600 in a 0700 directory), prints a [[node]]
+#      block that makes a valid mesh with examples/three-locations.toml, keeps the key on a second
+#      run, and refuses a node name that is already used.
+# Run:   bash scripts/test-vm-packaging.sh      (KG, KGCTL: the binaries; default target/debug)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v systemd-analyze >/dev/null || { echo "test-vm-packaging: systemd-analyze not found (bash scripts/setup.sh installs systemd)" >&2; exit 1; }
+if [[ -z ${KG:-} || -z ${KGCTL:-} ]]; then
+  TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  [[ -x $TARGET/debug/kg && -x $TARGET/debug/kgctl ]] || cargo build --locked -p kg -p kgctl
+  KG=${KG:-$TARGET/debug/kg}
+  KGCTL=${KGCTL:-$TARGET/debug/kgctl}
+fi
+KG=$(realpath "$KG")
+KGCTL=$(realpath "$KGCTL")
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kilo-vm-test.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+PASSED=0
+FAILED=0
+ok() { echo "ok: $*"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAILED: $*"; FAILED=$((FAILED + 1)); }
+
+echo "== 1. systemd-analyze verify packaging/kilo.service"
+ROOT=$WORK/root
+mkdir -p "$ROOT/etc/systemd/system" "$ROOT/usr/local/bin" "$ROOT/usr/lib/systemd" "$ROOT/etc/kilo"
+cp -r /usr/lib/systemd/system "$ROOT/usr/lib/systemd/"
+cp "$KG" "$ROOT/usr/local/bin/kg"
+cp packaging/kilo.service "$ROOT/etc/systemd/system/kilo.service"
+: >"$ROOT/etc/kilo/mesh.toml"
+verify() { # UNIT -> prints what systemd-analyze said, returns its status
+  systemd-analyze verify --root="$ROOT" "$1" 2>&1
+}
+if out=$(verify kilo.service) && [[ -z $out ]]; then
+  ok "packaging/kilo.service verifies with no message"
+else
+  fail "packaging/kilo.service verifies with no message: $out"
+fi
+sed 's/^ProtectSystem=strict/ProtectSystm=strict/' packaging/kilo.service >"$ROOT/etc/systemd/system/kilo-typo.service"
+if out=$(verify kilo-typo.service) && [[ -n $out ]]; then
+  ok "a unit with a misspelt option is reported ($(head -n1 <<<"$out" | sed 's/.*: //'))"
+else
+  fail "a unit with a misspelt option is reported"
+fi
+
+echo "== 2. kg accepts the unit's command line"
+# ExecStart with ${KILO_LISTEN} and $KG_ARGS from packaging/kilo.default (as systemd expands them).
+(
+  set -a
+  KILO_LISTEN=127.0.0.1:1107
+  KG_ARGS=
+  # shellcheck disable=SC1091
+  . packaging/kilo.default
+  set +a
+  exec_start=$(sed -n 's/^ExecStart=//p' packaging/kilo.service)
+  exec_start=${exec_start//\$\{KILO_LISTEN\}/$KILO_LISTEN}
+  exec_start=${exec_start//\$KG_ARGS/$KG_ARGS}
+  read -r -a argv <<<"$exec_start"
+  [[ ${argv[0]} == /usr/local/bin/kg ]] || { echo "ExecStart runs ${argv[0]}"; exit 1; }
+  "$KG" "${argv[@]:1}" --version >/dev/null
+) && ok "kg parses ExecStart's flags (with packaging/kilo.default)" || fail "kg parses ExecStart's flags"
+
+echo "== 3. scripts/kilo-add-node.sh"
+export KG KGCTL
+KEY=$WORK/var/lib/kilo/key
+add() { KEY_FILE=$KEY bash scripts/kilo-add-node.sh "$@" 2>"$WORK/add.err"; }
+if block=$(add --name vm-9 --endpoint 203.0.113.19:51820 --location fra --internal-ip 10.9.0.9/24 \
+  --subnet 10.2.9.0/24 --allowed-location-ips 10.9.8.0/24,10.9.7.0/24 --keepalive 25 \
+  --mesh examples/three-locations.toml); then
+  ok "a new node validates with examples/three-locations.toml"
+else
+  fail "a new node validates with examples/three-locations.toml: $(cat "$WORK/add.err")"
+fi
+[[ $(stat -c %a "$(dirname "$KEY")") == 700 && $(stat -c %a "$KEY") == 600 ]] \
+  && ok "the key is created 0600 in a 0700 directory" || fail "the key is created 0600 in a 0700 directory"
+pub=$("$KG" pubkey --key-file "$KEY" 2>/dev/null)
+expected="# Paste into the mesh file on every VM (or into its source of truth), then distribute it:
+[[node]]
+name = \"vm-9\"
+public-key = \"$pub\"
+endpoint = \"203.0.113.19:51820\"
+location = \"fra\"
+internal-ip = \"10.9.0.9/24\"
+subnet = \"10.2.9.0/24\"
+allowed-location-ips = [\"10.9.8.0/24\", \"10.9.7.0/24\"]
+persistent-keepalive = 25"
+[[ $block == "$expected" ]] && ok "the printed block is the whole [[node]] with the key's public key" \
+  || { fail "the printed block"; diff <(echo "$expected") <(echo "$block") || true; }
+before=$(sha256sum "$KEY")
+add --name vm-9 --subnet 10.2.9.0/24 >/dev/null && [[ $(sha256sum "$KEY") == "$before" ]] \
+  && ok "a second run keeps the key" || fail "a second run keeps the key"
+if add --name gcp-1 --subnet 10.2.99.0/24 --mesh examples/three-locations.toml >/dev/null; then
+  fail "a name already in the mesh is refused"
+elif grep -q 'already used' "$WORK/add.err"; then
+  ok "a name already in the mesh is refused"
+else
+  fail "a name already in the mesh is refused: $(cat "$WORK/add.err")"
+fi
+
+echo "== VM packaging test: $PASSED passed, $FAILED failed"
+echo "$PASSED passed, $FAILED failed"
+((FAILED == 0))
