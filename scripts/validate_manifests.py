@@ -248,15 +248,24 @@ def same_as_manifest(label, docs, manifest_docs):
 
 
 CASES = [
-    ("defaults", {}, "manifests/kilo-k3s.yaml"),
+    ("defaults", {}, None),
+    ("k3s", {"kubeconfig": {"source": "k3s"}}, "manifests/kilo-k3s.yaml"),
     ("kubeadm", {"kubeconfig": {"source": "configMap"}}, "manifests/kilo-kubeadm.yaml"),
-    ("k3s flannel", {"compatibility": "flannel"}, "manifests/kilo-k3s-flannel.yaml"),
+    (
+        "k3s flannel",
+        {"compatibility": "flannel", "kubeconfig": {"source": "k3s"}},
+        "manifests/kilo-k3s-flannel.yaml",
+    ),
     (
         "kubeadm flannel",
         {"compatibility": "flannel", "kubeconfig": {"source": "configMap"}},
         "manifests/kilo-kubeadm-flannel.yaml",
     ),
-    ("userspace", {"wireguard": "userspace"}, "manifests/kilo-k3s-userspace.yaml"),
+    (
+        "userspace",
+        {"wireguard": "userspace", "kubeconfig": {"source": "k3s"}},
+        "manifests/kilo-k3s-userspace.yaml",
+    ),
     (
         "every option",
         {
