@@ -29,7 +29,7 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null
   done
-  for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  for ns in "${NAMESPACES[@]}" $(ip netns list | awk '{print $1}' | grep "^$P"); do ip netns del "$ns" 2>/dev/null; done
   # The chroots' mounts live in private mount namespaces that ended with their processes; refuse to
   # remove anything if one is still visible here.
   if findmnt -rn -o TARGET | grep -q "^$WORK"; then
@@ -98,6 +98,8 @@ for tool in /bin/sh /usr/sbin/iptables /usr/sbin/iptables-legacy /usr/sbin/iptab
   check "$tool is in the image" test -x "$R$tool"
 done
 check "ca-certificates is installed" test -s "$R/etc/ssl/certs/ca-certificates.crt"
+check "/var/run is /run (userspace manifests mount the sidecar's sockets at /var/run/wireguard)" \
+  test "$(readlink "$R/var/run")" = /run
 check "the CNI plugin runs from the image (bridge reports its version)" \
   sh -c "CNI_COMMAND=VERSION chroot '$R' /opt/cni/bin/bridge </dev/null | grep -q cniVersion"
 
@@ -182,6 +184,24 @@ for n in a b; do
 done
 check "kg's /graph renders SVG with the image's dot" \
   sh -c "ip netns exec '${P}a' curl -sf 'http://127.0.0.1:1107/graph?format=svg' | grep -q '<svg'"
+
+echo "== 4. the manifests' containers, run from the image"
+# Upstream's install-cni is a one-line `cp /opt/cni/bin/* /host/opt/cni/bin/`: the same source path.
+mkdir -p "$WORK/upstream-cni"
+if unshare --mount --propagation private sh -ec 'mkdir -p "$1/host/opt/cni/bin"; mount --bind "$2" "$1/host/opt/cni/bin"; chroot "$1" /bin/sh -ec "cp /opt/cni/bin/* /host/opt/cni/bin/"' sh "$R" "$WORK/upstream-cni" \
+  && [[ $(ls "$WORK/upstream-cni" | tr '\n' ' ') == "bridge host-local loopback portmap " ]]; then
+  ok "upstream's install-cni command copies bridge, host-local, loopback and portmap"
+else
+  fail "upstream's install-cni command copies bridge, host-local, loopback and portmap"
+fi
+rmdir "$R/host/opt/cni/bin" "$R/host/opt/cni" "$R/host/opt" "$R/host" 2>/dev/null || true
+# Every manifests/kilo-*.yaml: init containers' scripts, then the agent with the manifest's args
+# against a fake API server (scripts/test_image_manifests.py).
+mkdir "$WORK/manifests"
+python3 scripts/test_image_manifests.py "$R" "$WORK/manifests" "${P}m" | tee "$WORK/manifests.out" || true
+PASSED=$((PASSED + $(grep -c '^ok: ' "$WORK/manifests.out" || true)))
+FAILED=$((FAILED + $(grep -c '^FAILED: ' "$WORK/manifests.out" || true)))
+grep -q '^ok: ' "$WORK/manifests.out" || fail "scripts/test_image_manifests.py ran"
 
 echo "== image test: $PASSED passed, $FAILED failed"
 echo "$PASSED passed, $FAILED failed"
