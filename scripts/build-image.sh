@@ -14,6 +14,8 @@
 #                qemu-user-static with binfmt_misc registered and BIN_DIR with binaries built for it.
 #   BIN_DIR      a directory holding kg and kgctl built already; default: build them with
 #                `cargo build --release --locked -p kg -p kgctl` and take them from target/release
+#   PROFILE      release (default) or debug: which cargo build to take without BIN_DIR (CI takes
+#                the debug build its tests made: the same code, without a second full build)
 #   SUITE        Debian suite (default bookworm)
 #   MIRROR       Debian mirror (default http://deb.debian.org/debian); SECURITY_MIRROR likewise
 #                (default http://deb.debian.org/debian-security; empty: no security updates)
@@ -32,7 +34,6 @@
 #   init containers' scripts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT_DIR=$PWD
 
 [[ $(id -u) == 0 ]] || { echo "build-image: run as root (mmdebstrap root mode)" >&2; exit 1; }
 for tool in mmdebstrap umoci tar python3; do
@@ -63,11 +64,17 @@ if [[ $ARCH != "$HOST_ARCH" ]]; then
 fi
 
 START=$(date +%s)
+PROFILE=${PROFILE:-release}
 if [[ -z ${BIN_DIR:-} ]]; then
-  echo "== cargo build --release --locked -p kg -p kgctl"
-  cargo build --release --locked -p kg -p kgctl
+  case $PROFILE in
+    release) profile_flag=(--release) ;;
+    debug) profile_flag=() ;;
+    *) echo "build-image: PROFILE is release or debug" >&2; exit 1 ;;
+  esac
+  echo "== cargo build ${profile_flag[*]} --locked -p kg -p kgctl"
+  cargo build "${profile_flag[@]}" --locked -p kg -p kgctl
   TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  BIN_DIR=$TARGET/release
+  BIN_DIR=$TARGET/$PROFILE
 fi
 for bin in kg kgctl; do
   [[ -x $BIN_DIR/$bin ]] || { echo "build-image: $BIN_DIR/$bin not found" >&2; exit 1; }
@@ -123,6 +130,11 @@ rm -f "$R/etc/apt/apt.conf.d/99mmdebstrap"
 install -d -m 0755 "$R/opt/bin" "$R/opt/cni/bin" "$R/var/lib/kilo"
 chmod 0700 "$R/var/lib/kilo"
 install -m 0755 "$BIN_DIR/kg" "$BIN_DIR/kgctl" "$R/opt/bin/"
+# Debug information (a debug build's bulk; a release build has none) is not needed at run time;
+# symbols stay, so backtraces keep their function names.
+if command -v strip >/dev/null; then
+  strip --strip-debug "$R/opt/bin/kg" "$R/opt/bin/kgctl"
+fi
 for plugin in "${CNI_PLUGINS[@]}"; do
   ln "$R/usr/lib/cni/$plugin" "$R/opt/cni/bin/$plugin"
 done

@@ -3,6 +3,9 @@
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 pkgs=(libclang-dev clang wireguard-tools iproute2 iptables nftables iputils-ping graphviz procps curl python3 python3-pip python3-venv)
+# The image (scripts/build-image.sh, scripts/test-image.sh) and the VM packaging
+# (scripts/test-vm-packaging.sh: systemd-analyze).
+pkgs+=(mmdebstrap umoci python3-yaml openssl binutils systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

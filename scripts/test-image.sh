@@ -8,11 +8,11 @@
 #      brings up kilo0 with its WireGuard address, they ping each other through the tunnel, and
 #      /health and /graph (rendered by the image's Graphviz) answer.
 # Run as root:   bash scripts/test-image.sh [ARCHIVE]
-# Without ARCHIVE it builds one with scripts/build-image.sh (BIN_DIR is passed through: CI uses the
-# binaries its test run built already). Everything it makes is removed on exit.
+# Without ARCHIVE it builds one with scripts/build-image.sh (its settings, such as PROFILE and BIN_DIR,
+# pass through: CI sets PROFILE=debug to use the binaries its test run built). Everything it makes is
+# removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT_DIR=$PWD
 [[ $(id -u) == 0 ]] || { echo "test-image: run as root (namespaces, chroot)" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kilo-image-test.XXXXXX")
