@@ -116,7 +116,9 @@ impl PeerIn {
                 name: pick(PEERS, p.name).to_string(),
                 allowed_ips: few(&p.allowed_ips, 4),
                 public_key: key(p.key),
-                preshared_key: p.preshared_key.map(key),
+                preshared_key: p
+                    .preshared_key
+                    .map(|n| kilo_core::PresharedKey::from_bytes(*key(n).as_bytes())),
                 persistent_keepalive: Duration::from_secs(p.keepalive.into()),
                 endpoint: p.endpoint.clone(),
             },

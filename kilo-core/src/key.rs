@@ -1,4 +1,5 @@
-//! WireGuard keys: public keys and pre-shared keys ([`Key`]) and private keys ([`PrivateKey`]).
+//! WireGuard keys: public keys ([`Key`]), pre-shared keys ([`PresharedKey`]) and private keys
+//! ([`PrivateKey`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,7 +23,7 @@ fn decode(s: &str) -> Result<[u8; 32], KeyError> {
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::InvalidLength(bytes.len()))
 }
 
-/// A 32-byte WireGuard public key or pre-shared key, printed as standard base64.
+/// A 32-byte WireGuard public key, printed as standard base64.
 ///
 /// The all-zero key means "unset", as upstream Kilo treats it.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -144,6 +145,54 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
+/// A WireGuard pre-shared key (32 bytes). A secret like [`PrivateKey`]: its `Debug` output never
+/// shows the key and it has no `Display`; use [`PresharedKey::expose_base64`] or
+/// [`PresharedKey::expose_bytes`] where the format must carry it (a WireGuard configuration, the
+/// UAPI, a Peer spec).
+///
+/// The all-zero key means "unset", as upstream Kilo treats it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PresharedKey([u8; 32]);
+
+impl PresharedKey {
+    /// The all-zero key, which means "no pre-shared key".
+    pub const ZERO: PresharedKey = PresharedKey([0; 32]);
+
+    /// A pre-shared key from raw bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        PresharedKey(bytes)
+    }
+
+    /// The raw secret bytes.
+    pub const fn expose_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The standard base64 text of the secret, for formats that must carry it.
+    pub fn expose_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
+    /// Whether this is the all-zero (unset) key.
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 32]
+    }
+}
+
+impl FromStr for PresharedKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        decode(s).map(PresharedKey)
+    }
+}
+
+impl fmt::Debug for PresharedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresharedKey(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +220,51 @@ mod tests {
         ]);
         assert_eq!(private.public_key().as_bytes()[..4], [0x85, 0x20, 0xf0, 0x09]);
         assert!(!format!("{private:?}").contains(&private.expose_base64()));
+    }
+
+    #[test]
+    fn preshared_keys_parse_round_trip_and_never_debug_print() {
+        let text = "a2V5MQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let psk: PresharedKey = text.parse().unwrap();
+        assert_eq!(psk.expose_base64(), text);
+        assert_eq!(&psk.expose_bytes()[..4], b"key1");
+        assert_eq!(format!("{psk:?}"), "PresharedKey(<redacted>)");
+        assert_eq!(format!("{:?}", Some(psk)), "Some(PresharedKey(<redacted>))");
+        assert!(!psk.is_zero());
+        assert!(PresharedKey::ZERO.is_zero());
+        assert_eq!("Zm9v".parse::<PresharedKey>(), Err(KeyError::InvalidLength(3)));
+        assert_eq!("foo!".parse::<PresharedKey>(), Err(KeyError::NotBase64));
+    }
+
+    #[test]
+    fn debug_output_of_peers_and_peer_configs_and_specs_never_shows_the_preshared_key() {
+        let text = "cHNrMQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let psk: PresharedKey = text.parse().unwrap();
+        let hex: String = psk.expose_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let peer = crate::Peer {
+            name: "p".into(),
+            public_key: Key::from_bytes([1; 32]),
+            preshared_key: Some(psk),
+            ..crate::Peer::default()
+        };
+        let config = crate::wireguard::PeerConfig {
+            public_key: peer.public_key,
+            preshared_key: Some(psk),
+            ..Default::default()
+        };
+        let spec = crate::peer_spec::spec_from_peer(&peer);
+        assert_eq!(spec.preshared_key.as_deref(), Some(text), "the spec still carries it");
+        for debug in [
+            format!("{peer:?}"),
+            format!("{peer:#?}"),
+            format!("{config:?}"),
+            format!("{spec:?}"),
+            format!("{spec:#?}"),
+        ] {
+            assert!(debug.contains("redacted"), "{debug}");
+            assert!(!debug.contains(text) && !debug.contains("cHNr"), "{debug}");
+            assert!(!debug.contains(&hex[..16]), "{debug}");
+            assert!(!debug.contains("[112, 115, 107"), "{debug}");
+        }
     }
 }

@@ -34,7 +34,7 @@ pub mod wireguard;
 pub use backend::{Backend, Event, Invalid, MeshSettings, ObjectKind, Snapshot};
 pub use cidr::Cidr;
 pub use endpoint::Endpoint;
-pub use key::{Key, PrivateKey};
+pub use key::{Key, PresharedKey, PrivateKey};
 pub use mesh::{Node, Peer, Readiness};
 pub use options::{Compatibility, Encapsulation, Granularity};
 pub use topology::{Segment, Topology, TopologyInput};

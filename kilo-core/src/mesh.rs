@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::{Cidr, Endpoint, Granularity, Key};
+use crate::{Cidr, Endpoint, Granularity, Key, PresharedKey};
 
 /// How long a node's check-in stays fresh: upstream's two check-in periods of 30 s.
 pub const READINESS_WINDOW_SECS: i64 = 60;
@@ -108,7 +108,7 @@ pub struct Peer {
     /// The peer's WireGuard public key.
     pub public_key: Key,
     /// An optional pre-shared key.
-    pub preshared_key: Option<Key>,
+    pub preshared_key: Option<PresharedKey>,
     /// The peer's keepalive (zero: none). Non-zero enables NAT endpoint substitution.
     pub persistent_keepalive: Duration,
     /// Where to dial the peer, if it can be dialed.

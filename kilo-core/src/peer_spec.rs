@@ -7,11 +7,13 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::annotations::go;
-use crate::{Cidr, Endpoint, Key, Peer};
+use crate::{Cidr, Endpoint, Key, Peer, PresharedKey};
 
 /// The Peer CRD spec, with upstream's JSON names (3.1).
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+///
+/// Its `Debug` output never shows `presharedKey`.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerSpec {
     /// `allowedIPs`: CIDRs routed to the peer (host bits allowed). `null` reads as empty.
@@ -29,6 +31,18 @@ pub struct PeerSpec {
     /// `publicKey`: base64 WireGuard public key. `null` reads as empty.
     #[serde(default, deserialize_with = "null_as_default")]
     pub public_key: String,
+}
+
+impl std::fmt::Debug for PeerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSpec")
+            .field("allowed_ips", &self.allowed_ips)
+            .field("endpoint", &self.endpoint)
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .field("preshared_key", &self.preshared_key.as_ref().map(|_| "<redacted>"))
+            .field("public_key", &self.public_key)
+            .finish()
+    }
 }
 
 /// `spec.endpoint`: a DNS name or IP, and a port.
@@ -190,7 +204,11 @@ pub fn peer_from_spec(name: &str, spec: &PeerSpec) -> Peer {
         name: name.to_string(),
         allowed_ips,
         public_key: parse_key(&spec.public_key).unwrap_or(Key::ZERO),
-        preshared_key: spec.preshared_key.as_deref().and_then(parse_key),
+        preshared_key: spec
+            .preshared_key
+            .as_deref()
+            .and_then(parse_key)
+            .map(|k| PresharedKey::from_bytes(*k.as_bytes())),
         persistent_keepalive: Duration::from_secs(u64::try_from(keepalive).unwrap_or(0)),
         endpoint,
     }
@@ -215,7 +233,7 @@ pub fn spec_from_peer(peer: &Peer) -> PeerSpec {
         allowed_ips: peer.allowed_ips.iter().map(Cidr::to_string).collect(),
         endpoint,
         persistent_keepalive: (secs > 0).then(|| i64::try_from(secs).unwrap_or(i64::MAX)),
-        preshared_key: peer.preshared_key.map(|k| k.to_base64()),
+        preshared_key: peer.preshared_key.map(|k| k.expose_base64()),
         public_key: peer.public_key.to_base64(),
     }
 }

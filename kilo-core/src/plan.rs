@@ -188,7 +188,7 @@ fn json_wireguard(c: &Config) -> JsonWireGuard {
                 endpoint: p.endpoint.as_ref().map(|e| e.to_string()).filter(|s| !s.is_empty()),
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: p.persistent_keepalive,
-                preshared_key: p.preshared_key.map(|k| k.to_string()),
+                preshared_key: p.preshared_key.map(|k| k.expose_base64()),
             })
             .collect(),
     }

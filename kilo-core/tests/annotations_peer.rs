@@ -7,7 +7,7 @@ use kilo_core::fixtures;
 use kilo_core::peer_spec::{
     DnsOrIp, PeerEndpoint, PeerSpec, PeerSpecError, peer_from_spec, spec_from_peer, validate,
 };
-use kilo_core::{Cidr, Endpoint, Peer};
+use kilo_core::{Cidr, Endpoint, Peer, PresharedKey};
 
 fn cidr(s: &str) -> Cidr {
     s.parse().unwrap()
@@ -23,7 +23,7 @@ fn endpoint(dns: Option<&str>, ip: Option<&str>, port: i32) -> Option<PeerEndpoi
 #[test]
 fn translate_peer_matches_upstream_table() {
     let k = fixtures::key(1);
-    let psk = fixtures::key(2);
+    let psk = PresharedKey::from_bytes(*fixtures::key(2).as_bytes());
     let ep = |s: &str| Some(s.parse::<Endpoint>().unwrap());
     let cases: Vec<(&str, PeerSpec, Peer)> = vec![
         ("empty", PeerSpec::default(), Peer::default()),
@@ -90,7 +90,7 @@ fn translate_peer_matches_upstream_table() {
         ),
         (
             "valid preshared key",
-            PeerSpec { preshared_key: Some(psk.to_base64()), ..PeerSpec::default() },
+            PeerSpec { preshared_key: Some(psk.expose_base64()), ..PeerSpec::default() },
             Peer { preshared_key: Some(psk), ..Peer::default() },
         ),
     ];

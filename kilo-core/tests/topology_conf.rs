@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kilo_core::fixtures::{self, key};
 use kilo_core::wireguard::{Config, InterfaceConfig, PeerConfig};
-use kilo_core::{Cidr, Endpoint, Granularity, Node, Peer, Topology, TopologyInput};
+use kilo_core::{Cidr, Endpoint, Granularity, Node, Peer, PresharedKey, Topology, TopologyInput};
 
 fn cs(list: &[&str]) -> Vec<Cidr> {
     list.iter().map(|s| s.parse().unwrap()).collect()
@@ -198,7 +198,7 @@ fn conf_for_device_masks_allowed_ips_and_gives_shared_networks_to_the_last_claim
 #[test]
 fn peer_conf_lists_every_segment_then_the_other_peers_with_the_named_peers_settings() {
     let mut peers = fixtures::peers();
-    let psk = key(9);
+    let psk = PresharedKey::from_bytes(*key(9).as_bytes());
     peers[0].preshared_key = Some(psk);
     peers[0].persistent_keepalive = Duration::from_secs(10);
     let t = build(&fixtures::nodes(), &peers, Granularity::Location, "a", Duration::ZERO);

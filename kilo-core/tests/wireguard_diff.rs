@@ -4,7 +4,7 @@ use kilo_core::fixtures::{PORT, key, private_key};
 use kilo_core::wireguard::{
     Config, ConfigDiff, InterfaceChange, InterfaceConfig, PeerChange, PeerConfig, PeerField, diff,
 };
-use kilo_core::{Cidr, Endpoint, Key, PrivateKey};
+use kilo_core::{Cidr, Endpoint, PresharedKey, PrivateKey};
 
 fn cidrs(list: &[&str]) -> Vec<Cidr> {
     list.iter().map(|s| s.parse().unwrap()).collect()
@@ -77,7 +77,7 @@ fn normalisation_orders_peers_by_key_and_merges_repeated_keys() {
 #[test]
 fn zero_preshared_key_and_zero_private_key_mean_none() {
     let mut current = base();
-    current.peers[0].preshared_key = Some(Key::ZERO);
+    current.peers[0].preshared_key = Some(PresharedKey::ZERO);
     current.interface.as_mut().unwrap().private_key = Some(PrivateKey::from_bytes([0; 32]));
     let mut desired = base();
     desired.interface.as_mut().unwrap().private_key = None;
@@ -155,14 +155,14 @@ fn allowed_ip_changes_list_added_and_removed_networks() {
 
 #[test]
 fn keepalive_and_preshared_key_changes_never_print_the_key() {
-    let psk = Key::from_bytes([7; 32]);
+    let psk = PresharedKey::from_bytes([7; 32]);
     let mut desired = base();
     desired.peers[0].persistent_keepalive = 25;
     desired.peers[0].preshared_key = Some(psk);
     let d = diff(&base(), &desired);
     let text = d.to_string();
     assert_eq!(text, format!("peer {K1}: keepalive 0s → 25s\npeer {K1}: preshared key added\n"));
-    assert!(!text.contains(&psk.to_base64()));
+    assert!(!text.contains(&psk.expose_base64()));
     let removed = diff(&desired, &base()).to_string();
     assert!(removed.contains("preshared key removed"), "{removed}");
 }

@@ -2,7 +2,7 @@
 
 use kilo_core::fixtures::{PORT, key, private_key};
 use kilo_core::wireguard::{Config, IniError, InterfaceConfig, PeerConfig};
-use kilo_core::{Cidr, Endpoint, Key, PrivateKey};
+use kilo_core::{Cidr, Endpoint, PresharedKey, PrivateKey};
 
 fn cidrs(list: &[&str]) -> Vec<Cidr> {
     list.iter().map(|s| s.parse().unwrap()).collect()
@@ -12,10 +12,10 @@ fn endpoint(s: &str) -> Option<Endpoint> {
     Some(s.parse().unwrap())
 }
 
-fn psk() -> Key {
+fn psk() -> PresharedKey {
     let mut b = [0u8; 32];
     b[..4].copy_from_slice(b"psk1");
-    Key::from_bytes(b)
+    PresharedKey::from_bytes(b)
 }
 
 fn fixture_interface_config() -> Config {
@@ -33,7 +33,7 @@ fn fixture_interface_config() -> Config {
             },
             PeerConfig {
                 public_key: key(2),
-                preshared_key: Some(Key::ZERO),
+                preshared_key: Some(PresharedKey::ZERO),
                 endpoint: endpoint("example.com:51820"),
                 allowed_ips: cidrs(&[
                     "10.2.2.0/24",

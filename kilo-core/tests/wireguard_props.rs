@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use kilo_core::wireguard::{Config, InterfaceConfig, PeerChange, PeerConfig, diff};
-use kilo_core::{Cidr, Endpoint, Key, PrivateKey};
+use kilo_core::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
 use proptest::prelude::*;
 
 fn nonzero_bytes() -> impl Strategy<Value = [u8; 32]> {
@@ -66,7 +66,7 @@ fn text_peer() -> impl Strategy<Value = PeerConfig> {
     )
         .prop_map(|(k, psk, endpoint, allowed_ips, persistent_keepalive)| PeerConfig {
             public_key: Key::from_bytes(k),
-            preshared_key: psk.map(Key::from_bytes),
+            preshared_key: psk.map(PresharedKey::from_bytes),
             endpoint,
             allowed_ips,
             persistent_keepalive,
@@ -97,7 +97,7 @@ fn pool_peer() -> impl Strategy<Value = PeerConfig> {
         .prop_map(|(public_key, psk, endpoint, allowed_ips, persistent_keepalive)| {
             PeerConfig {
                 public_key,
-                preshared_key: psk.map(Key::from_bytes),
+                preshared_key: psk.map(PresharedKey::from_bytes),
                 endpoint,
                 allowed_ips,
                 persistent_keepalive,
@@ -212,7 +212,7 @@ proptest! {
                 let p = &mut changed.peers[i];
                 p.preshared_key = match p.preshared_key {
                     Some(_) => None,
-                    None => Some(Key::from_bytes([42; 32])),
+                    None => Some(PresharedKey::from_bytes([42; 32])),
                 };
             }
         }

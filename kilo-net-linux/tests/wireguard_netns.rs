@@ -418,7 +418,7 @@ async fn a_peer_behind_nat_dials_in_with_keepalive_and_is_reached_at_its_roamed_
     let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (ka, pa) = key_pair(13);
     let (kb, pb) = key_pair(14);
-    let psk = Key::from_bytes([42; 32]);
+    let psk = kilo_core::PresharedKey::from_bytes([42; 32]);
     let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
         .await?;
     let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsb, &dirb))

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{Config, InterfaceConfig, PeerConfig};
-use crate::{Cidr, Endpoint, Key, PrivateKey};
+use crate::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
 
 /// A change to the `[Interface]` section. Neither `Debug` nor `Display` shows a private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub enum PeerField {
         /// Whether the current peer has one.
         had: bool,
         /// The desired key (`None`: removed).
-        to: Option<Key>,
+        to: Option<PresharedKey>,
     },
 }
 

@@ -30,7 +30,7 @@ mod render;
 pub use diff::{ConfigDiff, InterfaceChange, PeerChange, PeerField, diff};
 pub use parse::{IGNORED_INTERFACE_KEYS, IniError};
 
-use crate::{Cidr, Endpoint, Key, PrivateKey};
+use crate::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
 
 /// The `[Interface]` section.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -49,7 +49,7 @@ pub struct PeerConfig {
     /// The peer's public key.
     pub public_key: Key,
     /// The pre-shared key, if any.
-    pub preshared_key: Option<Key>,
+    pub preshared_key: Option<PresharedKey>,
     /// Where to send packets; `None` when the peer dials in.
     pub endpoint: Option<Endpoint>,
     /// Addresses routed to this peer, in order.

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::{Config, InterfaceConfig, PeerConfig};
-use crate::{Cidr, Endpoint, Key, PrivateKey};
+use crate::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
 
 /// Why a text is not a WireGuard configuration. Every variant carries the 1-based line number.
 ///
@@ -235,7 +235,9 @@ fn peer_key(peer: &mut PeerConfig, key: &str, value: &str, line: usize) -> Resul
         return Ok(true);
     }
     if key.eq_ignore_ascii_case("PresharedKey") {
-        let psk = value.parse::<Key>().map_err(|e| invalid(line, "PresharedKey", e.to_string()))?;
+        let psk = value
+            .parse::<PresharedKey>()
+            .map_err(|e| invalid(line, "PresharedKey", e.to_string()))?;
         // An all-zero key is none, as in wg(8), `to_ini` and the normal form.
         peer.preshared_key = Some(psk).filter(|k| !k.is_zero());
     } else if key.eq_ignore_ascii_case("AllowedIPs") {

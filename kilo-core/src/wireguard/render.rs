@@ -62,7 +62,7 @@ fn write_peer(out: &mut String, peer: &PeerConfig) {
     }
     let _ = writeln!(out, "PersistentKeepalive = {}", peer.persistent_keepalive);
     if let Some(psk) = peer.preshared_key.filter(|k| !k.is_zero()) {
-        let _ = writeln!(out, "PresharedKey = {psk}");
+        let _ = writeln!(out, "PresharedKey = {}", psk.expose_base64());
     }
     if !peer.public_key.is_zero() {
         let _ = writeln!(out, "PublicKey = {}", peer.public_key);

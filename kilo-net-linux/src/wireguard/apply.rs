@@ -208,7 +208,7 @@ mod tests {
         let mut desired = current.clone();
         desired.peers[0].endpoint = Some("10.0.0.9:51820".parse().unwrap());
         desired.peers[0].persistent_keepalive = 25;
-        desired.peers[0].preshared_key = Some(key(7));
+        desired.peers[0].preshared_key = Some(kilo_core::PresharedKey::from_bytes([7; 32]));
         let ops = plan(&diff(&current, &desired), &current);
         assert_eq!(ops, vec![Operation::UpdatePeer(desired.peers[0].clone())]);
     }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use futures::TryStreamExt;
 use kilo_core::wireguard::PeerConfig;
-use kilo_core::{Cidr, Endpoint, Key, PrivateKey};
+use kilo_core::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{LinkUnspec, LinkWireguard};
 use wireguard_control as wgc;
@@ -267,7 +267,7 @@ pub fn to_builder(peer: &PeerConfig) -> Result<wgc::PeerConfigBuilder, WireGuard
         b = b.set_endpoint(addr);
     }
     b = match peer.preshared_key.filter(|k| !k.is_zero()) {
-        Some(k) => b.set_preshared_key(wgc::Key(*k.as_bytes())),
+        Some(k) => b.set_preshared_key(wgc::Key(*k.expose_bytes())),
         None => b.unset_preshared_key(),
     };
     for cidr in &peer.allowed_ips {
@@ -305,7 +305,10 @@ fn peer_state(info: wgc::PeerInfo) -> PeerState {
     PeerState {
         config: PeerConfig {
             public_key: Key::from_bytes(c.public_key.0),
-            preshared_key: c.preshared_key.map(|k| Key::from_bytes(k.0)).filter(|k| !k.is_zero()),
+            preshared_key: c
+                .preshared_key
+                .map(|k| PresharedKey::from_bytes(k.0))
+                .filter(|k| !k.is_zero()),
             endpoint: c.endpoint.map(Endpoint::from_addr),
             allowed_ips: c
                 .allowed_ips
@@ -333,7 +336,7 @@ mod tests {
     fn a_peer_becomes_one_update_that_replaces_its_allowed_ips() {
         let peer = PeerConfig {
             public_key: key(1),
-            preshared_key: Some(key(2)),
+            preshared_key: Some(PresharedKey::from_bytes([2; 32])),
             endpoint: Some("10.0.0.1:51820".parse().unwrap()),
             allowed_ips: vec!["10.4.0.1/16".parse().unwrap()],
             persistent_keepalive: 25,
@@ -412,7 +415,7 @@ mod tests {
     fn a_round_trip_through_the_kernel_types_keeps_the_peer() {
         let peer = PeerConfig {
             public_key: key(9),
-            preshared_key: Some(key(8)),
+            preshared_key: Some(PresharedKey::from_bytes([8; 32])),
             endpoint: Some("[fd00::1]:51820".parse().unwrap()),
             allowed_ips: vec!["10.4.0.0/16".parse().unwrap(), "fd00:4::/64".parse().unwrap()],
             persistent_keepalive: 15,

@@ -91,9 +91,9 @@ mod tests {
     fn a_zero_preshared_key_counts_as_none() {
         let mut p = PeerState::default();
         assert!(!p.has_preshared_key());
-        p.config.preshared_key = Some(Key::ZERO);
+        p.config.preshared_key = Some(kilo_core::PresharedKey::ZERO);
         assert!(!p.has_preshared_key());
-        p.config.preshared_key = Some(Key::from_bytes([1; 32]));
+        p.config.preshared_key = Some(kilo_core::PresharedKey::from_bytes([1; 32]));
         assert!(p.has_preshared_key());
         assert!(state_lookup_finds(&p));
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use kilo_core::wireguard::PeerConfig;
-use kilo_core::{Cidr, Endpoint, Key, PrivateKey};
+use kilo_core::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -68,8 +68,8 @@ fn peer_request(peer: &PeerConfig, update_only: bool) -> Result<String, WireGuar
         s.push_str("update_only=true\n");
     }
     s.push_str("replace_allowed_ips=true\n");
-    let psk = peer.preshared_key.unwrap_or(Key::ZERO);
-    s.push_str(&format!("preshared_key={}\n", hex::encode(psk.as_bytes())));
+    let psk = peer.preshared_key.unwrap_or(PresharedKey::ZERO);
+    s.push_str(&format!("preshared_key={}\n", hex::encode(psk.expose_bytes())));
     if let Some(addr) = endpoint_addr(peer)? {
         s.push_str(&format!("endpoint={addr}\n"));
     }
@@ -159,7 +159,7 @@ pub fn parse_get_response(name: &str, text: &str) -> Result<(DeviceState, i64), 
             },
             Some(peer) => match k {
                 "preshared_key" => {
-                    let key = Key::from_bytes(hex_key(line, v)?);
+                    let key = PresharedKey::from_bytes(hex_key(line, v)?);
                     peer.config.preshared_key = (!key.is_zero()).then_some(key);
                 }
                 "endpoint" => {
@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(state.peers.len(), 2);
         let a = &state.peers[0];
         assert_eq!(a.config.public_key, key(1));
-        assert_eq!(a.config.preshared_key, Some(key(9)));
+        assert_eq!(a.config.preshared_key, Some(PresharedKey::from_bytes([9; 32])));
         assert_eq!(a.config.endpoint.as_ref().unwrap().to_string(), "[fd00::2]:51821");
         assert_eq!(a.config.persistent_keepalive, 25);
         assert_eq!(a.config.allowed_ips.len(), 2);
