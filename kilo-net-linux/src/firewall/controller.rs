@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use kilo_core::firewall::{Entry, Family, RuleSet};
 
-use super::rule::{RuleKey, identity};
+use super::rule::{RuleKey, identity, is_kilo_chain};
 use super::{FirewallError, OpLabels, Operation};
 
 /// What the controller needs from a firewall implementation. Each method is one counted
@@ -55,6 +55,14 @@ pub(crate) trait Client {
     ) -> Result<Option<Vec<RuleKey>>, FirewallError>;
     /// The chains of a table (`ListChains`; `iptables -S`; `nft list table`).
     fn list_chains(&self, family: Family, table: &str) -> Result<Vec<String>, FirewallError>;
+    /// Every rule of `table` that is recognisably Kilo's, whichever process wrote it, as its
+    /// chain and spec (`iptables -t TABLE -S`, keeping what [`super::rule::is_kilo_rule`]
+    /// accepts; every rule of our `kilo` tables for nftables).
+    fn owned_rules(
+        &self,
+        family: Family,
+        table: &str,
+    ) -> Result<Vec<(String, Vec<String>)>, FirewallError>;
     /// From now on the writes may be queued until [`Client::commit_batch`] (reads are not);
     /// a queued write reports success. By default writes happen at once.
     fn begin_batch(&self) {}
@@ -82,7 +90,12 @@ pub(crate) struct Controller<C> {
     append: Vec<Entry>,
     prepend: Vec<Entry>,
     ops: BTreeMap<OpLabels, u64>,
+    /// Whether the kernel has been swept of Kilo rules this controller did not plan.
+    swept: bool,
 }
+
+/// The tables Kilo writes to; swept even when a plan has no entry in them.
+const TABLES: [&str; 2] = ["filter", "nat"];
 
 fn family_of(entry: &Entry) -> Family {
     match entry {
@@ -100,7 +113,14 @@ fn chain_of(entry: &Entry) -> ChainId {
 impl<C: Client> Controller<C> {
     /// A controller with nothing applied; `ipv6 == false` turns IPv6 operations into no-ops.
     pub(crate) fn new(client: C, ipv6: bool) -> Self {
-        Controller { client, ipv6, append: Vec::new(), prepend: Vec::new(), ops: BTreeMap::new() }
+        Controller {
+            client,
+            ipv6,
+            append: Vec::new(),
+            prepend: Vec::new(),
+            ops: BTreeMap::new(),
+            swept: false,
+        }
     }
 
     /// The client.
@@ -262,7 +282,14 @@ impl<C: Client> Controller<C> {
     /// The client may batch the writes of one call ([`Client::begin_batch`]); when the batch
     /// fails the error is returned, and the record may then hold entries the kernel lacks:
     /// the next reconcile restores them.
+    ///
+    /// The first call of a controller first sweeps the kernel ([`Controller::sweep`]): what an
+    /// earlier agent (killed, say) left and `rules` lacks goes.
     pub(crate) fn set(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
+        if !self.swept {
+            self.sweep(rules)?;
+            self.swept = true;
+        }
         self.client.begin_batch();
         let result = self.set_entries(rules);
         let committed = self.client.commit_batch();
@@ -379,7 +406,8 @@ impl<C: Client> Controller<C> {
         Ok(restored)
     }
 
-    /// Removes every applied entry: prepend rules, then append entries in order.
+    /// Removes every applied entry: prepend rules, then append entries in order; then sweeps
+    /// the kernel of every other rule and chain of Kilo's (those an earlier agent left).
     pub(crate) fn clean_up(&mut self) -> Result<(), FirewallError> {
         self.client.begin_batch();
         let mut flushed = BTreeSet::new();
@@ -387,7 +415,82 @@ impl<C: Client> Controller<C> {
             .delete_from(true, 0, &mut flushed)
             .and_then(|()| self.delete_from(false, 0, &mut flushed));
         let committed = self.client.commit_batch();
-        result.and(committed)
+        result.and(committed)?;
+        self.sweep(&RuleSet::default())
+    }
+
+    /// Removes from the kernel every rule and chain that is recognisably Kilo's (a `Kilo: …`
+    /// comment, a jump to or a place in a `KILO-*` chain, our nftables tables) but that `planned`
+    /// lacks, and all but one copy of each planned rule of a built-in chain. Kilo chains that
+    /// `planned` keeps are left alone: setting them flushes them. Ownership is read from the
+    /// kernel alone, so this finds what another agent wrote (one that was killed, or upstream
+    /// Kilo). The writes are one batch of the client.
+    pub(crate) fn sweep(&mut self, planned: &RuleSet) -> Result<(), FirewallError> {
+        let mut wanted: HashSet<RuleKey> = HashSet::new();
+        let mut chains: HashSet<ChainId> = HashSet::new();
+        let mut tables: BTreeSet<(Family, String)> = BTreeSet::new();
+        for entry in planned.append.iter().chain(&planned.prepend) {
+            tables.insert((family_of(entry), chain_of(entry).1));
+            match entry {
+                Entry::Chain { .. } => {
+                    chains.insert(chain_of(entry));
+                }
+                Entry::Rule { .. } => wanted.extend(RuleKey::of_entry(entry)),
+            }
+        }
+        for family in [Family::Ipv4, Family::Ipv6] {
+            tables.extend(TABLES.iter().map(|t| (family, t.to_string())));
+        }
+        let mut listed = Vec::new();
+        for (family, table) in tables {
+            if !self.enabled(family) {
+                continue;
+            }
+            self.count(family, Operation::ListChains, &table, "*");
+            let names = self.client.list_chains(family, &table)?;
+            self.count(family, Operation::ListChains, &table, "*");
+            let rules = self.client.owned_rules(family, &table)?;
+            listed.push((family, table, names, rules));
+        }
+        self.client.begin_batch();
+        let mut seen: HashSet<RuleKey> = HashSet::new();
+        let mut stale = 0usize;
+        for (family, table, names, rules) in &listed {
+            for (chain, spec) in rules {
+                if is_kilo_chain(chain) {
+                    // Flushed when planned, deleted below when not.
+                    continue;
+                }
+                let key = RuleKey::new(table, chain, spec);
+                if wanted.contains(&key) && seen.insert(key) {
+                    continue;
+                }
+                stale += 1;
+                self.count(*family, Operation::Delete, table, chain);
+                let _ = self.client.delete(*family, table, chain, spec);
+            }
+            for name in names.iter().filter(|n| is_kilo_chain(n)) {
+                if chains.contains(&(*family, table.clone(), name.clone())) {
+                    continue;
+                }
+                stale += 1;
+                self.count(*family, Operation::ClearChain, table, name);
+                if let Err(e) = self.client.clear_chain(*family, table, name) {
+                    let _ = self.client.commit_batch();
+                    return Err(e);
+                }
+                self.count(*family, Operation::DeleteChain, table, name);
+                let _ = self.client.delete_chain(*family, table, name);
+            }
+        }
+        self.client.commit_batch()?;
+        if stale > 0 {
+            tracing::info!(
+                entries = stale,
+                "removed Kilo firewall rules and chains that no plan of this agent wants"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -112,6 +112,18 @@ impl Client for Fake {
     fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
         Ok(self.with_chain(f, t, c, |rules| rules.clone()).ok())
     }
+    fn owned_rules(&self, f: Family, t: &str) -> Result<Vec<(String, Vec<String>)>, FirewallError> {
+        Ok(self
+            .chains
+            .borrow()
+            .iter()
+            .filter(|((fam, table, _), _)| *fam == f && table == t)
+            .flat_map(|((_, _, chain), rules)| {
+                rules.iter().map(move |k| (chain.clone(), k.spec())).collect::<Vec<_>>()
+            })
+            .filter(|(chain, spec)| super::super::rule::is_kilo_rule(chain, spec))
+            .collect())
+    }
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
         Ok(self
             .chains
@@ -329,6 +341,10 @@ fn firewalls_can_move_between_threads() {
 fn set_reconcile_and_clean_up_each_close_every_batch_they_open() {
     let mut c = Controller::new(Fake::default(), true);
     c.set(&ruleset(&["10.5.0.1/32"])).unwrap();
+    // The first set sweeps first.
+    assert_eq!(*c.client().batches.borrow(), ["begin", "commit", "begin", "commit"]);
+    c.client().batches.borrow_mut().clear();
+    c.set(&ruleset(&["10.5.0.2/32"])).unwrap();
     assert_eq!(*c.client().batches.borrow(), ["begin", "commit"]);
     c.client().batches.borrow_mut().clear();
     c.client().chains.borrow_mut().clear();
@@ -337,7 +353,8 @@ fn set_reconcile_and_clean_up_each_close_every_batch_they_open() {
     assert_eq!(*c.client().batches.borrow(), ["begin", "commit", "begin", "commit"]);
     c.client().batches.borrow_mut().clear();
     c.clean_up().unwrap();
-    assert_eq!(*c.client().batches.borrow(), ["begin", "commit"]);
+    // Recorded entries, then the sweep.
+    assert_eq!(*c.client().batches.borrow(), ["begin", "commit", "begin", "commit"]);
 }
 
 #[test]
@@ -347,4 +364,108 @@ fn a_failed_commit_makes_set_and_clean_up_fail_with_its_error() {
     assert_eq!(c.set(&ruleset(&["10.5.0.1/32"])), Err(missing("iptables-restore")));
     *c.client().commit_error.borrow_mut() = Some(missing("iptables-restore"));
     assert_eq!(c.clean_up(), Err(missing("iptables-restore")));
+}
+
+/// What a killed agent left: its chain with a rule, a jump in a built-in chain to it, a peer's
+/// jump the new plan lacks, a planned rule twice; and a rule of someone else.
+fn leftovers(c: &Controller<Fake>) {
+    let client = c.client();
+    for entry in [
+        chain(Family::Ipv4, "nat", "KILO-NAT"),
+        chain(Family::Ipv4, "filter", "KILO-IPIP"),
+        chain(Family::Ipv4, "nat", "KUBE-SERVICES"),
+    ] {
+        let Entry::Chain { family, table, name } = entry else { unreachable!() };
+        client.clear_chain(family, &table, &name).unwrap();
+    }
+    let add = |table: &str, chain: &str, spec: &str| {
+        let spec = super::super::rule::split_args(spec);
+        client.append_unique(Family::Ipv4, table, chain, &spec).unwrap();
+    };
+    add("nat", "KILO-NAT", r#"-d 10.5.0.9/32 -m comment --comment "Kilo: do not NAT" -j RETURN"#);
+    add(
+        "filter",
+        "INPUT",
+        r#"-p ipencap -m comment --comment "Kilo: jump to IPIP chain" -j KILO-IPIP"#,
+    );
+    add(
+        "nat",
+        "POSTROUTING",
+        r#"-s 10.5.0.9/32 -m comment --comment "Kilo: jump to NAT chain" -j KILO-NAT"#,
+    );
+    add("nat", "POSTROUTING", "-s 10.9.0.0/16 -j MASQUERADE");
+    add("nat", "POSTROUTING", "-j KUBE-SERVICES");
+    let planned =
+        r#"-s 10.2.1.0/24 -m comment --comment "Kilo: jump to KILO-NAT chain" -j KILO-NAT"#;
+    let planned = super::super::rule::split_args(planned);
+    let mut rules = client.chains.borrow_mut();
+    let postrouting = rules.get_mut(&(Family::Ipv4, "nat".into(), "POSTROUTING".into())).unwrap();
+    postrouting.push(RuleKey::new("nat", "POSTROUTING", &planned));
+    postrouting.push(RuleKey::new("nat", "POSTROUTING", &planned));
+}
+
+fn foreign() -> Vec<RuleKey> {
+    vec![
+        RuleKey::new(
+            "nat",
+            "POSTROUTING",
+            &super::super::rule::split_args("-s 10.9.0.0/16 -j MASQUERADE"),
+        ),
+        RuleKey::new("nat", "POSTROUTING", &super::super::rule::split_args("-j KUBE-SERVICES")),
+    ]
+}
+
+#[test]
+fn the_first_set_removes_what_another_agent_left_and_keeps_one_copy_of_each_planned_rule() {
+    let mut c = Controller::new(Fake::default(), true);
+    leftovers(&c);
+    let set = ruleset(&["10.5.0.1/32"]);
+    c.set(&set).unwrap();
+    let postrouting = c.client().rules(Family::Ipv4, "nat", "POSTROUTING");
+    let mut expected = foreign();
+    expected.extend(RuleKey::of_entry(&set.prepend[0]));
+    let mut sorted = postrouting.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected, "{postrouting:?}");
+    assert!(c.client().rules(Family::Ipv4, "filter", "INPUT").is_empty());
+    let chains: Vec<ChainId> = c.client().chains.borrow().keys().cloned().collect();
+    assert!(!chains.iter().any(|(_, _, n)| n == "KILO-IPIP"), "{chains:?}");
+    // The planned chain holds exactly the plan.
+    let kilo_nat: Vec<RuleKey> = c.client().rules(Family::Ipv4, "nat", "KILO-NAT");
+    let mut planned: Vec<RuleKey> = set
+        .append
+        .iter()
+        .chain(&set.prepend)
+        .filter(
+            |e| matches!(e, Entry::Rule { family: Family::Ipv4, chain, .. } if chain == "KILO-NAT"),
+        )
+        .filter_map(RuleKey::of_entry)
+        .collect();
+    let mut got = kilo_nat.clone();
+    planned.sort();
+    got.sort();
+    assert_eq!(got, planned);
+    // Later sets do not sweep again: only listings the first time.
+    let before = c.operations().clone();
+    c.set(&set).unwrap();
+    assert_eq!(c.operations(), &before);
+}
+
+#[test]
+fn clean_up_also_removes_what_it_never_recorded_and_leaves_foreign_rules() {
+    let mut c = Controller::new(Fake::default(), true);
+    leftovers(&c);
+    c.clean_up().unwrap();
+    let chains = c.client().chains.borrow();
+    let kilo: Vec<&ChainId> = chains.keys().filter(|(_, _, n)| n.starts_with("KILO-")).collect();
+    assert!(kilo.is_empty(), "{kilo:?}");
+    let mut postrouting =
+        chains.get(&(Family::Ipv4, "nat".into(), "POSTROUTING".into())).cloned().unwrap();
+    postrouting.sort();
+    let mut expected = foreign();
+    expected.sort();
+    assert_eq!(postrouting, expected);
+    assert!(chains.contains_key(&(Family::Ipv4, "nat".into(), "KUBE-SERVICES".into())));
+    assert!(chains.get(&(Family::Ipv4, "filter".into(), "INPUT".into())).unwrap().is_empty());
 }

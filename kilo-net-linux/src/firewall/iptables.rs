@@ -14,7 +14,7 @@ use kilo_core::firewall::{Family, RuleSet};
 
 use super::batch::{Model, Op, restore_input};
 use super::controller::{Client, Controller};
-use super::rule::RuleKey;
+use super::rule::{RuleKey, is_kilo_rule, parse_listing};
 use super::{FirewallError, OpLabels};
 
 /// How binaries are started: directly, or behind a prefix such as `ip netns exec NS`.
@@ -458,6 +458,15 @@ impl Client for IptablesClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn owned_rules(&self, f: Family, t: &str) -> Result<Vec<(String, Vec<String>)>, FirewallError> {
+        let out = self.run(f, &args(&["-t", t, "-S"], &[]))?;
+        Ok(out
+            .lines()
+            .filter_map(parse_listing)
+            .filter(|(chain, spec)| is_kilo_rule(chain, spec))
+            .collect())
     }
 
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {

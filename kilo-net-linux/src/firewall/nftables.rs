@@ -33,7 +33,7 @@ use rustables::{
 
 use super::controller::{Client, Controller};
 use super::netns::in_netns;
-use super::rule::{RuleKey, identity, identity_single_quoted, protocol_number};
+use super::rule::{RuleKey, identity, identity_single_quoted, parse_identity, protocol_number};
 use super::{FirewallError, OpLabels};
 
 /// The name of our IPv4 nftables table (`table ip kilo`).
@@ -458,6 +458,22 @@ impl Client for NftClient {
         self.run(|| {
             Ok(Self::listed(f, t, c)?
                 .map(|rules| rules.into_iter().filter_map(|l| l.key).collect()))
+        })
+    }
+
+    fn owned_rules(&self, f: Family, t: &str) -> Result<Vec<(String, Vec<String>)>, FirewallError> {
+        // Everything in our tables is ours; a rule is deleted through the identity it carries.
+        let prefix = format!("{t}-");
+        self.run(|| {
+            let mut out = Vec::new();
+            for name in Self::chain_names(f)? {
+                let Some(chain) = name.strip_prefix(&prefix) else { continue };
+                for listed in Self::listed(f, t, chain)?.unwrap_or_default() {
+                    let identity = listed.rule.get_userdata().and_then(|u| udata_comment(u));
+                    out.extend(identity.and_then(|i| parse_identity(t, &i)));
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -130,6 +130,12 @@ impl RuleKey {
         RuleKey { table: table.to_string(), chain: chain.to_string(), groups }
     }
 
+    /// A spec equivalent to the rule's (its option groups in canonical order).
+    #[cfg(test)]
+    pub(crate) fn spec(&self) -> Vec<String> {
+        self.groups.iter().flatten().cloned().collect()
+    }
+
     /// The key of an entry that is a rule (`None` for a chain).
     pub(crate) fn of_entry(entry: &Entry) -> Option<RuleKey> {
         match entry {
@@ -157,6 +163,46 @@ impl RuleKey {
             _ => None,
         }
     }
+}
+
+/// The prefix of every comment Kilo (and upstream Kilo) puts on its rules.
+pub(crate) const COMMENT_PREFIX: &str = "Kilo:";
+
+/// Whether a chain is one of Kilo's own (`KILO-NAT`, `KILO-IPIP`, …).
+pub(crate) fn is_kilo_chain(chain: &str) -> bool {
+    chain.starts_with("KILO-")
+}
+
+/// Whether a rule found in `chain` is recognisably Kilo's, whichever agent wrote it: it lives in
+/// a Kilo chain, carries a `Kilo: …` comment, or jumps to a Kilo chain. This is how a restarted
+/// agent finds what a killed one left in built-in chains.
+pub(crate) fn is_kilo_rule(chain: &str, spec: &[String]) -> bool {
+    is_kilo_chain(chain)
+        || spec.windows(2).any(|w| match w[0].as_str() {
+            "--comment" => w[1].starts_with(COMMENT_PREFIX),
+            "-j" | "--jump" | "-g" | "--goto" => is_kilo_chain(&w[1]),
+            _ => false,
+        })
+}
+
+/// The chain and spec of an `iptables -S` line (`-A CHAIN spec…`); `None` for other lines.
+pub(crate) fn parse_listing(line: &str) -> Option<(String, Vec<String>)> {
+    let mut args = split_args(line);
+    if args.len() < 2 || args[0] != "-A" {
+        return None;
+    }
+    let spec = args.split_off(2);
+    Some((args.swap_remove(1), spec))
+}
+
+/// The chain and spec of an identity string (`<table> -A <chain> <spec…>`) of `table`.
+pub(crate) fn parse_identity(table: &str, identity: &str) -> Option<(String, Vec<String>)> {
+    let mut args = split_args(identity);
+    if args.len() < 3 || args[0] != table || args[1] != "-A" {
+        return None;
+    }
+    let spec = args.split_off(3);
+    Some((args.swap_remove(2), spec))
 }
 
 fn is_number(arg: &str) -> bool {
@@ -322,5 +368,33 @@ mod tests {
     fn chain_and_policy_lines_are_not_rules() {
         assert_eq!(RuleKey::from_listing("nat", "-N KILO-NAT"), None);
         assert_eq!(RuleKey::from_listing("nat", "-P POSTROUTING ACCEPT"), None);
+    }
+
+    #[test]
+    fn kilo_rules_are_recognised_by_comment_jump_or_chain_and_foreign_ones_are_not() {
+        let spec = |s: &str| split_args(s);
+        assert!(is_kilo_rule(
+            "POSTROUTING",
+            &spec(r#"-s 10.5.0.1/32 -m comment --comment "Kilo: jump to NAT chain" -j KILO-NAT"#)
+        ));
+        assert!(is_kilo_rule("INPUT", &spec("-p 4 -j KILO-IPIP")));
+        assert!(is_kilo_rule("KILO-NAT", &spec("-j MASQUERADE")));
+        assert!(!is_kilo_rule(
+            "POSTROUTING",
+            &spec(r#"-m comment --comment "kube: Kilo: x" -j MASQUERADE"#)
+        ));
+        assert!(!is_kilo_rule("FORWARD", &spec("-s 10.0.0.0/8 -j ACCEPT")));
+        let line = r#"-A POSTROUTING -s 10.5.0.1/32 -m comment --comment "Kilo: the node\'s pods" -j KILO-NAT"#;
+        let (chain, parsed) = parse_listing(line).unwrap();
+        assert_eq!(chain, "POSTROUTING");
+        assert_eq!(parsed[5], "Kilo: the node's pods");
+        assert_eq!(parse_listing("-N KILO-NAT"), None);
+        let (chain, parsed) = parse_identity(
+            "nat",
+            "nat -A KILO-NAT -d 10.4.0.1/32 -m comment --comment 'Kilo: x' -j RETURN",
+        )
+        .unwrap();
+        assert_eq!((chain.as_str(), parsed.len()), ("KILO-NAT", 8));
+        assert_eq!(parse_identity("filter", "nat -A KILO-NAT -j RETURN"), None);
     }
 }
