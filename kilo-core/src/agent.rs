@@ -18,6 +18,25 @@ use crate::{
 /// Upstream's check-in period: the local node's last-seen is refreshed this often (seconds).
 pub const CHECK_IN_PERIOD_SECS: i64 = 30;
 
+/// How long the agent's view of a live mesh counts as current after the last thing it heard from
+/// its source (seconds).
+///
+/// Other nodes' `last-seen` is judged against the agent's own view, not the wall clock alone: a
+/// node is stale when its check-in is older than the readiness window *as of the moment the
+/// agent last knew the mesh*. While the source is quiet (an API outage, a watch that went silent)
+/// that moment stops advancing `FRESHNESS_GRACE_SECS` after the last event, so nobody turns stale
+/// for lack of news and the mesh is kept as it was. The grace is shorter than the readiness
+/// window minus one check-in period (60 − 30 s), so that a node that checked in just before the
+/// silence began stays ready through it. Every agent checks in every [`CHECK_IN_PERIOD_SECS`],
+/// the local one included, so a live source yields an event at least that often: a node that
+/// really stopped is dropped at most `CHECK_IN_PERIOD_SECS - FRESHNESS_GRACE_SECS` later than
+/// upstream would drop it.
+pub const FRESHNESS_GRACE_SECS: i64 = 20;
+
+/// After how long without news from a live source the agent says so (seconds): a check-in period
+/// and a margin, since the agent's own check-in comes back as an event at least that often.
+pub const QUIET_AFTER_SECS: i64 = CHECK_IN_PERIOD_SECS + 15;
+
 /// How the agent selects the nodes that take part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadinessPolicy {
@@ -112,6 +131,22 @@ pub enum Input {
     Resync,
 }
 
+impl Input {
+    /// Whether the input comes from the mesh source (the backend), which tells the agent its view
+    /// of the mesh is current.
+    pub fn is_from_source(&self) -> bool {
+        matches!(
+            self,
+            Input::Reset(_)
+                | Input::NodeChanged(_)
+                | Input::NodeRemoved(_)
+                | Input::PeerChanged(_)
+                | Input::PeerRemoved(_)
+                | Input::Invalid(_)
+        )
+    }
+}
+
 /// Something the agent must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -140,6 +175,9 @@ pub struct Status {
     pub invalid: usize,
     /// Plans that could not be computed.
     pub errors: u64,
+    /// Whether the mesh source has been quiet for longer than [`QUIET_AFTER_SECS`]; check-ins
+    /// are then judged as of the last time the agent heard from it ([`FRESHNESS_GRACE_SECS`]).
+    pub source_quiet: bool,
 }
 
 /// The agent.
@@ -153,6 +191,13 @@ pub struct Agent {
     discovered: BTreeMap<Key, SocketAddr>,
     wireguard_ip: Option<Cidr>,
     last_published: Option<Node>,
+    /// When the agent last heard from its mesh source (any backend input).
+    heard_at: Option<i64>,
+    /// The warnings of the last plan (topology and routes), so that each is logged once.
+    plan_warnings: Vec<String>,
+    /// A conflicting publication of the local node already warned about (see
+    /// [`Agent::handle`]), so that a cloned host is reported once per conflicting value.
+    conflict: Option<(Option<Endpoint>, Option<Cidr>, Key)>,
     status: Status,
 }
 
@@ -169,6 +214,9 @@ impl Agent {
             discovered: BTreeMap::new(),
             wireguard_ip: None,
             last_published: None,
+            heard_at: None,
+            plan_warnings: Vec::new(),
+            conflict: None,
             status: Status::default(),
         }
     }
@@ -197,7 +245,7 @@ impl Agent {
     /// the local node, zero key, port 0. `None` when the local node is not ready (contract C18:
     /// the HTTP handler answers 503 instead of panicking).
     pub fn graph(&self, now: i64) -> Option<String> {
-        let readiness = self.config.readiness.at(now);
+        let readiness = self.readiness(now);
         let local = self.local_node(now)?;
         if !local.is_ready(readiness) {
             return None;
@@ -225,9 +273,30 @@ impl Agent {
         Some(topology.dot())
     }
 
+    /// The moment as of which other nodes' check-ins are judged: `now` while the source is
+    /// current, else [`FRESHNESS_GRACE_SECS`] after the agent last heard from it (see there).
+    pub fn view_time(&self, now: i64) -> i64 {
+        match self.heard_at {
+            Some(heard) => now.min(heard.saturating_add(FRESHNESS_GRACE_SECS)),
+            None => now,
+        }
+    }
+
+    fn readiness(&self, now: i64) -> Readiness {
+        self.config.readiness.at(self.view_time(now))
+    }
+
     /// Handles one input at Unix time `now`.
     pub fn handle(&mut self, now: i64, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
+        if input.is_from_source() {
+            self.heard_at = Some(self.heard_at.map_or(now, |h| h.max(now)));
+        }
+        if let Input::NodeChanged(node) = &input
+            && let Some(warning) = self.publication_conflict(node)
+        {
+            actions.push(Action::Warn(warning));
+        }
         let changed = match input {
             Input::Reset(snapshot) => {
                 self.nodes = snapshot.nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
@@ -285,8 +354,25 @@ impl Agent {
             Input::Resync => true,
         };
         self.status.invalid = self.invalid.len();
+        let quiet = self.config.readiness == ReadinessPolicy::Live
+            && self.heard_at.is_some_and(|h| now.saturating_sub(h) > QUIET_AFTER_SECS);
+        if quiet != self.status.source_quiet {
+            self.status.source_quiet = quiet;
+            if let (true, Some(heard)) = (quiet, self.heard_at) {
+                actions.push(Action::Warn(format!(
+                    "nothing heard from the mesh source for {} s: keeping the mesh as it was, \
+                     judging other nodes' check-ins as of {} s ago",
+                    now - heard,
+                    now - self.view_time(now)
+                )));
+            }
+        }
         if changed {
-            actions.push(self.reconcile(now));
+            let action = self.reconcile(now);
+            if let Action::Apply(plan) = &action {
+                self.warn_once(&plan.warnings, &mut actions);
+            }
+            actions.push(action);
         }
         // Publish after reconciling, so that what the node publishes (its WireGuard IP above
         // all: a demoted leader must stop advertising its old one) matches the plan just made.
@@ -298,6 +384,50 @@ impl Agent {
             self.last_published = Some(local);
         }
         actions
+    }
+
+    /// Logs each plan warning (refused routes, dropped allowed-location IPs) when it first
+    /// appears, not on every reconcile.
+    fn warn_once(&mut self, warnings: &[String], actions: &mut Vec<Action>) {
+        for w in warnings.iter().filter(|w| !self.plan_warnings.contains(w)) {
+            actions.push(Action::Warn(w.clone()));
+        }
+        self.plan_warnings = warnings.to_vec();
+    }
+
+    /// A cloned host (same name and key on two machines) makes two agents publish one node in
+    /// turn, each overwriting the other's endpoint. The agent notices when the source reports its
+    /// own node, checked in after its own last publication, with an endpoint, internal IP or key
+    /// that it did not publish, and warns once per conflicting value.
+    fn publication_conflict(&mut self, node: &Node) -> Option<String> {
+        let ours = self.last_published.as_ref().filter(|_| node.name == self.config.hostname)?;
+        if node.last_seen <= ours.last_seen {
+            return None;
+        }
+        let endpoint = (!node.endpoint_forced).then(|| node.endpoint.clone()).flatten();
+        let internal_ip = (!node.internal_ip_forced).then_some(node.internal_ip).flatten();
+        let endpoint_differs = !node.endpoint_forced && node.endpoint != ours.endpoint;
+        let internal_differs = !node.internal_ip_forced && node.internal_ip != ours.internal_ip;
+        if !(endpoint_differs || internal_differs || node.key != ours.key) {
+            return None;
+        }
+        let seen = (endpoint.clone(), internal_ip, node.key);
+        if self.conflict.as_ref() == Some(&seen) {
+            return None;
+        }
+        self.conflict = Some(seen);
+        let show =
+            |e: &Option<Endpoint>| e.as_ref().map_or("none".to_string(), Endpoint::to_string);
+        Some(format!(
+            "another agent publishes node {:?} (endpoint {}, key {}), while this agent publishes \
+             endpoint {}, key {}: is this host a clone of another one (same name and key)? Two \
+             agents with one name take turns to overwrite each other's endpoint",
+            node.name,
+            show(&node.endpoint),
+            node.key,
+            show(&ours.endpoint),
+            ours.key,
+        ))
     }
 
     /// NAT endpoint discovery (upstream 10.3 step 6): for nodes with a keepalive and for peers,
@@ -369,7 +499,7 @@ impl Agent {
     /// Computes the plan (upstream `applyTopology`).
     fn reconcile(&mut self, now: i64) -> Action {
         self.status.reconciles += 1;
-        let readiness = self.config.readiness.at(now);
+        let readiness = self.readiness(now);
         let Some(local) = self.local_node(now) else {
             return Action::Blocked(format!(
                 "the local node {:?} is not in the mesh yet",

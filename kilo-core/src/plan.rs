@@ -68,6 +68,9 @@ pub struct Plan {
     /// The IPIP tunnel's address (first IP of the local pod CIDR, /32), when the strategy is not
     /// `never`, `--local` is set and the encapsulator owns an IPIP tunnel (IPIP, Cilium).
     pub tunnel_address: Option<Cidr>,
+    /// What was left out of the plan and why (allowed IPs refused by the topology, routes the
+    /// kernel would refuse), for the agent to log and `kgctl` to show. Not applied.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -79,7 +82,10 @@ impl Plan {
             Encapsulator::select(options.compatibility, topology.private_ip.is_some());
         let enc = EncapsulatorConfig { encapsulator, strategy: options.encapsulation };
         let encapsulating = options.encapsulation != Encapsulation::Never && options.local;
-        let (routes, rules) = topology.routes(&options.interfaces, options.local, &enc);
+        let (routes, rules, route_warnings) =
+            topology.routes_checked(&options.interfaces, options.local, &enc);
+        let mut warnings = topology.warnings.clone();
+        warnings.extend(route_warnings);
         let mut firewall = if encapsulating {
             encapsulation_rules(encapsulator, &topology.encapsulation_ips())
         } else {
@@ -110,6 +116,7 @@ impl Plan {
             firewall,
             encapsulation: enc,
             tunnel_address,
+            warnings,
         }
     }
 

@@ -51,6 +51,8 @@ struct Sim {
     agents: Vec<Agent>,
     plans: BTreeMap<String, Plan>,
     warnings: Vec<String>,
+    /// The API is unreachable: publications are lost and nothing reaches the agents.
+    source_down: bool,
 }
 
 impl Sim {
@@ -62,6 +64,7 @@ impl Sim {
             agents: vec![],
             plans: BTreeMap::new(),
             warnings: vec![],
+            source_down: false,
         };
         for (i, (name, location, pod, _)) in nodes.iter().enumerate() {
             sim.cluster.insert(
@@ -97,6 +100,7 @@ impl Sim {
         while let Some((i, input)) = queue.pop() {
             for action in self.agents[i].handle(self.now, input) {
                 match action {
+                    Action::Publish(_) if self.source_down => {}
                     Action::Publish(node) => {
                         if self.cluster.get(&node.name) != Some(&node) {
                             self.cluster.insert(node.name.clone(), (*node).clone());
@@ -297,4 +301,120 @@ fn a_changed_address_is_republished_but_a_forced_endpoint_never_is() {
     let facts = HostFacts { public_ip: Some("203.0.113.77".parse().unwrap()), ..facts };
     sim.deliver(2, Input::HostFacts(facts));
     assert_eq!(sim.cluster["c"].endpoint.as_ref().unwrap().to_string(), "198.51.100.3:51820");
+}
+
+/// Every route a plan holds has a source and a next hop of its destination's family.
+fn assert_families_agree(plan: &Plan) {
+    for r in &plan.routes {
+        let v4 = r.dst.is_ipv4();
+        assert!(r.src.is_none_or(|s| s.is_ipv4() == v4), "{}: {r}", plan.node);
+        assert!(r.via.is_none_or(|v| v.is_ipv4() == v4), "{}: {r}", plan.node);
+    }
+}
+
+#[test]
+fn an_api_outage_keeps_every_node_for_as_long_as_it_lasts() {
+    let mut sim = three_nodes();
+    let before = sim.plans.clone();
+    // The API goes away for 10 minutes: nothing is heard, publications are lost; the agents'
+    // own timers go on.
+    sim.source_down = true;
+    for _ in 0..20 {
+        sim.now += 30;
+        for i in 0..3 {
+            sim.deliver(i, Input::CheckIn);
+            sim.deliver(i, Input::Resync);
+        }
+    }
+    assert_eq!(sim.plans, before, "no node turned stale for lack of news");
+    let quiet = "nothing heard from the mesh source for";
+    assert_eq!(
+        sim.warnings.iter().filter(|w| w.starts_with(quiet)).count(),
+        3,
+        "{:?}",
+        sim.warnings
+    );
+    assert!(sim.agents.iter().all(|a| a.status().source_quiet));
+    // The API comes back, and c really had stopped: a re-list shows every node as it is.
+    sim.source_down = false;
+    let mut nodes: Vec<Node> = sim.cluster.values().cloned().collect();
+    for n in nodes.iter_mut().filter(|n| n.name != "c") {
+        n.last_seen = sim.now;
+    }
+    sim.broadcast(Input::Reset(Snapshot { nodes, ..Snapshot::default() }));
+    assert!(sim.agents.iter().all(|a| !a.status().source_quiet));
+    assert!(sim.plans["a"].wireguard.as_ref().unwrap().peers.is_empty(), "c is stale now");
+}
+
+#[test]
+fn a_live_source_still_drops_a_node_that_stopped_checking_in() {
+    let mut sim = three_nodes();
+    // Events keep coming (a and b check in), c is gone: judged against now, as upstream.
+    for _ in 0..3 {
+        sim.now += 30;
+        sim.deliver(0, Input::CheckIn);
+        sim.deliver(1, Input::CheckIn);
+    }
+    assert!(sim.agents.iter().all(|a| !a.status().source_quiet));
+    assert_eq!(sim.agents[0].status().nodes, 2);
+    assert!(!sim.warnings.iter().any(|w| w.starts_with("nothing heard")));
+}
+
+#[test]
+fn a_cloned_host_publishing_the_same_node_is_reported_once() {
+    let mut sim = three_nodes();
+    // A clone of a (same name, same key) on another machine publishes its own endpoint.
+    let mut clone = sim.cluster["a"].clone();
+    clone.endpoint = Some("203.0.113.50:51820".parse().unwrap());
+    clone.last_seen = sim.now + 5;
+    sim.now += 5;
+    for _ in 0..3 {
+        sim.deliver(0, Input::NodeChanged(clone.clone()));
+    }
+    let reports: Vec<_> = sim.warnings.iter().filter(|w| w.contains("clone")).collect();
+    assert_eq!(reports.len(), 1, "{:?}", sim.warnings);
+    assert!(reports[0].contains("203.0.113.50:51820") && reports[0].contains("203.0.113.1:51820"));
+    // Its own echo is no conflict.
+    let warnings = sim.warnings.len();
+    sim.now += 30;
+    sim.deliver(1, Input::CheckIn);
+    assert_eq!(sim.warnings.len(), warnings);
+}
+
+#[test]
+fn peer_routes_that_would_take_over_a_node_are_refused_in_every_family() {
+    let mut sim = three_nodes();
+    let peer = Peer {
+        name: "evil".into(),
+        allowed_ips: vec![
+            cidr("::/0"),
+            cidr("192.168.2.1/32"),
+            cidr("10.5.0.1/32"),
+            cidr("fd05::/64"),
+        ],
+        public_key: kilo_core::Key::from_bytes([9; 32]),
+        ..Peer::default()
+    };
+    sim.broadcast(Input::PeerChanged(peer));
+    let a = &sim.plans["a"];
+    let wg = a.wireguard.as_ref().unwrap();
+    let evil =
+        wg.peers.iter().find(|p| p.public_key == kilo_core::Key::from_bytes([9; 32])).unwrap();
+    assert_eq!(evil.allowed_ips, vec![cidr("10.5.0.1/32"), cidr("fd05::/64")]);
+    let dsts: Vec<String> =
+        a.routes.iter().filter(|r| r.via.is_none()).map(|r| r.to_string()).collect();
+    // The IPv6 route on the leader has no IPv4 source.
+    assert_eq!(dsts, ["10.5.0.1/32 dev kilo0 src 192.168.1.1", "fd05::/64 dev kilo0"]);
+    // The non-leader b cannot reach IPv6 through its IPv4 leader: that route is left out.
+    assert!(!sim.plans["b"].routes.iter().any(|r| !r.dst.is_ipv4()));
+    assert!(sim.plans["b"].routes.iter().any(|r| r.dst == cidr("10.5.0.1/32")));
+    for plan in sim.plans.values() {
+        assert_families_agree(plan);
+    }
+    // Each agent warns once about each refused allowed IP, however often it reconciles.
+    sim.broadcast(Input::Resync);
+    let refused = |s: &str| sim.warnings.iter().filter(|w| w.contains(s)).count();
+    assert_eq!(refused("::/0 covers every IPv6 address"), 3);
+    assert_eq!(refused("192.168.2.1/32 contains the internal IP 192.168.2.1 of node \"c\""), 3);
+    assert_eq!(refused("route to fd05::/64 left out"), 1, "{:?}", sim.warnings);
 }

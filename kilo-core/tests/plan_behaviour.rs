@@ -114,3 +114,16 @@ fn json_keys_come_in_the_contracts_order() {
     assert_eq!(v["firewall"]["append"][0]["family"], "ipv4");
     assert_eq!(v["firewall"]["append"][1]["family"], "ipv6");
 }
+
+#[test]
+fn the_text_view_lists_what_was_left_out_and_why() {
+    let mut p = Plan::new(&logical_from("a"), Some(Config::default()), &options("a"));
+    assert!(p.warnings.is_empty());
+    assert!(!p.to_text().contains("Left out"));
+    p.warnings = vec!["peer \"evil\": allowed IP left out: ::/0 covers every IPv6 address".into()];
+    assert!(p.to_text().ends_with(
+        "\nLeft out (not applied)\n  peer \"evil\": allowed IP left out: ::/0 covers every IPv6 address\n"
+    ));
+    // The JSON shape of the contract is unchanged.
+    assert!(!p.to_json_pretty().contains("warnings"));
+}

@@ -121,5 +121,11 @@ pub(super) fn render(plan: &Plan) -> String {
     }
     let written = out.len() - before;
     none(&mut out, written);
+    if !plan.warnings.is_empty() {
+        heading(&mut out, "Left out (not applied)");
+        for w in &plan.warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
     out
 }

@@ -255,13 +255,53 @@ impl Topology {
         local: bool,
         enc: &EncapsulatorConfig,
     ) -> (Vec<Route>, Vec<Rule>) {
+        let (routes, rules, _) = self.routes_checked(ifaces, local, enc);
+        (routes, rules)
+    }
+
+    /// [`Topology::routes`], with a warning for each route left out because the kernel would
+    /// refuse it.
+    ///
+    /// A route takes a source address of its own family only (an IPv6 route never gets the
+    /// node's IPv4 private IP as `src`; it gets none). A route whose next hop is of the other
+    /// family is left out: Linux refuses IPv6 through an IPv4 gateway, and Kilo does not write
+    /// IPv4 routes through an IPv6 gateway either. A plan with such a route would otherwise fail
+    /// at the routes step on every apply, and nothing after it (rules, firewall) would happen.
+    pub fn routes_checked(
+        &self,
+        ifaces: &Interfaces,
+        local: bool,
+        enc: &EncapsulatorConfig,
+    ) -> (Vec<Route>, Vec<Rule>, Vec<String>) {
         let mut b = Builder { topology: self, ifaces, enc, routes: Vec::new(), rules: Vec::new() };
         if self.leader {
             b.leader(local);
         } else {
             b.non_leader(local);
         }
-        (dedup(b.routes), dedup(b.rules))
+        let mut warnings = Vec::new();
+        let routes = dedup(b.routes)
+            .into_iter()
+            .filter_map(|mut r| {
+                let v4 = r.dst.is_ipv4();
+                if r.src.is_some_and(|s| s.is_ipv4() != v4) {
+                    r.src = None;
+                }
+                match r.via {
+                    Some(via) if via.is_ipv4() != v4 => {
+                        warnings.push(format!(
+                            "route to {} left out: its next hop {via} is of the other address \
+                             family (the node reaches that family's destinations only through a \
+                             next hop of the same family)",
+                            r.dst
+                        ));
+                        None
+                    }
+                    _ => Some(r),
+                }
+            })
+            .collect();
+        (routes, dedup(b.rules), warnings)
     }
 
     /// The routes a Kilo peer named `name` needs to reach the mesh through its WireGuard

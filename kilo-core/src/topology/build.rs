@@ -161,6 +161,9 @@ impl Topology {
             return Err(TopologyError::DuplicatePeer { name: w[0].name.clone() });
         }
 
+        // Allowed IPs that would take over a node's default route or underlay addresses are
+        // left out, in every family (see `guard`).
+        let (guarded, warnings) = super::guard::guard_peers(sorted_peers, nodes);
         let mut t = Topology {
             key,
             port,
@@ -172,10 +175,10 @@ impl Topology {
             subnets: local.subnets.clone(),
             wireguard_cidr: subnet,
             segments,
-            peers: deduplicate_peer_ips(&sorted_peers),
+            peers: deduplicate_peer_ips(&guarded),
             discovered_endpoints: local.discovered_endpoints.clone().unwrap_or_default(),
             service_cidrs: service_cidrs.to_vec(),
-            warnings: Vec::new(),
+            warnings,
         };
         t.allocate(subnet, &discovering)?;
         Ok(t)

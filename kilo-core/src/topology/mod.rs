@@ -10,6 +10,7 @@ use crate::{Cidr, Endpoint, Granularity, Key, Peer, PrivateKey};
 mod build;
 mod conf;
 mod filter;
+pub mod guard;
 
 pub use build::{LOCATION_PREFIX, NODE_PREFIX, deduplicate_peer_ips, find_leader, segment_key};
 pub use conf::keepalive_secs;
