@@ -102,6 +102,10 @@ else
   sources+=("deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main")
   [[ -z $SECURITY_MIRROR ]] || sources+=("deb $SECURITY_MIRROR $SUITE-security main")
 fi
+# Of Debian's CNI plugins only those upstream's image ships (the others would only overwrite newer
+# ones the host may have).
+cni_include=()
+for plugin in "${CNI_PLUGINS[@]}"; do cni_include+=(--dpkgopt="path-include=/usr/lib/cni/$plugin"); done
 echo "== mmdebstrap $SUITE ($ARCH): ${PACKAGES[*]}"
 # Recommends are not installed (mmdebstrap's default): wireguard-tools would otherwise pull in
 # systemd. Documentation, man pages and translations are left out; copyright files stay.
@@ -114,6 +118,8 @@ mmdebstrap --mode=root --format=directory --variant=essential --architectures="$
   --dpkgopt='path-include=/usr/share/locale/locale.alias' \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --dpkgopt='path-exclude=/usr/lib/cni/*' \
+  "${cni_include[@]}" \
   "$SUITE" "$WORK/rootfs" "${sources[@]}" >"$WORK/mmdebstrap.log" 2>&1 \
   || { tail -n 40 "$WORK/mmdebstrap.log" >&2; exit 1; }
 R=$WORK/rootfs

@@ -162,6 +162,7 @@ def main():
         ds = next(d for d in docs if d["kind"] == "DaemonSet")
         pod = ds["spec"]["template"]["spec"]
         run_pod(path, docs, pod)
+    run_upstream_k3s_kubeconfig()
 
 
 def run_pod(path, docs, pod):
@@ -235,6 +236,12 @@ def run_pod(path, docs, pod):
     (kilo,) = [c for c in pod["containers"] if c["name"] == "kilo"]
     env = container_env(kilo, docs)
     argv = ["/opt/bin/kg"] + [expand(a, env) for a in kilo.get("args", [])]
+    run_agent(path, base, argv, {}, binds(kilo))
+
+
+def run_agent(label, base, argv, env, binds):
+    """kg in a network namespace of its own, against the fake API server on 127.0.0.1:6444: it
+    must stay up, list Nodes and authenticate with the ServiceAccount token."""
     ns = f"{PREFIX}{len(os.listdir(WORK))}"
     sh("ip", "netns", "add", ns)
     try:
@@ -251,7 +258,7 @@ def run_pod(path, docs, pod):
         api = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", FAKE_API, f"{WORK}/pki/srv.crt",
                                 f"{WORK}/pki/srv.key", requests])
         log = open(f"{base}/kg.log", "w")
-        kg = in_root(ns, argv, {}, binds(kilo), stdout=log, stderr=subprocess.STDOUT)
+        kg = in_root(ns, argv, env, binds, stdout=log, stderr=subprocess.STDOUT)
         seen = ""
         for _ in range(150):
             seen = open(requests).read()
@@ -270,11 +277,41 @@ def run_pod(path, docs, pod):
         log.close()
         detail = f"args {argv}\nAPI requests:\n{seen}\nkg log (tail):\n" + "".join(open(f"{base}/kg.log").readlines()[-15:])
         nodes = [l for l in seen.splitlines() if "/api/v1/nodes" in l]
-        report(alive and bool(nodes), f"{path}: kg runs with the manifest's args and lists Nodes through its kubeconfig", detail)
+        report(alive and bool(nodes), f"{label}: kg runs with the manifest's args and lists Nodes through its kubeconfig", detail)
         report(bool(nodes) and all(f"Bearer {TOKEN}" in l for l in nodes),
-               f"{path}: kg authenticates with the pod's ServiceAccount token", detail)
+               f"{label}: kg authenticates with the pod's ServiceAccount token", detail)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def run_upstream_k3s_kubeconfig():
+    """Upstream's k3s manifests write the agent's kubeconfig with a shell script whose output has
+    an unnamed cluster entry and a context naming cluster "kilo": client-go finds no cluster, treats
+    the file as empty and falls back to the in-cluster configuration. kg must do the same (it used
+    to refuse the file: "missing field `name`")."""
+    base = f"{WORK}/upstream-k3s-kubeconfig"
+    kubeconfig = f"{base}/kubernetes"
+    for d in (kubeconfig, f"{base}/kilo", f"{base}/serviceaccount"):
+        os.makedirs(d)
+    # The same shape as that script's output (indented, no cluster name, inline token).
+    open(f"{kubeconfig}/kubeconfig", "w").write(
+        "    apiVersion: v1\n    kind: Config\n    name: kilo\n    clusters:\n    - cluster:\n"
+        "        server: https://127.0.0.1:6444\n"
+        "        certificate-authority: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt\n"
+        f"    users:\n    - name: kilo\n      user:\n        token: {TOKEN}\n"
+        "    contexts:\n    - name: kilo\n      context:\n        cluster: kilo\n"
+        "        namespace: kube-system\n        user: kilo\n    current-context: kilo\n")
+    sa = f"{base}/serviceaccount"
+    open(f"{sa}/token", "w").write(TOKEN)
+    open(f"{sa}/namespace", "w").write("kube-system")
+    shutil.copy(f"{WORK}/pki/ca.crt", f"{sa}/ca.crt")
+    argv = ["/opt/bin/kg", "--kubeconfig=/etc/kubernetes/kubeconfig", "--hostname=node-1", "--cni=false",
+            "--compatibility=flannel", "--local=false", f"--internal-cidr={NODE_IP}/32"]
+    # The kubelet's in-cluster environment: the `kubernetes` Service (here the fake API server).
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6444"}
+    binds = [(sa, "/var/run/secrets/kubernetes.io/serviceaccount"), (kubeconfig, "/etc/kubernetes"),
+             (f"{base}/kilo", "/var/lib/kilo")]
+    run_agent("upstream's k3s kubeconfig script's output", base, argv, env, binds)
 
 
 if __name__ == "__main__":

@@ -40,13 +40,18 @@ impl Default for KubeBackendConfig {
 /// overrides the API server URL.
 pub async fn client(kubeconfig: Option<&Path>, master: Option<&str>) -> Result<Client, KubeError> {
     let mut config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|source| KubeError::Kubeconfig { path: path.into(), source })?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .map_err(|source| KubeError::Kubeconfig { path: path.into(), source })?
-        }
+        Some(path) => match crate::kubeconfig::load(path).await? {
+            crate::kubeconfig::Loaded::Config(config) => *config,
+            // As upstream's client-go does (its k3s manifests rely on it): see crate::kubeconfig.
+            crate::kubeconfig::Loaded::NoCluster { cluster } => {
+                tracing::warn!(
+                    kubeconfig = %path.display(),
+                    cluster,
+                    "the kubeconfig's context names a cluster it does not define; using the default configuration (in a pod: its ServiceAccount), as upstream Kilo does"
+                );
+                kube::Config::infer().await.map_err(|source| KubeError::Infer { source })?
+            }
+        },
         None => kube::Config::infer().await.map_err(|source| KubeError::Infer { source })?,
     };
     if let Some(url) = master.filter(|m| !m.is_empty()) {
