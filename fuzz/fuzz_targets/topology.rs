@@ -158,6 +158,7 @@ fuzz_target!(|input: Input| {
         ignored: &[],
         granularity: input.granularity,
         subnet,
+        service_cidrs: &service_cidrs,
     });
     for finding in &findings {
         let _ = finding.to_string();

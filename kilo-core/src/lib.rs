@@ -9,6 +9,7 @@
 //! Behaviour matches upstream Kilo (Go) so that both agents can run in one cluster; the upstream
 //! quirks that are fixed are listed in the project's contract.
 
+pub mod admission;
 pub mod agent;
 pub mod annotations;
 #[cfg(feature = "arbitrary")]

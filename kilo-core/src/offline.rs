@@ -232,6 +232,7 @@ impl OfflineMesh {
                 .or(snapshot.settings.granularity)
                 .unwrap_or(Granularity::Location),
             subnet: overrides.subnet.or(snapshot.settings.subnet).unwrap_or_else(default_subnet),
+            service_cidrs: &[],
         })
     }
 }

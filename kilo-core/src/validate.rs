@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use crate::admission::{Cluster, Refusal, refusals};
 use crate::backend::{Invalid, ObjectKind};
 use crate::cidr::{Allocator, describe_ip_class};
 use crate::{Cidr, Granularity, Node, Peer};
@@ -79,6 +80,8 @@ pub struct ValidationInput<'a> {
     pub granularity: Granularity,
     /// The WireGuard subnet.
     pub subnet: Cidr,
+    /// The service CIDRs (`--service-cidr`), which no peer may route.
+    pub service_cidrs: &'a [Cidr],
 }
 
 fn node(name: &str) -> ObjectRef {
@@ -218,9 +221,8 @@ fn nodes(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
 }
 
 fn peers(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
-    let wg = input.subnet.network();
-    let mut seen: Vec<(Cidr, &str)> = Vec::new();
-    for p in input.peers {
+    let wireguard_subnets = [input.subnet];
+    for (i, p) in input.peers.iter().enumerate() {
         if p.allowed_ips.is_empty() {
             out.push(finding(
                 Severity::Error,
@@ -237,60 +239,31 @@ fn peers(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
                 "set only one of endpoint.dnsOrIP.dns and endpoint.dnsOrIP.ip",
             ));
         }
-        for aip in &p.allowed_ips {
-            if !aip.is_network() {
-                out.push(finding(
-                    Severity::Warning,
-                    vec![peer(&p.name)],
-                    format!("allowed IP {aip} has host bits set; it is used as {}", aip.network()),
-                    "write the network address",
-                ));
-            }
-            let net = aip.network();
-            if net.overlaps(&wg) {
-                out.push(finding(
-                    Severity::Error,
-                    vec![peer(&p.name)],
-                    format!("allowed IP {aip} overlaps the WireGuard subnet {wg}"),
-                    "choose allowed IPs outside the mesh's WireGuard subnet",
-                ));
-            }
-            for n in input.nodes {
-                for s in &n.subnets {
-                    if net.overlaps(s) {
-                        out.push(finding(
-                            Severity::Error,
-                            vec![peer(&p.name), node(&n.name)],
-                            format!("allowed IP {aip} overlaps the node's pod subnet {s}: the peer would take that traffic"),
-                            "remove the overlapping allowed IP from the peer",
-                        ));
-                    }
-                }
-                if let Some(ip) = n.internal_ip.filter(|ip| net.contains(ip.addr())) {
-                    out.push(finding(
-                        Severity::Error,
-                        vec![peer(&p.name), node(&n.name)],
-                        format!("allowed IP {aip} covers the node's internal IP {}", ip.addr()),
-                        "remove the overlapping allowed IP from the peer",
-                    ));
-                }
-            }
-            for (other, name) in &seen {
-                if *name != p.name && net.overlaps(other) {
-                    out.push(finding(
-                        Severity::Error,
-                        vec![peer(name), peer(&p.name)],
-                        format!("allowed IPs {other} and {aip} overlap: WireGuard gives a prefix to one peer only"),
-                        "give each peer distinct allowed IPs",
-                    ));
-                }
-            }
+        for aip in p.allowed_ips.iter().filter(|aip| !aip.is_network()) {
+            out.push(finding(
+                Severity::Warning,
+                vec![peer(&p.name)],
+                format!("allowed IP {aip} has host bits set; it is used as {}", aip.network()),
+                "write the network address",
+            ));
         }
-        for a in &p.allowed_ips {
-            let entry = (a.network(), p.name.as_str());
-            if !seen.contains(&entry) {
-                seen.push(entry);
+        // The admission rules, against the nodes and the peers listed before this one (so that
+        // each overlapping pair is reported once).
+        let cluster = Cluster {
+            nodes: input.nodes,
+            peers: &input.peers[..i],
+            wireguard_subnets: &wireguard_subnets,
+            service_cidrs: input.service_cidrs,
+        };
+        for refusal in refusals(p, &cluster) {
+            if matches!(refusal, Refusal::KeyOfNode { .. } | Refusal::KeyOfPeer { .. }) {
+                // Reported once per key, naming every holder, by `duplicates`.
+                continue;
             }
+            let mut objects: Vec<ObjectRef> = refusal.peer().map(peer).into_iter().collect();
+            objects.push(peer(&p.name));
+            objects.extend(refusal.node().map(node));
+            out.push(finding(Severity::Error, objects, refusal.to_string(), refusal.hint()));
         }
     }
 }
@@ -342,6 +315,7 @@ mod tests {
             ignored: &[],
             granularity: Granularity::Location,
             subnet: subnet.parse().unwrap(),
+            service_cidrs: &[],
         })
     }
 
