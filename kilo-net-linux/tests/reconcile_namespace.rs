@@ -274,3 +274,50 @@ async fn the_monitor_as_a_stream_ignores_routes_no_longer_desired() {
     assert_eq!(restored.dst, c("10.5.0.1/24").network());
     assert!(!ns.ip("route show table main").contains("10.2.1.0/24"));
 }
+
+#[tokio::test]
+async fn a_new_reconciler_removes_the_lan_routes_a_killed_one_wrote_and_keeps_the_users() {
+    let ns = host("killed");
+    let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
+    // The user's routes on eth0: a static one, onlink like Kilo's, and a `proto boot` one.
+    ns.ip("route add 10.9.0.0/24 via 192.168.0.9 dev eth0 onlink proto static");
+    ns.ip("route add 10.9.1.0/24 via 192.168.0.9 dev eth0 proto boot");
+    let (routes, rules) = desired();
+    let killed = RouteReconciler::new(nl.clone(), ["kilo0"]);
+    killed.reconcile(&routes, &rules).await.unwrap();
+    let main = ns.ip("route show table main");
+    assert!(
+        main.contains("10.2.3.0/24 via 192.168.0.3 dev eth0 proto static onlink realm 1107"),
+        "{main}"
+    );
+    drop(killed); // Killed: its record is gone.
+
+    // The next agent plans without the LAN route: it deletes it, from the kernel's word alone.
+    let next = RouteReconciler::new(nl.clone(), ["kilo0"]);
+    let planned: Vec<Route> =
+        routes.iter().filter(|r| r.dst != c("10.2.3.0/24")).cloned().collect();
+    let diff = next.reconcile(&planned, &rules).await.unwrap();
+    let deleted: Vec<String> = diff.delete_routes.iter().map(|r| r.route.dst.to_string()).collect();
+    assert_eq!(deleted, ["10.2.3.0/24"], "{diff}");
+    assert!(diff.add_routes.is_empty() && diff.mark_routes.is_empty(), "{diff}");
+    drop(next);
+
+    // A route upstream Kilo wrote (no realm) that the plan wants is marked, then cleaned up.
+    ns.ip("route add 10.2.3.0/24 via 192.168.0.3 dev eth0 onlink proto static");
+    let adopting = RouteReconciler::new(nl.clone(), ["kilo0"]);
+    let diff = adopting.reconcile(&routes, &rules).await.unwrap();
+    assert_eq!(diff.mark_routes.len(), 1, "{diff}");
+    assert_eq!(diff.len(), 1, "{diff}");
+    assert!(ns.ip("route show 10.2.3.0/24").contains("realm 1107"));
+    drop(adopting);
+
+    // Clean-up by an agent that never planned anything removes everything of Kilo's.
+    let cleaning = RouteReconciler::new(nl.clone(), ["kilo0"]);
+    let clean = cleaning.clean_up().await.unwrap();
+    assert_eq!((clean.delete_routes.len(), clean.delete_rules.len()), (5, 2), "{clean}");
+    let main = ns.ip("route show table main");
+    assert!(main.contains("10.9.0.0/24 via 192.168.0.9 dev eth0 proto static onlink"), "{main}");
+    assert!(main.contains("10.9.1.0/24 via 192.168.0.9 dev eth0"), "{main}");
+    assert!(!main.contains("10.2.") && !main.contains("10.5.0.0"), "{main}");
+    assert!(!ns.ip("rule show").contains("lookup 1107"));
+}

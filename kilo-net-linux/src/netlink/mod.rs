@@ -23,7 +23,7 @@ use rtnetlink::sys::SocketAddr;
 pub use addr::Address;
 pub use link::{IPIP_TUNNEL, LinkInfo};
 pub(crate) use route::from_message as route_from_message;
-pub use route::{KernelRoute, PROTO_STATIC, RouteKind, describe_route};
+pub use route::{KILO_REALM, KernelRoute, PROTO_STATIC, RouteKind, describe_route};
 pub use rule::{KernelRule, describe_rule};
 
 use crate::error::NetlinkError;

@@ -8,7 +8,8 @@ use kilo_core::Cidr;
 use kilo_core::routes::{KILO_TABLE, MAIN_TABLE, Route};
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteRealm, RouteScope,
+    RouteType,
 };
 
 use super::Netlink;
@@ -16,6 +17,14 @@ use crate::error::NetlinkError;
 
 /// `RTPROT_STATIC`, the protocol of every route Kilo writes.
 pub const PROTO_STATIC: u8 = 4;
+
+/// The realm (`RTA_FLOW`, `ip route … realm 1107`) every IPv4 route Kilo writes carries: the mark
+/// by which an agent recognises, from the kernel alone, the routes another (killed) agent wrote
+/// on devices that are not Kilo's own. It changes nothing in forwarding (realms only feed the
+/// `route` traffic classifier, the `realm` match and `/proc/net/rt_acct`); upstream Kilo neither
+/// sets nor checks it, and its `ip route replace` and `del` match our routes all the same. The
+/// kernel has no realms for IPv6 (see [`crate::reconcile`] for what that means).
+pub const KILO_REALM: u16 = 1107;
 
 /// A route's type (`RTN_*`); Kilo writes only [`RouteKind::Unicast`] routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +67,9 @@ pub struct KernelRoute {
     pub priority: u32,
     /// The output interface index (0 when absent).
     pub oif: u32,
+    /// The destination realm (`RTA_FLOW`), 0 when absent; [`KILO_REALM`] marks Kilo's IPv4
+    /// routes.
+    pub realm: u16,
     pub(crate) message: RouteMessage,
 }
 
@@ -106,7 +118,7 @@ pub(crate) fn from_message(
         rtnetlink::packet_route::AddressFamily::Inet6 => false,
         _ => return None,
     };
-    let (mut dst, mut via, mut src, mut oif, mut priority) = (None, None, None, 0, 0);
+    let (mut dst, mut via, mut src, mut oif, mut priority, mut realm) = (None, None, None, 0, 0, 0);
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(a) => dst = addr(a),
@@ -114,6 +126,7 @@ pub(crate) fn from_message(
             RouteAttribute::PrefSource(a) => src = addr(a),
             RouteAttribute::Oif(i) => oif = *i,
             RouteAttribute::Priority(p) => priority = *p,
+            RouteAttribute::Realm(r) => realm = r.destination,
             _ => {}
         }
     }
@@ -135,11 +148,13 @@ pub(crate) fn from_message(
         protocol: u8::from(msg.header.protocol),
         priority,
         oif,
+        realm,
         message: msg.clone(),
     })
 }
 
-/// The netlink message for `ip route replace ROUTE` with the device resolved to `oif`.
+/// The netlink message for `ip route replace ROUTE` with the device resolved to `oif` (an IPv4
+/// route with `realm 1107`, [`KILO_REALM`]).
 pub(crate) fn to_message(route: &Route, oif: u32) -> Result<RouteMessage, NetlinkError> {
     let invalid = |e: String| NetlinkError::Invalid {
         what: format!("route {}", describe_route(route)),
@@ -163,7 +178,12 @@ pub(crate) fn to_message(route: &Route, oif: u32) -> Result<RouteMessage, Netlin
     if route.onlink {
         b = b.onlink();
     }
-    Ok(b.build())
+    let mut msg = b.build();
+    if dst.is_ipv4() {
+        let realm = RouteRealm { source: 0, destination: KILO_REALM };
+        msg.attributes.push(RouteAttribute::Realm(realm));
+    }
+    Ok(msg)
 }
 
 impl Netlink {
@@ -199,7 +219,7 @@ impl Netlink {
     }
 
     /// Adds or replaces a route (`ip route replace DST [via GW] dev DEV [src SRC] [table T]
-    /// [onlink] proto static`).
+    /// [onlink] proto static`, and `realm 1107` for IPv4: [`KILO_REALM`]).
     pub async fn replace_route(&self, route: &Route) -> Result<(), NetlinkError> {
         let what = describe_route(route);
         let link = self.find_link(&route.dev).await?.ok_or_else(|| {
@@ -241,6 +261,14 @@ impl Netlink {
 impl KernelRoute {
     /// A kernel route without a wire message, for pure tests.
     pub(crate) fn synthetic(route: Route, kind: RouteKind, protocol: u8) -> KernelRoute {
-        KernelRoute { route, kind, protocol, priority: 0, oif: 1, message: RouteMessage::default() }
+        KernelRoute {
+            route,
+            kind,
+            protocol,
+            priority: 0,
+            oif: 1,
+            realm: 0,
+            message: RouteMessage::default(),
+        }
     }
 }

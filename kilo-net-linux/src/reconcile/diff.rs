@@ -7,7 +7,7 @@ use kilo_core::cidr::canonical;
 use kilo_core::routes::{KILO_TABLE, Route, Rule};
 
 use crate::netlink::{
-    KernelRoute, KernelRule, PROTO_STATIC, RouteKind, describe_route, describe_rule,
+    KILO_REALM, KernelRoute, KernelRule, PROTO_STATIC, RouteKind, describe_route, describe_rule,
 };
 
 /// A route's identity (contract C7): destination network, gateway, device, source, table,
@@ -59,8 +59,9 @@ impl RuleKey {
     }
 }
 
-/// What the reconciler may delete: besides what it recorded adding, every `proto static` route
-/// in table 1107 or on an owned device, and every `lookup 1107` rule.
+/// What the reconciler may delete: besides what it recorded (added, or found planned), every
+/// `proto static` route in table 1107, on an owned device or carrying Kilo's realm
+/// ([`KILO_REALM`]), and every `lookup 1107` rule. See [`crate::reconcile`] for why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ownership {
     /// Devices whose `proto static` routes all belong to Kilo (`kilo0`, `tunl0`).
@@ -74,11 +75,20 @@ pub struct Ownership {
 impl Ownership {
     /// Whether a kernel route is Kilo's to delete.
     pub fn owns_route(&self, route: &KernelRoute) -> bool {
+        self.marked(route)
+            || (route.protocol == PROTO_STATIC
+                && !route.route.dev.is_empty()
+                && self.routes.contains(&RouteKey::of_kernel(route)))
+    }
+
+    /// Whether the kernel alone tells that a route is Kilo's, whoever wrote it: `proto static`
+    /// and in table 1107, on an owned device, or with Kilo's realm.
+    pub fn marked(&self, route: &KernelRoute) -> bool {
         route.protocol == PROTO_STATIC
             && !route.route.dev.is_empty()
             && (route.route.table == KILO_TABLE
                 || self.devices.contains(&route.route.dev)
-                || self.routes.contains(&RouteKey::of_kernel(route)))
+                || route.realm == KILO_REALM)
     }
 
     /// Whether a kernel rule is Kilo's to delete.
@@ -97,6 +107,10 @@ pub struct Diff {
     pub delete_routes: Vec<KernelRoute>,
     /// Routes to add (`ip route replace`).
     pub add_routes: Vec<Route>,
+    /// Desired IPv4 routes present without Kilo's mark and not recorded (written by an older or
+    /// upstream agent, or by someone else): rewritten once (`ip route replace … realm 1107`) so
+    /// that any later agent knows them as Kilo's.
+    pub mark_routes: Vec<Route>,
     /// Rules to add (applied last).
     pub add_rules: Vec<Rule>,
 }
@@ -112,12 +126,14 @@ impl Diff {
         self.delete_rules.len()
             + self.delete_routes.len()
             + self.add_routes.len()
+            + self.mark_routes.len()
             + self.add_rules.len()
     }
 }
 
 impl fmt::Display for Diff {
-    /// One change per line: `- route …`, `+ route …`, `- rule …`, `+ rule …`.
+    /// One change per line: `- route …`, `+ route …`, `~ route …` (marked), `- rule …`,
+    /// `+ rule …`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for r in &self.delete_rules {
             writeln!(f, "- rule {}", describe_rule(&r.rule))?;
@@ -128,6 +144,9 @@ impl fmt::Display for Diff {
         for r in &self.add_routes {
             writeln!(f, "+ route {}", describe_route(r))?;
         }
+        for r in &self.mark_routes {
+            writeln!(f, "~ route {} realm {KILO_REALM}", describe_route(r))?;
+        }
         for r in &self.add_rules {
             writeln!(f, "+ rule {}", describe_rule(r))?;
         }
@@ -136,7 +155,8 @@ impl fmt::Display for Diff {
 }
 
 /// Compares the desired routes and rules with the kernel's and returns the minimal changes.
-/// A kernel item whose identity is desired is kept (one of each; managed duplicates go); a
+/// A kernel item whose identity is desired is kept (one of each; managed duplicates go), and
+/// marked when it is an IPv4 route that nothing marks as Kilo's yet and that is not recorded; a
 /// managed item that is not desired is deleted; a desired item that is absent is added.
 pub fn diff(
     routes: &[Route],
@@ -151,7 +171,14 @@ pub fn diff(
     let mut present = HashSet::new();
     for kr in kernel_routes {
         let key = RouteKey::of_kernel(kr);
-        if wanted.contains(&key) && present.insert(key) {
+        if wanted.contains(&key) && present.insert(key.clone()) {
+            let unmarked = kr.protocol == PROTO_STATIC
+                && kr.kind == RouteKind::Unicast
+                && kr.route.dst.is_ipv4()
+                && !ownership.marked(kr);
+            if unmarked && !ownership.routes.contains(&key) {
+                out.mark_routes.push(key.route);
+            }
             continue;
         }
         if ownership.owns_route(kr) {
@@ -228,7 +255,8 @@ mod tests {
             route("192.168.0.2/32", Some("192.168.0.2"), "eth0", MAIN_TABLE),
         ];
         let rules = vec![rule("192.168.0.2/32")];
-        let kr: Vec<KernelRoute> = routes.iter().map(kernel).collect();
+        // As Kilo writes them: IPv4 routes carry its realm.
+        let kr: Vec<KernelRoute> = routes.iter().map(marked).collect();
         let kl: Vec<KernelRule> = rules.iter().cloned().map(KernelRule::synthetic).collect();
         let d = diff(&routes, &rules, &kr, &kl, &owned());
         assert!(d.is_empty(), "{d}");
@@ -319,5 +347,56 @@ mod tests {
              + rule to 10.3.0.0/16 lookup 1107\n"
         );
         assert_eq!(d.len(), 3);
+    }
+
+    fn marked(r: &Route) -> KernelRoute {
+        KernelRoute { realm: KILO_REALM, ..kernel(r) }
+    }
+
+    #[test]
+    fn a_route_with_kilos_realm_on_the_lan_device_is_owned_and_a_users_static_route_is_not() {
+        let killed_agents = route("10.2.3.0/24", Some("192.168.1.11"), "eth0", MAIN_TABLE);
+        let users = route("10.9.0.0/24", Some("192.168.1.1"), "eth0", MAIN_TABLE);
+        let users_onlink = route("10.9.1.0/24", Some("192.168.1.11"), "eth0", MAIN_TABLE);
+        let boot_with_realm = KernelRoute {
+            protocol: 3,
+            ..marked(&route("10.9.2.0/24", Some("192.168.1.1"), "eth0", MAIN_TABLE))
+        };
+        let kernel_routes =
+            vec![marked(&killed_agents), kernel(&users), kernel(&users_onlink), boot_with_realm];
+        let fresh = owned();
+        assert!(fresh.owns_route(&kernel_routes[0]));
+        assert!(!kernel_routes[1..].iter().any(|r| fresh.owns_route(r)));
+        let d = diff(&[], &[], &kernel_routes, &[], &fresh);
+        assert_eq!(d.delete_routes, [marked(&killed_agents)]);
+        assert!(d.add_routes.is_empty() && d.mark_routes.is_empty());
+    }
+
+    #[test]
+    fn a_planned_ipv4_route_found_unmarked_is_marked_once_and_nothing_else_is() {
+        let lan = route("10.2.1.0/24", Some("192.168.1.11"), "eth0", MAIN_TABLE);
+        let lan6 = route("fd02::/64", Some("fd00::11"), "eth0", MAIN_TABLE);
+        let on_kilo0 = route("10.2.3.0/24", Some("10.4.0.2"), "kilo0", MAIN_TABLE);
+        let already = route("10.2.4.0/24", Some("192.168.1.11"), "eth0", MAIN_TABLE);
+        let boot = route("10.2.5.0/24", Some("192.168.1.11"), "eth0", MAIN_TABLE);
+        let planned = [lan.clone(), lan6.clone(), on_kilo0.clone(), already.clone(), boot.clone()];
+        let kernel_routes = vec![
+            kernel(&lan),
+            kernel(&lan6),
+            kernel(&on_kilo0),
+            marked(&already),
+            KernelRoute::synthetic(boot.clone(), RouteKind::Unicast, 3),
+        ];
+        let d = diff(&planned, &[], &kernel_routes, &[], &owned());
+        assert_eq!(d.mark_routes, [lan.clone()]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d.to_string(),
+            "~ route 10.2.1.0/24 via 192.168.1.11 dev eth0 onlink proto static realm 1107\n"
+        );
+        // Recorded (marked once already, on a kernel that dropped the realm): left alone.
+        let mut recorded = owned();
+        recorded.routes.insert(RouteKey::of(&lan));
+        assert!(diff(&planned, &[], &kernel_routes, &[], &recorded).is_empty());
     }
 }

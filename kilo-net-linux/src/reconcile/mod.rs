@@ -5,6 +5,29 @@
 //! every netlink write). Only managed routes and rules are ever deleted (see [`Ownership`]).
 //! A [`RouteMonitor`] restores a managed route as soon as something deletes it.
 //!
+//! # Ownership, from the kernel alone
+//!
+//! An agent killed with SIGKILL records nothing; the next one must still find, in the kernel,
+//! every route and rule it owns, delete those no plan wants and, with `--clean-up`, the rest.
+//! Routes stay exactly what upstream Kilo writes (`proto static`, same tables, devices and
+//! gateways), so either agent replaces and deletes the other's. A route or rule is Kilo's when:
+//!
+//! - it is a `lookup 1107` rule, or a `proto static` route in table 1107;
+//! - it is a `proto static` route on one of Kilo's own devices (`kilo0`, `tunl0`);
+//! - it is a `proto static` IPv4 route carrying realm 1107 ([`crate::netlink::KILO_REALM`]):
+//!   every IPv4 route Kilo writes does. This is what marks Kilo's routes on the LAN device
+//!   (a non-leader's routes to the mesh via its leader, a leader's routes to the pods of its
+//!   location). The `proto static` routes of the user or of a network manager on that device
+//!   carry no realm, so they are never deleted, unless Kilo plans that very route (it then takes
+//!   it over, as upstream's `ip route replace` does);
+//! - this reconciler added it, or found it in place while planning it (recorded in memory).
+//!
+//! A planned IPv4 route found without the mark (written by upstream Kilo or an older agent) is
+//! rewritten once with it. Limits: the kernel has no realms for IPv6, so an IPv6 route on the LAN
+//! device is known as Kilo's only through the record, and one left by a killed agent and no
+//! longer planned stays; so does an IPv4 one written by upstream Kilo, which marks nothing. A
+//! kernel built without `CONFIG_IP_ROUTE_CLASSID` drops realms, with the same consequence.
+//!
 //! ```no_run
 //! # async fn agent(routes: Vec<kilo_core::routes::Route>, rules: Vec<kilo_core::routes::Rule>)
 //! # -> Result<(), Box<dyn std::error::Error>> {
@@ -110,9 +133,35 @@ impl RouteReconciler {
         rules: &[Rule],
         ownership: &Ownership,
     ) -> Result<Diff, ReconcileError> {
+        Ok(self.compute_with_kernel(routes, rules, ownership).await?.0)
+    }
+
+    /// The diff, with the identities of the planned `proto static` routes and the planned
+    /// rules that the kernel already holds (adopted: they are Kilo's).
+    async fn compute_with_kernel(
+        &self,
+        routes: &[Route],
+        rules: &[Rule],
+        ownership: &Ownership,
+    ) -> Result<(Diff, Vec<RouteKey>, Vec<RuleKey>), ReconcileError> {
         let kernel_routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
         let kernel_rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
-        Ok(diff(routes, rules, &kernel_routes, &kernel_rules, ownership))
+        let diff = diff(routes, rules, &kernel_routes, &kernel_rules, ownership);
+        let wanted: HashSet<RouteKey> = routes.iter().map(RouteKey::of).collect();
+        let present_routes = kernel_routes
+            .iter()
+            .filter(|r| r.protocol == crate::netlink::PROTO_STATIC && !r.route.dev.is_empty())
+            .map(RouteKey::of_kernel)
+            .filter(|k| wanted.contains(k))
+            .collect();
+        let wanted: HashSet<RuleKey> = rules.iter().map(RuleKey::of).collect();
+        let present_rules = kernel_rules
+            .iter()
+            .filter(|r| r.lookup)
+            .map(|r| RuleKey::of(&r.rule))
+            .filter(|k| wanted.contains(k))
+            .collect();
+        Ok((diff, present_routes, present_rules))
     }
 
     /// The kernel's routes and rules that this reconciler manages now (what
@@ -130,8 +179,10 @@ impl RouteReconciler {
 
     /// Makes the kernel's managed routes and rules equal to `routes` and `rules`: reads the
     /// kernel's state, deletes managed items that are not desired, adds desired items that are
-    /// missing (`ip rule del …; ip route del …; ip route replace …; ip rule add …`). Returns
-    /// the diff it applied. Failed changes do not stop the others.
+    /// missing (`ip rule del …; ip route del …; ip route replace …; ip rule add …`) and marks
+    /// desired IPv4 routes found unmarked. Desired items found in place are recorded as Kilo's
+    /// (they go at clean-up). Returns the diff it applied. Failed changes do not stop the
+    /// others.
     pub async fn reconcile(
         &self,
         routes: &[Route],
@@ -139,7 +190,10 @@ impl RouteReconciler {
     ) -> Result<Diff, ReconcileError> {
         let mut state = self.state.lock().await;
         state.desired = routes.iter().map(RouteKey::of).collect();
-        let diff = self.compute(routes, rules, &state.ownership).await?;
+        let (diff, present_routes, present_rules) =
+            self.compute_with_kernel(routes, rules, &state.ownership).await?;
+        state.ownership.routes.extend(present_routes);
+        state.ownership.rules.extend(present_rules);
         let mut failures = Vec::new();
         for rule in &diff.delete_rules {
             match self.write(self.netlink.delete_rule(rule)).await {
@@ -163,6 +217,12 @@ impl RouteReconciler {
                     state.ownership.routes.insert(RouteKey::of(route));
                 }
                 Err(e) => failures.push(e),
+            }
+        }
+        for route in &diff.mark_routes {
+            // Recorded already (found in place): marked once, even if the kernel drops realms.
+            if let Err(e) = self.write(self.netlink.replace_route(route)).await {
+                failures.push(e);
             }
         }
         for rule in &diff.add_rules {
