@@ -5,8 +5,17 @@ use kilo_core::{Cidr, Encapsulation};
 
 /// kgctl: inspect a Kilo mesh from Kubernetes or from a file.
 #[derive(Debug, Parser)]
-#[command(name = "kgctl", version, about)]
+#[command(
+    name = "kgctl",
+    version,
+    about,
+    disable_version_flag = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long, short_alias = 'V', action = ArgAction::Version)]
+    pub version: Option<bool>,
     /// Where the mesh comes from.
     #[arg(long, global = true, value_enum, default_value_t = BackendKind::Kubernetes)]
     pub backend: BackendKind,
@@ -106,6 +115,41 @@ pub enum Command {
     Genkey,
     /// Read a private key on stdin and print its public key.
     Pubkey,
+    /// Print a shell completion script (e.g. `source <(kgctl completion bash)`).
+    Completion {
+        /// bash, zsh, fish or powershell.
+        shell: Shell,
+    },
+}
+
+/// Shells `completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+    /// PowerShell.
+    Powershell,
+}
+
+impl Shell {
+    /// `command`'s completion script for this shell.
+    pub fn script(self, command: &mut clap::Command) -> Vec<u8> {
+        use clap_complete::Shell as S;
+        let shell = match self {
+            Shell::Bash => S::Bash,
+            Shell::Zsh => S::Zsh,
+            Shell::Fish => S::Fish,
+            Shell::Powershell => S::PowerShell,
+        };
+        let name = command.get_name().to_string();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, command, name, &mut script);
+        script
+    }
 }
 
 /// `kgctl connect` flags (upstream 12.4).

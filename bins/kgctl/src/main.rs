@@ -16,20 +16,28 @@ use kilo_core::plan::PlanOptions;
 use kilo_core::routes::Interfaces;
 use kilo_core::{Granularity, PrivateKey, Readiness, Snapshot};
 
+/// The exit code of a usage error: clap's, the same as `kg`'s.
+const USAGE_ERROR: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        // Bare `kgctl`: the help, on stdout, as upstream's.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            return ExitCode::SUCCESS;
+        }
+        // `--help` and `--version`.
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        // A usage error: clap's whole message (what is wrong, the possible values, "did you
+        // mean", the usage line), not one line of it.
         Err(e) => {
-            let text = e.render().to_string();
-            eprintln!(
-                "kgctl: {}",
-                text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ")
-            );
-            return ExitCode::FAILURE;
+            let _ = e.print();
+            return ExitCode::from(USAGE_ERROR);
         }
     };
     match run(cli) {
@@ -126,6 +134,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             connect_command(&cli, flags)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            out.write_all(&shell.script(&mut Cli::command()))?;
+            out.flush()?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let overrides = Overrides {
@@ -219,7 +233,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PlanFormat::Text => out.write_all(plan.to_text().as_bytes())?,
             }
         }
-        Command::Validate | Command::Genkey | Command::Pubkey | Command::Connect(_) => {}
+        Command::Validate
+        | Command::Genkey
+        | Command::Pubkey
+        | Command::Connect(_)
+        | Command::Completion { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

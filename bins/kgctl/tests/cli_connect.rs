@@ -13,6 +13,16 @@ fn assert_one_line_error(run: &Run, needle: &str) {
     assert!(run.stderr.contains(needle), "{needle:?} not in {:?}", run.stderr);
 }
 
+/// A usage error: clap's whole message (ending with its hint), exit code 2 as `kg`'s.
+fn assert_usage_error(run: &Run, needle: &str) {
+    assert_eq!(run.code, 2, "{:?}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.starts_with("error: "), "{:?}", run.stderr);
+    assert!(run.stderr.ends_with("For more information, try '--help'.\n"), "{:?}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{:?}", run.stderr);
+    assert!(run.stderr.contains(needle), "{needle:?} not in {:?}", run.stderr);
+}
+
 #[test]
 fn connect_needs_the_kubernetes_backend() {
     let run = kgctl(&[
@@ -28,15 +38,15 @@ fn connect_needs_the_kubernetes_backend() {
 
 #[test]
 fn connect_rejects_bad_flag_values() {
-    assert_one_line_error(&kgctl(&["connect", "x", "--resync-period", "soon"]), "soon");
-    assert_one_line_error(&kgctl(&["connect", "x", "--wireguard", "magic"]), "magic");
-    assert_one_line_error(&kgctl(&["connect", "x", "--allowed-ip", "10.10.10.10"]), "10.10.10.10");
-    assert_one_line_error(
+    assert_usage_error(&kgctl(&["connect", "x", "--resync-period", "soon"]), "soon");
+    assert_usage_error(&kgctl(&["connect", "x", "--wireguard", "magic"]), "magic");
+    assert_usage_error(&kgctl(&["connect", "x", "--allowed-ip", "10.10.10.10"]), "10.10.10.10");
+    assert_usage_error(
         &kgctl(&["connect", "x", "--allowed-ips", "10.0.0.0/8,bad"]),
         "allowed-ips must contain only valid CIDRs; got \"bad\"",
     );
-    assert_one_line_error(&kgctl(&["connect", "x", "--clean-up=perhaps"]), "perhaps");
-    assert_one_line_error(&kgctl(&["connect", "x", "--mtu", "-1"]), "-1");
+    assert_usage_error(&kgctl(&["connect", "x", "--clean-up=perhaps"]), "perhaps");
+    assert_usage_error(&kgctl(&["connect", "x", "--mtu", "-1"]), "-1");
 }
 
 #[test]

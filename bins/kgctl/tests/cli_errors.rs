@@ -1,5 +1,6 @@
-//! Bad input: every error exits 1 with exactly one line on stderr that names the input, and
-//! never a panic or a backtrace (contract 5).
+//! Bad input: every runtime error exits 1 with exactly one line on stderr that names the input,
+//! and never a panic or a backtrace (contract 5); a usage error (clap's) keeps clap's whole
+//! message and exits 2, as `kg`'s.
 
 mod kgctl_run;
 
@@ -30,6 +31,20 @@ fn assert_error(run: &Run, needles: &[&str]) {
     assert!(run.stderr.ends_with('\n'), "{:?}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "one line: {:?}", run.stderr);
     assert!(run.stderr.starts_with("kgctl: "), "{:?}", run.stderr);
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!run.stderr.contains(bad), "{:?}", run.stderr);
+    }
+    for needle in needles {
+        assert!(run.stderr.contains(needle), "{needle:?} not in {:?}", run.stderr);
+    }
+}
+
+/// Asserts a usage error: clap's whole message on stderr, exit code 2, and every `needle`.
+fn assert_usage_error(run: &Run, needles: &[&str]) {
+    assert_eq!(run.code, 2, "exit code; stderr {:?}", run.stderr);
+    assert_eq!(run.stdout, "", "nothing on stdout");
+    assert!(run.stderr.starts_with("error: "), "{:?}", run.stderr);
+    assert!(run.stderr.ends_with("For more information, try '--help'.\n"), "{:?}", run.stderr);
     for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
         assert!(!run.stderr.contains(bad), "{:?}", run.stderr);
     }
@@ -132,29 +147,115 @@ fn an_unknown_node_or_peer_is_named_with_upstreams_message() {
 #[test]
 fn bad_flag_values_are_rejected_with_the_value() {
     let f = "examples/three-locations.toml";
-    assert_error(&kgctl_file(f, &["--port", "0", "graph"]), &["--port", "0"]);
-    assert_error(&kgctl_file(f, &["--port", "65536", "graph"]), &["--port", "65536"]);
+    assert_usage_error(
+        &kgctl_file(f, &["--port", "0", "graph"]),
+        &["invalid value '0' for '--port <PORT>'", "0 is not in 1..=65535"],
+    );
+    assert_usage_error(
+        &kgctl_file(f, &["--port", "65536", "graph"]),
+        &["invalid value '65536' for '--port <PORT>'"],
+    );
     assert_error(
         &kgctl_file(f, &["--mesh-granularity", "mesh", "graph"]),
         &["\"mesh\"", "location, full, cross, auto"],
     );
-    assert_error(
+    assert_usage_error(
         &kgctl_file(f, &["showconf", "node", "gcp-1", "--as-peer", "--allowed-ips", "10.1.1.1/40"]),
         &["allowed-ips must contain only valid CIDRs; got \"10.1.1.1/40\""],
     );
-    assert_error(
+    assert_usage_error(
         &kgctl_file(f, &["showconf", "node", "gcp-1", "--allowed-ips", "10.0.0.0/8,nonsense"]),
         &["got \"nonsense\""],
     );
-    assert_error(&kgctl_file(f, &["--subnet", "10.4.0.0", "graph"]), &["10.4.0.0"]);
-    assert_error(&kgctl_file(f, &["graph", "-o", "png"]), &["png"]);
-    assert_error(&kgctl_file(f, &["plan", "node", "gcp-1", "--local=maybe"]), &["maybe"]);
-    assert_error(
+    assert_usage_error(
+        &kgctl_file(f, &["--subnet", "10.4.0.0", "graph"]),
+        &["invalid value '10.4.0.0' for '--subnet <SUBNET>'"],
+    );
+    assert_usage_error(
+        &kgctl_file(f, &["graph", "-o", "png"]),
+        &["invalid value 'png' for '--output <OUTPUT>'", "[possible values: dot, svg]"],
+    );
+    assert_usage_error(
+        &kgctl_file(f, &["plan", "node", "gcp-1", "--local=maybe"]),
+        &["invalid value 'maybe' for '--local [<LOCAL>]'", "[possible values: true, false]"],
+    );
+    assert_usage_error(
         &kgctl_file(f, &["plan", "node", "gcp-1", "--encapsulate", "sometimes"]),
-        &["sometimes"],
+        &["invalid value 'sometimes' for '--encapsulate <ENCAPSULATE>'"],
     );
     assert_error(&kgctl(&["--backend", "file", "graph"]), &["--file"]);
-    assert_error(&kgctl(&["--backend", "floppy", "graph"]), &["floppy"]);
+    assert_usage_error(
+        &kgctl(&["--backend", "floppy", "graph"]),
+        &["invalid value 'floppy'", "[possible values: kubernetes, file]"],
+    );
+}
+
+#[test]
+fn a_missing_argument_is_named_with_the_usage_line() {
+    assert_usage_error(
+        &kgctl_file("examples/three-locations.toml", &["showconf", "node"]),
+        &[
+            "the following required arguments were not provided:",
+            "<NAME>",
+            "Usage: kgctl showconf <KIND> <NAME>",
+        ],
+    );
+}
+
+#[test]
+fn a_misspelt_subcommand_or_flag_gets_a_suggestion() {
+    assert_usage_error(
+        &kgctl(&["grpah"]),
+        &[
+            "unrecognized subcommand 'grpah'",
+            "a similar subcommand exists: 'graph'",
+            "Usage: kgctl",
+        ],
+    );
+    assert_usage_error(
+        &kgctl_file("examples/three-locations.toml", &["showconf", "node", "a", "--as-per"]),
+        &["unexpected argument '--as-per'", "a similar argument exists: '--as-peer'"],
+    );
+}
+
+#[test]
+fn bare_kgctl_prints_its_help() {
+    let run = kgctl(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stderr, "");
+    assert!(run.stdout.starts_with("Inspect and check a Kilo mesh"), "{}", run.stdout);
+    for needle in
+        ["Usage: kgctl [OPTIONS] <COMMAND>", "graph", "showconf", "completion", "--backend"]
+    {
+        assert!(run.stdout.contains(needle), "{needle:?} not in the help");
+    }
+}
+
+#[test]
+fn every_version_spelling_prints_the_version() {
+    for flag in ["-v", "-V", "--version"] {
+        let run = kgctl(&[flag]);
+        assert_eq!(run.code, 0, "{flag}: {}", run.stderr);
+        assert_eq!(run.stdout, format!("kgctl {}\n", env!("CARGO_PKG_VERSION")), "{flag}");
+    }
+}
+
+#[test]
+fn completion_prints_a_script_for_each_shell() {
+    for (shell, marker) in
+        [("bash", "complete -F _kgctl"), ("zsh", "#compdef kgctl"), ("fish", "complete -c kgctl")]
+    {
+        let run = kgctl(&["completion", shell]);
+        assert_eq!(run.code, 0, "{shell}: {}", run.stderr);
+        assert!(run.stdout.contains(marker), "{shell}: {marker:?} not in the script");
+        for word in ["showconf", "plan", "mesh-granularity", "allowed-ips"] {
+            assert!(run.stdout.contains(word), "{shell}: {word} not completed");
+        }
+    }
+    assert_usage_error(
+        &kgctl(&["completion", "tcsh"]),
+        &["invalid value 'tcsh'", "[possible values: bash, zsh, fish, powershell]"],
+    );
 }
 
 #[test]
