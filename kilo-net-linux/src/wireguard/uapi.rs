@@ -21,6 +21,9 @@ use super::state::{DeviceState, PeerState};
 /// How long one request may take before the client gives up.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the client waits, after the `errno=` line, for the blank line that ends a reply.
+const END_GRACE: Duration = Duration::from_secs(1);
+
 /// The UAPI socket of interface `name` in directory `dir`: `<dir>/<name>.sock`.
 pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.sock"))
@@ -216,6 +219,11 @@ impl UapiClient {
     }
 
     /// Sends one request and returns the response text up to and including its `errno=` line.
+    ///
+    /// The whole reply is read, up to the blank line that ends it, before the connection is
+    /// closed: closing right after `errno=` makes the server's write of that blank line fail
+    /// (gotatun logs every such `Broken pipe` as an error). A server that never sends the blank
+    /// line costs at most [`END_GRACE`]; the answer is complete without it.
     async fn exchange(&self, request: &str) -> Result<String, WireGuardError> {
         let work = async {
             let mut stream =
@@ -227,6 +235,9 @@ impl UapiClient {
                 response.push_str(&line);
                 response.push('\n');
                 if line.starts_with("errno=") {
+                    // The terminating blank line (or the server closing): errors here do not
+                    // change the answer.
+                    let _ = tokio::time::timeout(END_GRACE, lines.next_line()).await;
                     return Ok(response);
                 }
             }
@@ -395,6 +406,63 @@ mod tests {
         assert!(!b.has_preshared_key());
         assert_eq!(b.last_handshake, None);
         assert_eq!(b.config.endpoint, None);
+    }
+
+    /// A server that answers every request as gotatun does (the `errno=` line, then the blank
+    /// line in a second write) and reports whether each blank line reached the client.
+    async fn serve_and_report(
+        listener: tokio::net::UnixListener,
+        requests: usize,
+    ) -> Vec<std::io::Result<()>> {
+        let mut results = Vec::new();
+        for _ in 0..requests {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.is_empty() {
+                    break;
+                }
+            }
+            write.write_all(b"errno=0\n").await.unwrap();
+            // The client has its answer now; give it time to hang up if it is going to.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            results.push(write.write_all(b"\n").await);
+        }
+        results
+    }
+
+    #[tokio::test]
+    async fn the_client_reads_the_blank_line_that_ends_a_reply_before_closing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path(), "wg0");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(serve_and_report(listener, 5));
+        let client = UapiClient::new(&path);
+        for _ in 0..5 {
+            client.set(&remove_peer_request(&key(1))).await.unwrap();
+        }
+        let results = server.await.unwrap();
+        let failed: Vec<String> =
+            results.iter().filter_map(|r| r.as_ref().err()).map(|e| e.to_string()).collect();
+        assert_eq!(failed, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_reply_without_the_blank_line_is_still_an_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path(), "wg0");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(b"listen_port=51820\nerrno=0\n").await.unwrap();
+            // Held open without the blank line until the client gives up waiting for it.
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await;
+        });
+        let state = UapiClient::new(&path).get("wg0").await.unwrap();
+        assert_eq!(state.listen_port, Some(51820));
+        server.await.unwrap();
     }
 
     #[test]

@@ -288,17 +288,56 @@ async fn start(
         .build()
         .await
         .map_err(|e| failure(name, e))?;
-    let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket).map_err(|e| WireGuardError::UapiIo {
-        path: socket.to_path_buf(),
-        action: "bind",
-        source: e,
-    })?;
-    // Whoever can connect can reconfigure the device: owner only, as wireguard-go does.
-    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
-        |e| WireGuardError::UapiIo { path: socket.to_path_buf(), action: "chmod 0600", source: e },
-    )?;
+    let listener = bind_private_socket(socket)?;
+    let listener =
+        listener.set_nonblocking(true).and_then(|()| UnixListener::from_std(listener)).map_err(
+            |e| WireGuardError::UapiIo { path: socket.to_path_buf(), action: "listen", source: e },
+        )?;
     Ok((device, listener, client))
+}
+
+/// Binds a Unix socket at `path` that is mode 0600 from the moment it appears there: whoever can
+/// connect can reconfigure the device, so owner only, as wireguard-go does. The socket is bound
+/// inside a fresh 0700 directory next to `path` (so nobody else can reach it while it still has
+/// the umask's permissions), chmod'ed to 0600, then renamed into place, replacing a stale socket
+/// atomically. The process umask is left alone.
+pub fn bind_private_socket(
+    path: &Path,
+) -> Result<std::os::unix::net::UnixListener, WireGuardError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let io = |action: &'static str, source: std::io::Error| WireGuardError::UapiIo {
+        path: path.to_path_buf(),
+        action,
+        source,
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file = path.file_name().ok_or_else(|| {
+        io("bind", std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))
+    })?;
+    let private = dir.join(format!(
+        ".{}.{}.{}",
+        file.to_string_lossy(),
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| io("create a private directory for", e))?;
+    let staged = private.join("uapi.sock");
+    let bound = std::os::unix::net::UnixListener::bind(&staged)
+        .map_err(|e| io("bind", e))
+        .and_then(|listener| {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io("chmod 0600", e))?;
+            std::fs::rename(&staged, path).map_err(|e| io("rename into place", e))?;
+            Ok(listener)
+        });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// The device thread's main task: start, report readiness, serve the socket until shutdown.
