@@ -71,12 +71,13 @@ pub async fn detect_mtu(netlink: &Netlink) -> u32 {
 }
 
 /// The addresses a hostname resolves to: the hostname itself if it is an IP literal, else a
-/// DNS lookup (none when the lookup fails, as upstream).
+/// DNS lookup (none when the lookup fails, as upstream), bounded and cached by
+/// [`crate::resolve::Resolver::agent`] so that an unreachable DNS does not stall every resync.
 pub async fn resolve_hostname(hostname: &str) -> Vec<IpAddr> {
     if let Ok(ip) = hostname.parse::<IpAddr>() {
         return vec![ip];
     }
-    match tokio::net::lookup_host((hostname, 0)).await {
+    match crate::resolve::Resolver::agent().resolve(&format!("{hostname}:0")).await.ok_or(()) {
         Ok(addrs) => {
             let mut ips: Vec<IpAddr> = Vec::new();
             for a in addrs {

@@ -7,7 +7,6 @@
 //! WireGuard peers (diffed peer by peer) and link up, for a non-leader its peers cleared and link
 //! down (contract C8); the encapsulation tunnel; routes and rules; firewall rules.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use kilo_core::plan::Plan;
@@ -242,25 +241,13 @@ impl Host {
 }
 
 /// Resolves the DNS endpoints of `config` (WireGuard needs addresses), as `getent hosts NAME`
-/// does. A peer whose name does not resolve is left without an endpoint; the names that did not
+/// does, through the process's [`crate::resolve::Resolver::agent`]: concurrently, the last good
+/// answer at once when DNS is slow or down, at most a short wait for a name never resolved. A
+/// peer whose name does not resolve is left without an endpoint; the names that did not
 /// resolve are returned so that the caller can warn (the agent: the rest of the mesh goes on) or
 /// fail (`kgctl connect`, as upstream).
 pub async fn resolve_endpoints(config: &Config) -> (Config, Vec<String>) {
-    let mut config = config.clone();
-    let mut unresolved = Vec::new();
-    for peer in &mut config.peers {
-        let Some(endpoint) = peer.endpoint.as_ref().filter(|e| e.needs_resolution()) else {
-            continue;
-        };
-        let name = endpoint.dns().unwrap_or_default().to_string();
-        let resolved: Option<SocketAddr> =
-            tokio::net::lookup_host(name.as_str()).await.ok().and_then(|mut a| a.next());
-        peer.endpoint = resolved.map(|addr| endpoint.with_resolved(addr));
-        if peer.endpoint.is_none() {
-            unresolved.push(name);
-        }
-    }
-    (config, unresolved)
+    crate::resolve::Resolver::agent().resolve_config(config).await
 }
 
 async fn resolve(config: &Config) -> Config {

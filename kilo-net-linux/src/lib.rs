@@ -24,6 +24,7 @@ pub mod firewall;
 pub mod host;
 pub mod netlink;
 pub mod reconcile;
+pub mod resolve;
 
 pub mod wireguard;
 
