@@ -301,7 +301,7 @@ async fn the_webhook_over_https_refuses_a_peer_that_would_hijack_a_pod_subnet() 
         "{metrics}"
     );
     assert!(
-        metrics.contains("http_requests_total{handler=\"validate\",method=\"POST\"} 3"),
+        metrics.contains("http_requests_total{handler=\"/validate\",method=\"POST\"} 3"),
         "{metrics}"
     );
 }

@@ -1,8 +1,8 @@
-//! The webhook's decisions: upstream's answers for malformed requests, and the cluster checks.
+//! The webhook's decisions: upstream's answers for malformed requests, every hijack class of the
+//! admission rules as an AdmissionReview answer, failing closed, and metrics.
 
 use http::StatusCode;
-use kilo_backend_k8s::webhook::{ClusterView, PeerRejection, WebhookMetrics, check_peer, review};
-use kilo_core::peer_spec::{PeerSpec, PeerSpecError};
+use kilo_backend_k8s::webhook::{ClusterView, WebhookMetrics, review};
 use kilo_core::{Cidr, Key, Node, Peer};
 use serde_json::{Value, json};
 
@@ -43,106 +43,8 @@ fn peers() -> Vec<Peer> {
     }]
 }
 
-fn spec(allowed_ips: &[&str], public_key: Key) -> PeerSpec {
-    PeerSpec {
-        allowed_ips: allowed_ips.iter().map(|s| s.to_string()).collect(),
-        public_key: public_key.to_base64(),
-        ..PeerSpec::default()
-    }
-}
-
-fn check(spec: &PeerSpec, name: &str) -> Result<(), PeerRejection> {
-    check_peer(spec, name, &nodes(), &peers(), cidr("10.4.0.0/16"))
-}
-
-#[test]
-fn a_peer_clear_of_everything_is_admitted() {
-    assert_eq!(check(&spec(&["10.5.0.2/32", "172.16.0.0/16"], key(7)), "phone"), Ok(()));
-}
-
-#[test]
-fn upstream_validation_comes_first_with_its_message() {
-    let rejection = check(&spec(&["foo"], key(7)), "phone").unwrap_err();
-    assert_eq!(rejection, PeerRejection::Invalid(PeerSpecError::AllowedIp { ip: "foo".into() }));
-    assert_eq!(
-        rejection.to_string(),
-        "failed to parse \"foo\" as a valid IP address: invalid CIDR address: foo"
-    );
-}
-
-#[test]
-fn a_peer_overlapping_a_pod_subnet_is_refused() {
-    let rejection = check(&spec(&["10.2.1.128/25"], key(7)), "phone").unwrap_err();
-    assert_eq!(
-        rejection,
-        PeerRejection::PodSubnet {
-            allowed_ip: cidr("10.2.1.128/25"),
-            node: "b".into(),
-            subnet: cidr("10.2.1.0/24"),
-        }
-    );
-    // A wider allowed IP that covers a pod subnet is a hijack too.
-    assert!(matches!(
-        check(&spec(&["10.0.0.0/8"], key(7)), "phone"),
-        Err(PeerRejection::PodSubnet { .. })
-    ));
-}
-
-#[test]
-fn a_peer_containing_a_nodes_internal_ip_is_refused() {
-    let rejection = check(&spec(&["192.168.0.0/30"], key(7)), "phone").unwrap_err();
-    assert_eq!(
-        rejection,
-        PeerRejection::InternalIp {
-            allowed_ip: cidr("192.168.0.0/30"),
-            node: "a".into(),
-            internal_ip: cidr("192.168.0.1/24"),
-        }
-    );
-    // The node's LAN beside its own address is not the node.
-    assert_eq!(check(&spec(&["192.168.0.200/32"], key(7)), "phone"), Ok(()));
-}
-
-#[test]
-fn a_peer_overlapping_the_wireguard_subnet_is_refused() {
-    let rejection = check(&spec(&["10.4.0.9/32"], key(7)), "phone").unwrap_err();
-    assert_eq!(
-        rejection,
-        PeerRejection::WireGuardSubnet {
-            allowed_ip: cidr("10.4.0.9/32"),
-            subnet: cidr("10.4.0.0/16")
-        }
-    );
-}
-
-#[test]
-fn a_peer_overlapping_another_peer_is_refused_but_not_its_own_previous_version() {
-    let rejection = check(&spec(&["10.5.0.0/24"], key(7)), "phone").unwrap_err();
-    assert_eq!(
-        rejection,
-        PeerRejection::OtherPeer {
-            allowed_ip: cidr("10.5.0.0/24"),
-            peer: "laptop".into(),
-            other: cidr("10.5.0.1/32"),
-        }
-    );
-    // An UPDATE of "laptop" itself, same key, wider range.
-    assert_eq!(check(&spec(&["10.5.0.0/24"], key(9)), "laptop"), Ok(()));
-}
-
-#[test]
-fn a_public_key_already_used_by_a_node_or_another_peer_is_refused() {
-    let by_node = check(&spec(&["10.5.1.0/24"], key(2)), "phone").unwrap_err();
-    assert_eq!(by_node, PeerRejection::KeyOfNode { key: key(2).to_base64(), node: "b".into() });
-    let by_peer = check(&spec(&["10.5.1.0/24"], key(9)), "phone").unwrap_err();
-    assert_eq!(
-        by_peer,
-        PeerRejection::KeyOfPeer { key: key(9).to_base64(), peer: "laptop".into() }
-    );
-}
-
 fn view() -> ClusterView {
-    ClusterView { nodes: nodes(), peers: peers(), configured_subnet: None }
+    ClusterView { nodes: nodes(), peers: peers(), listed: true, ..ClusterView::default() }
 }
 
 fn body(review_json: Value) -> Vec<u8> {
@@ -279,8 +181,301 @@ async fn only_post_validate_is_served_and_metrics_only_on_metrics() {
     assert_eq!(metrics.status(), StatusCode::OK);
     let text = metrics.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8(text.to_vec()).unwrap();
-    assert!(text.contains("http_requests_total{handler=\"validate\",method=\"POST\"} 1"), "{text}");
-    assert!(text.contains("http_requests_total{handler=\"validate\",method=\"GET\"} 1"), "{text}");
+    assert!(
+        text.contains("http_requests_total{handler=\"/validate\",method=\"POST\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("http_requests_total{handler=\"/validate\",method=\"GET\"} 1"), "{text}");
     assert!(text.contains("errors_total 2"), "{text}");
     assert_eq!(state.handle_metrics(&request("GET", "/")).status(), StatusCode::NOT_FOUND);
+}
+
+/// The AdmissionReview answer's `response` for a CREATE of `name` with `allowed_ips` and key
+/// `key_byte`, in `view`.
+fn answer(view: &ClusterView, operation: &str, allowed_ips: &[&str], key_byte: u8) -> Value {
+    let mut request = admission(
+        "admission.k8s.io/v1",
+        json!({"allowedIPs": allowed_ips, "publicKey": key(key_byte).to_base64()}),
+    );
+    request["request"]["operation"] = json!(operation);
+    let metrics = WebhookMetrics::default();
+    let answer = review(Some("application/json"), &body(request), view, &metrics);
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let parsed: Value = serde_json::from_str(&answer.body).unwrap();
+    parsed["response"].clone()
+}
+
+fn denied(message: &str) -> Value {
+    json!({"uid": "abc", "allowed": false, "status": {"metadata": {}, "message": message}})
+}
+
+fn allowed() -> Value {
+    json!({"uid": "abc", "allowed": true})
+}
+
+/// A dual-stack view: every kind of address in IPv4 and IPv6, and the service CIDRs.
+fn dual_stack_view() -> ClusterView {
+    let a = Node {
+        name: "a".into(),
+        key: key(1),
+        endpoint: Some("203.0.113.1:51820".parse().unwrap()),
+        internal_ip: Some(cidr("192.168.0.1/24")),
+        subnets: vec![cidr("10.2.0.0/24"), cidr("fd00:2::/64")],
+        wireguard_ip: Some(cidr("10.4.0.1/16")),
+        allowed_location_ips: vec![cidr("172.16.0.0/24")],
+        discovered_endpoints: Some(
+            [
+                (key(3), "198.51.100.3:40000".parse().unwrap()),
+                (key(4), "[2001:db8:4::4]:40000".parse().unwrap()),
+            ]
+            .into(),
+        ),
+        ..Node::default()
+    };
+    let b = Node {
+        name: "b".into(),
+        key: key(2),
+        endpoint: Some("[2001:db8:2::2]:51820".parse().unwrap()),
+        internal_ip: Some(cidr("fd00:1::2/64")),
+        subnets: vec![cidr("10.2.1.0/24")],
+        wireguard_ip: Some(cidr("fd00:4::2/64")),
+        allowed_location_ips: vec![cidr("fd00:16::/64")],
+        ..Node::default()
+    };
+    let c = Node { name: "c".into(), key: key(3), ..Node::default() };
+    let d = Node { name: "d".into(), key: key(4), ..Node::default() };
+    let laptop = Peer {
+        name: "laptop".into(),
+        allowed_ips: vec![cidr("10.5.0.1/32"), cidr("fd00:5::1/128")],
+        public_key: key(9),
+        ..Peer::default()
+    };
+    ClusterView {
+        nodes: vec![a, b, c, d],
+        peers: vec![laptop],
+        service_cidrs: vec![cidr("10.96.0.0/12"), cidr("fd00:96::/108")],
+        listed: true,
+        ..ClusterView::default()
+    }
+}
+
+#[test]
+fn every_hijack_class_is_refused_in_both_families_with_the_shared_message() {
+    let view = dual_stack_view();
+    let cases: [(&str, &str); 17] = [
+        (
+            "0.0.0.0/0",
+            "allowed IP 0.0.0.0/0 is a default route: every node would send its IPv4 traffic to this peer",
+        ),
+        (
+            "::/0",
+            "allowed IP ::/0 is a default route: every node would send its IPv6 traffic to this peer",
+        ),
+        (
+            "10.2.1.128/25",
+            "allowed IP 10.2.1.128/25 overlaps the pod subnet 10.2.1.0/24 of node \"b\": the peer would take that traffic",
+        ),
+        (
+            "fd00:2::/48",
+            "allowed IP fd00:2::/48 overlaps the pod subnet fd00:2::/64 of node \"a\": the peer would take that traffic",
+        ),
+        (
+            "192.168.0.0/30",
+            "allowed IP 192.168.0.0/30 covers the internal IP 192.168.0.1 of node \"a\": the peer would take that node's traffic",
+        ),
+        (
+            "fd00:1::2/128",
+            "allowed IP fd00:1::2/128 covers the internal IP fd00:1::2 of node \"b\": the peer would take that node's traffic",
+        ),
+        (
+            "203.0.113.1/32",
+            "allowed IP 203.0.113.1/32 covers the endpoint IP 203.0.113.1 of node \"a\": the peer would take the node's WireGuard traffic",
+        ),
+        (
+            "2001:db8:2::/64",
+            "allowed IP 2001:db8:2::/64 covers the endpoint IP 2001:db8:2::2 of node \"b\": the peer would take the node's WireGuard traffic",
+        ),
+        (
+            "198.51.100.3/32",
+            "allowed IP 198.51.100.3/32 covers the endpoint IP 198.51.100.3 of node \"c\": the peer would take the node's WireGuard traffic",
+        ),
+        (
+            "2001:db8:4::4/128",
+            "allowed IP 2001:db8:4::4/128 covers the endpoint IP 2001:db8:4::4 of node \"d\": the peer would take the node's WireGuard traffic",
+        ),
+        (
+            "172.16.0.7/32",
+            "allowed IP 172.16.0.7/32 overlaps the allowed location IP 172.16.0.0/24 of node \"a\": the peer would take that traffic",
+        ),
+        (
+            "fd00:16::/32",
+            "allowed IP fd00:16::/32 overlaps the allowed location IP fd00:16::/64 of node \"b\": the peer would take that traffic",
+        ),
+        (
+            "10.100.0.1/32",
+            "allowed IP 10.100.0.1/32 overlaps the service CIDR 10.96.0.0/12: the peer would take that traffic",
+        ),
+        (
+            "fd00:96::10/128",
+            "allowed IP fd00:96::10/128 overlaps the service CIDR fd00:96::/108: the peer would take that traffic",
+        ),
+        (
+            "10.4.0.9/32",
+            "allowed IP 10.4.0.9/32 overlaps the WireGuard subnet 10.4.0.0/16: the peer would take the mesh's WireGuard traffic",
+        ),
+        (
+            "fd00:4::9/128",
+            "allowed IP fd00:4::9/128 overlaps the WireGuard subnet fd00:4::/64: the peer would take the mesh's WireGuard traffic",
+        ),
+        (
+            "fd00:5::/64",
+            "allowed IP fd00:5::/64 overlaps allowed IP fd00:5::1/128 of peer \"laptop\": WireGuard gives a prefix to one peer only",
+        ),
+    ];
+    for (allowed_ip, message) in cases {
+        assert_eq!(answer(&view, "CREATE", &[allowed_ip], 7), denied(message), "{allowed_ip}");
+    }
+    assert_eq!(
+        answer(&view, "UPDATE", &["10.5.0.0/24"], 7),
+        denied(
+            "allowed IP 10.5.0.0/24 overlaps allowed IP 10.5.0.1/32 of peer \"laptop\": \
+             WireGuard gives a prefix to one peer only"
+        )
+    );
+    assert_eq!(
+        answer(&view, "CREATE", &["10.5.1.0/24"], 2),
+        denied(&format!("public key {} is already used by node \"b\"", key(2)))
+    );
+    assert_eq!(
+        answer(&view, "CREATE", &["10.5.1.0/24"], 9),
+        denied(&format!("public key {} is already used by peer \"laptop\"", key(9)))
+    );
+    // Clear of everything, in both families.
+    assert_eq!(
+        answer(&view, "CREATE", &["10.5.0.2/32", "172.17.0.0/16", "2001:db8:99::/48"], 7),
+        allowed()
+    );
+}
+
+#[test]
+fn an_ipv6_default_route_is_refused_in_an_ipv4_only_cluster() {
+    let view = view();
+    assert!(view.nodes.iter().all(|n| n.subnets.iter().all(Cidr::is_ipv4)));
+    assert_eq!(
+        answer(&view, "CREATE", &["::/0"], 7),
+        denied(
+            "allowed IP ::/0 is a default route: every node would send its IPv6 traffic to this \
+             peer"
+        )
+    );
+    assert_eq!(
+        answer(&view, "UPDATE", &["10.5.9.0/24", "::0/0"], 7),
+        denied(
+            "allowed IP ::/0 is a default route: every node would send its IPv6 traffic to this \
+             peer"
+        )
+    );
+    assert_eq!(answer(&view, "CREATE", &["2001:db8::/64"], 7), allowed());
+}
+
+#[test]
+fn until_the_cluster_is_listed_every_create_and_update_is_refused_but_delete_is_allowed() {
+    let mut view = ClusterView { listed: false, ..view() };
+    let message = "the webhook has not yet read the cluster's nodes and peers; retry in a few \
+                   seconds";
+    assert_eq!(answer(&view, "CREATE", &["10.5.9.0/24"], 7), denied(message));
+    assert_eq!(answer(&view, "UPDATE", &["10.5.9.0/24"], 7), denied(message));
+    view.not_listed_reason = Some("no Kubernetes client: no kubeconfig".into());
+    assert_eq!(
+        answer(&view, "CREATE", &["10.5.9.0/24"], 7),
+        denied(&format!("{message} (no Kubernetes client: no kubeconfig)"))
+    );
+    // A DELETE carries no object.
+    let delete = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "del", "operation": "DELETE", "name": "phone", "object": null,
+                    "oldObject": {"metadata": {"name": "phone"}, "spec": {}}},
+    });
+    let metrics = WebhookMetrics::default();
+    let answer = review(Some("application/json"), &body(delete), &view, &metrics);
+    assert_eq!(answer.status, StatusCode::OK);
+    let parsed: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(parsed["response"], json!({"uid": "del", "allowed": true}));
+    assert!(
+        metrics
+            .encode()
+            .contains("admission_requests_total{operation=\"DELETE\",response=\"allowed\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_unless_openmetrics_is_asked_for_and_labels_are_bounded() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use kilo_backend_k8s::webhook::WebhookState;
+
+    let state = WebhookState::with_view(view());
+    let request = |method: &str, accept: Option<&str>| {
+        let mut builder = http::Request::builder().method(method).uri("/validate");
+        if let Some(accept) = accept {
+            builder = builder.header("accept", accept);
+        }
+        builder.body(Full::new(Bytes::new())).unwrap()
+    };
+    for method in ["BREW", "PROPFIND", "get", "GET"] {
+        state.handle(request(method, None)).await;
+    }
+    let review_of = |operation: &str| {
+        let mut request = admission(
+            "admission.k8s.io/v1",
+            json!({"allowedIPs": ["10.5.9.0/24"], "publicKey": key(7).to_base64()}),
+        );
+        request["request"]["operation"] = json!(operation);
+        request
+    };
+    for operation in ["CREATE", "create", "OP-1", "x\"y"] {
+        review(Some("application/json"), &body(review_of(operation)), &view(), &state.metrics);
+    }
+    let metrics = |accept: Option<&str>| {
+        let response = state.handle_metrics(
+            &http::Request::get("/metrics")
+                .header("accept", accept.unwrap_or("*/*"))
+                .body(())
+                .unwrap(),
+        );
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+        (content_type, response.into_body())
+    };
+    let (content_type, text) = metrics(None);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let text = String::from_utf8(text.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    // Series within a family come in no particular order.
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert!(text.starts_with("# HELP admission_requests_total "), "{text}");
+    assert_eq!(
+        sorted(&text),
+        sorted(
+            "# HELP admission_requests_total The number of admission requests, by operation and response.\n\
+         # TYPE admission_requests_total counter\n\
+         admission_requests_total{operation=\"CREATE\",response=\"allowed\"} 1\n\
+         admission_requests_total{operation=\"other\",response=\"allowed\"} 3\n\
+         # HELP http_requests_total The number of HTTP requests, by handler and method.\n\
+         # TYPE http_requests_total counter\n\
+         http_requests_total{handler=\"/validate\",method=\"other\"} 3\n\
+         http_requests_total{handler=\"/validate\",method=\"GET\"} 1\n\
+         # HELP errors_total The number of requests answered with an error.\n\
+         # TYPE errors_total counter\n\
+         errors_total 4\n"
+        )
+    );
+    let (content_type, text) =
+        metrics(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"));
+    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    let text = String::from_utf8(text.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.starts_with("# HELP admission_requests The number"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }

@@ -207,6 +207,9 @@ pub struct WebhookArgs {
     /// The WireGuard subnet for the overlap check (default: from the nodes, else 10.4.0.0/16).
     #[arg(long = "subnet", id = "webhook_subnet")]
     pub subnet: Option<String>,
+    /// Service CIDRs no Peer may route (repeatable, comma-separated).
+    #[arg(long = "service-cidr", id = "webhook_service_cidr", value_delimiter = ',')]
+    pub service_cidr: Vec<String>,
 }
 
 /// Parses Go-style durations: `30s`, `1m`, `1m30s`, `500ms`, `2h`.

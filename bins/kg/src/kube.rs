@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use kilo_backend_k8s::webhook::{WebhookConfig, serve_webhook};
+use kilo_backend_k8s::webhook::{ServeLimits, WebhookConfig, serve_webhook};
 use kilo_backend_k8s::{KubeBackend, KubeBackendConfig, client};
 use kilo_core::Cidr;
 use kilo_core::agent::HostFacts;
@@ -68,7 +68,8 @@ pub fn detector(hostname: String, interface: String, internal_cidrs: Vec<Cidr>) 
     }))
 }
 
-/// `kg webhook`: the Peer admission webhook over HTTPS.
+/// `kg webhook`: the Peer admission webhook over HTTPS. Flags are checked before anything
+/// else; without a Kubernetes client the webhook still serves, refusing every Peer with why.
 pub async fn webhook(
     args: &crate::cli::WebhookArgs,
     kubeconfig: &str,
@@ -87,23 +88,22 @@ pub async fn webhook(
                 .with_context(|| format!("--listen-metrics {}", args.listen_metrics))?,
         )
     };
-    let client = match kube_client(kubeconfig, master).await {
-        Ok(client) => Some(client),
-        Err(e) => {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "no Kubernetes API: checking Peers with upstream's validation only"
-            );
-            None
-        }
-    };
     let subnet = args.subnet.as_deref().map(str::parse).transpose().context("--subnet")?;
+    let service_cidrs = args
+        .service_cidr
+        .iter()
+        .map(|v| v.parse::<Cidr>().map(|c| c.network()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--service-cidr")?;
+    let client = kube_client(kubeconfig, master).await.map_err(|e| format!("{e:#}"));
     serve_webhook(WebhookConfig {
         listen,
         listen_metrics,
         cert_file: args.cert_file.clone().into(),
         key_file: args.key_file.clone().into(),
         subnet,
+        service_cidrs,
+        limits: ServeLimits::default(),
         backend: KubeBackendConfig { topology_label: topology_label.to_string() },
         client,
     })

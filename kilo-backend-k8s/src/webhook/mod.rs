@@ -1,34 +1,40 @@
 //! The Peer admission webhook (`kg webhook`, upstream-kilo.md 3.4): HTTPS `POST /validate`
-//! answering `admission.k8s.io/v1` AdmissionReviews of Peers as upstream does, plus checks
-//! against the cluster's current nodes and peers (kept up to date by a watcher) so that a Peer
-//! cannot hijack a pod subnet, a node's internal IP, the WireGuard subnet, another Peer's
-//! addresses or a key already in use. Metrics are served over plain HTTP on `/metrics`.
+//! answering `admission.k8s.io/v1` AdmissionReviews of Peers as upstream does, plus the admission
+//! rules of [`kilo_core::admission`] against the cluster's current nodes and peers (kept up to
+//! date by a watcher) and the service CIDRs, so that a Peer cannot hijack a node's default route,
+//! pod subnet, internal or endpoint IP, allowed location IPs, a service CIDR, the WireGuard
+//! subnet, another Peer's addresses or a key already in use. It fails closed: until it has
+//! listed the nodes and peers, every Peer CREATE and UPDATE is refused. Metrics are served over
+//! plain HTTP on `/metrics`.
 
 mod check;
 mod metrics;
 mod review;
+mod serve;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Bytes};
 use kilo_core::backend::{Backend, Event, Snapshot};
 use kilo_core::{Cidr, Node, Peer};
 use kube::Client;
-use rustls::pki_types::pem::{Error as PemError, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 pub use check::{PeerRejection, check_peer};
-pub use metrics::{AdmissionLabels, HttpLabels, WebhookMetrics};
+pub use metrics::{
+    AdmissionLabels, HttpLabels, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WebhookMetrics, method_label,
+    operation_label, prometheus_text,
+};
 pub use review::{Answer, review};
+pub use serve::{
+    ServeLimits, WebhookError, serve_https, serve_https_with, serve_metrics, serve_metrics_with,
+    tls_config, tls_config_from,
+};
 
 use crate::backend::{KubeBackend, KubeBackendConfig};
 
@@ -51,21 +57,30 @@ pub struct ClusterView {
     pub peers: Vec<Peer>,
     /// The WireGuard subnet, if configured (`--subnet`).
     pub configured_subnet: Option<Cidr>,
+    /// The service CIDRs (`--service-cidr`).
+    pub service_cidrs: Vec<Cidr>,
+    /// Whether the nodes and peers have been listed. Until then every Peer is refused.
+    pub listed: bool,
+    /// Why they have not been listed, when known (no client, the last listing error).
+    pub not_listed_reason: Option<String>,
 }
 
 impl ClusterView {
     /// The WireGuard subnet: the configured one, else the network of the first published
-    /// `wireguard-ip` annotation (as kgctl derives it), else 10.4.0.0/16.
+    /// `wireguard-ip` annotation (as kgctl derives it), else 10.4.0.0/16. (The networks of every
+    /// node's `wireguard-ip` are checked as well.)
     pub fn subnet(&self) -> Cidr {
         self.configured_subnet
             .or_else(|| self.nodes.iter().find_map(|n| n.wireguard_ip).map(|c| c.network()))
             .unwrap_or_else(default_subnet)
     }
 
-    /// Replaces nodes and peers with a snapshot's.
+    /// Replaces nodes and peers with a snapshot's: the view is listed.
     pub fn reset(&mut self, snapshot: Snapshot) {
         self.nodes = snapshot.nodes;
         self.peers = snapshot.peers;
+        self.listed = true;
+        self.not_listed_reason = None;
     }
 
     /// Applies one backend event.
@@ -97,22 +112,34 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
-    /// A state whose view uses `subnet` as the WireGuard subnet when given.
+    /// A state, not yet listed, whose view uses `subnet` as the WireGuard subnet when given.
     pub fn new(subnet: Option<Cidr>) -> WebhookState {
-        let view = ClusterView { configured_subnet: subnet, ..ClusterView::default() };
+        WebhookState::with_view(ClusterView { configured_subnet: subnet, ..ClusterView::default() })
+    }
+
+    /// A state starting from `view`.
+    pub fn with_view(view: ClusterView) -> WebhookState {
         WebhookState { view: Arc::new(RwLock::new(view)), metrics: Arc::default() }
     }
 
-    /// Keeps the view up to date from `backend` until its events end. Errors are logged and the
-    /// watch goes on (the backend retries with back-off).
+    /// Keeps the view up to date from `backend` until its events end: lists (retrying until it
+    /// can; the view stays unlisted, with the error as the reason, until then), then applies
+    /// every change. Watch errors after the list are logged and the last view is kept (the
+    /// backend retries with back-off and re-lists when it must).
     pub async fn follow<B: Backend>(&self, mut backend: B) {
         loop {
             match backend.snapshot().await {
                 Ok(snapshot) => {
                     self.write_view(|v| v.reset(snapshot));
+                    tracing::info!("read the cluster's nodes and peers: checking Peers");
                     break;
                 }
-                Err(e) => tracing::warn!("reading nodes and peers: {e}"),
+                Err(e) => {
+                    tracing::warn!("cannot list nodes and peers; refusing every Peer: {e}");
+                    let reason = format!("cannot list nodes and peers: {e}");
+                    self.write_view(|v| v.not_listed_reason = Some(reason));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
         while let Some(event) = backend.next_event().await {
@@ -128,40 +155,52 @@ impl WebhookState {
         f(&mut view);
     }
 
-    /// Handles one HTTPS request: `POST /validate`, else 404 (405 for another method).
+    /// Handles one HTTPS request: `POST /validate`, else 404 (405 for another method); the body
+    /// must arrive within 10 s.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.handle_within(request, ServeLimits::default().body_read_timeout).await
+    }
+
+    /// [`WebhookState::handle`], the body within `body_timeout` (else 408).
+    pub async fn handle_within<B>(
+        &self,
+        request: Request<B>,
+        body_timeout: Duration,
+    ) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        const TEXT: &str = "text/plain; charset=utf-8";
         if request.uri().path() != "/validate" {
-            return respond(
-                StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                "404 page not found\n",
-            );
+            return respond(StatusCode::NOT_FOUND, TEXT, "404 page not found\n");
         }
-        self.metrics.http("validate", request.method().as_str());
+        self.metrics.http(request.method());
         if request.method() != Method::POST {
             self.metrics.errors.inc();
-            return respond(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain; charset=utf-8",
-                "only POST is supported\n",
-            );
+            return respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only POST is supported\n");
         }
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY).collect().await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
+        let body = http_body_util::Limited::new(request.into_body(), MAX_BODY).collect();
+        let body = match tokio::time::timeout(body_timeout, body).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) => {
                 self.metrics.errors.inc();
                 let message = format!("cannot read the body: {e}\n");
-                return respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", message);
+                return respond(StatusCode::BAD_REQUEST, TEXT, message);
+            }
+            Err(_) => {
+                self.metrics.errors.inc();
+                let message = format!("the body did not arrive within {body_timeout:?}\n");
+                return respond(StatusCode::REQUEST_TIMEOUT, TEXT, message);
             }
         };
         let view = self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -169,20 +208,24 @@ impl WebhookState {
         respond(answer.status, answer.content_type, answer.body)
     }
 
-    /// Handles one metrics request: `GET /metrics`, else 404.
+    /// Handles one metrics request: `GET /metrics`, else 404. Prometheus text 0.0.4, or
+    /// OpenMetrics when the `Accept` header asks for `application/openmetrics-text`.
     pub fn handle_metrics<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
         if request.uri().path() != "/metrics" {
-            return respond(
-                StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                "404 page not found\n",
-            );
+            let text = "text/plain; charset=utf-8";
+            return respond(StatusCode::NOT_FOUND, text, "404 page not found\n");
         }
-        respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            self.metrics.encode(),
-        )
+        let openmetrics = request
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/openmetrics-text"));
+        if openmetrics {
+            respond(StatusCode::OK, OPENMETRICS_TEXT, self.metrics.encode_openmetrics())
+        } else {
+            respond(StatusCode::OK, PROMETHEUS_TEXT, self.metrics.encode())
+        }
     }
 }
 
@@ -202,129 +245,6 @@ fn respond(
     response
 }
 
-/// Why the webhook cannot serve.
-#[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
-    /// The certificate or key file cannot be read or parsed.
-    #[error("cannot read {what} from {}", path.display())]
-    Pem {
-        /// `certificate` or `private key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: PemError,
-    },
-    /// The certificate and key do not make a TLS configuration.
-    #[error("cannot use the certificate and key")]
-    Tls {
-        /// Why.
-        #[source]
-        source: rustls::Error,
-    },
-    /// A listen address cannot be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Accepting connections failed.
-    #[error("cannot accept connections")]
-    Accept {
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A rustls server configuration from PEM certificate chain and private key files.
-pub fn tls_config(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
-    fn pem<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(PemError) -> WebhookError + 'a {
-        move |source| WebhookError::Pem { what, path: path.to_path_buf(), source }
-    }
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(pem("certificate", cert_file))?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(pem("private key", key_file))?;
-    tls_config_from(certs, key)
-}
-
-/// A rustls server configuration (ring, TLS 1.2 and 1.3, HTTP/1.1) from DER certificates and key.
-pub fn tls_config_from(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|source| WebhookError::Tls { source })?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|source| WebhookError::Tls { source })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Serves `POST /validate` over HTTPS on `listener` until the listener fails.
-pub async fn serve_https(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    state: WebhookState,
-) -> Result<(), WebhookError> {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (stream, peer) =
-            listener.accept().await.map_err(|source| WebhookError::Accept { source })?;
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-            };
-            let service = service_fn(move |request: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(state.handle(request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, "connection error: {e}");
-            }
-        });
-    }
-}
-
-/// Serves `GET /metrics` over plain HTTP on `listener` until the listener fails.
-pub async fn serve_metrics(listener: TcpListener, state: WebhookState) -> Result<(), WebhookError> {
-    loop {
-        let (stream, _) =
-            listener.accept().await.map_err(|source| WebhookError::Accept { source })?;
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = state.handle_metrics(&request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!("metrics connection error: {e}");
-            }
-        });
-    }
-}
-
 /// The configuration of `kg webhook`.
 #[derive(Clone)]
 pub struct WebhookConfig {
@@ -339,11 +259,15 @@ pub struct WebhookConfig {
     /// The WireGuard subnet; `None`: derived from the nodes' `wireguard-ip` annotations, else
     /// 10.4.0.0/16.
     pub subnet: Option<Cidr>,
+    /// `--service-cidr`: the service CIDRs no Peer may route.
+    pub service_cidrs: Vec<Cidr>,
+    /// Timeouts and the connection cap of both listeners.
+    pub limits: ServeLimits,
     /// How nodes are read (topology label).
     pub backend: KubeBackendConfig,
-    /// The client used to watch nodes and peers; `None`: no cluster checks, only upstream's
-    /// validation (as upstream's webhook, which never calls the API server).
-    pub client: Option<Client>,
+    /// The client used to watch nodes and peers; `Err(why)` when there is none: the webhook then
+    /// cannot read the cluster and refuses every Peer CREATE and UPDATE, saying why.
+    pub client: Result<Client, String>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -354,42 +278,44 @@ impl std::fmt::Debug for WebhookConfig {
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .field("subnet", &self.subnet)
+            .field("service_cidrs", &self.service_cidrs)
+            .field("limits", &self.limits)
             .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
 
-/// Runs `kg webhook`: watches nodes and peers (when given a client), serves `/validate` over
-/// HTTPS and `/metrics` over HTTP. Returns only on error. Until the first list arrives, Peers are
-/// checked by upstream's validation alone. The watch needs RBAC `list` and `watch` on nodes and
-/// on `kilo.squat.ai` peers.
+/// Runs `kg webhook`: watches nodes and peers, serves `/validate` over HTTPS and `/metrics` over
+/// HTTP. Returns only on a configuration error (certificate, key, listen address). Until the
+/// first list arrives (or without a client), every Peer CREATE and UPDATE is refused with the
+/// reason. The watch needs RBAC `list` and `watch` on nodes and on `kilo.squat.ai` peers.
 pub async fn serve_webhook(config: WebhookConfig) -> Result<(), WebhookError> {
     let tls = tls_config(&config.cert_file, &config.key_file)?;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| WebhookError::Bind { addr, source })
     };
     let https = bind(config.listen).await?;
-    let state = WebhookState::new(config.subnet);
+    let state = WebhookState::with_view(ClusterView {
+        configured_subnet: config.subnet,
+        service_cidrs: config.service_cidrs,
+        ..ClusterView::default()
+    });
     match config.client {
-        Some(client) => {
+        Ok(client) => {
             let follower = state.clone();
             let backend = KubeBackend::new(client, config.backend);
             tokio::spawn(async move { follower.follow(backend).await });
         }
-        None => tracing::warn!(
-            "no Kubernetes client: Peers are checked by upstream's validation only, not against \
-             the cluster's nodes and peers"
-        ),
+        Err(why) => {
+            tracing::error!("no Kubernetes client ({why}): every Peer will be refused");
+            state
+                .write_view(|v| v.not_listed_reason = Some(format!("no Kubernetes client: {why}")));
+        }
     }
     if let Some(addr) = config.listen_metrics {
         let listener = bind(addr).await?;
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_metrics(listener, state).await {
-                tracing::error!("metrics server stopped: {e}");
-            }
-        });
+        tokio::spawn(serve_metrics_with(listener, state.clone(), config.limits));
     }
     tracing::info!(addr = %config.listen, "serving the Peer admission webhook");
-    serve_https(https, tls, state).await
+    serve_https_with(https, tls, state, config.limits).await
 }

@@ -1,11 +1,12 @@
 //! One admission review, as upstream's `/validate` handler answers it (upstream-kilo.md 3.4),
-//! plus the cluster checks of [`super::check_peer`].
+//! plus the cluster checks of [`super::check_peer`]. A DELETE is always allowed (it carries no
+//! object and can hijack nothing).
 
 use http::StatusCode;
 use kilo_core::peer_spec::PeerSpec;
 use serde_json::{Value, json};
 
-use super::check::check_peer;
+use super::check::{PeerRejection, check_peer};
 use super::{ClusterView, WebhookMetrics};
 
 /// An HTTP answer: status, `Content-Type` and body.
@@ -82,6 +83,10 @@ fn decide(
     };
     let uid = request.get("uid").cloned().unwrap_or(Value::String(String::new()));
     let operation = request.get("operation").and_then(Value::as_str).unwrap_or_default();
+    if operation == "DELETE" {
+        metrics.admission(operation, true);
+        return decision(&uid, Ok(()));
+    }
     let Some(object) = request.get("object").filter(|o| o.is_object()) else {
         return Answer::error(StatusCode::BAD_REQUEST, "the AdmissionReview request has no object");
     };
@@ -97,12 +102,19 @@ fn decide(
         .or_else(|| request.get("name"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let decision = check_peer(&spec, name, &view.nodes, &view.peers, view.subnet());
-    metrics.admission(operation, decision.is_ok());
-    let response = match decision {
+    let result = check_peer(&spec, name, view);
+    metrics.admission(operation, result.is_ok());
+    if let Err(e) = &result {
+        tracing::info!(peer = name, "denied: {e}");
+    }
+    decision(&uid, result)
+}
+
+/// The AdmissionReview answering `uid` with `result`.
+fn decision(uid: &Value, result: Result<(), PeerRejection>) -> Answer {
+    let response = match result {
         Ok(()) => json!({ "uid": uid, "allowed": true }),
         Err(e) => {
-            tracing::info!(peer = name, "denied: {e}");
             json!({ "uid": uid, "allowed": false, "status": { "metadata": {}, "message": e.to_string() } })
         }
     };
