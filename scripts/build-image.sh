@@ -23,6 +23,7 @@
 #                that frozen archive state instead of the mirrors (this is what makes two builds on
 #                different days identical)
 #   SOURCE_DATE_EPOCH  every timestamp in the image (default: the commit time of HEAD)
+#   REVISION     the org.opencontainers.image.revision label (default: the commit of HEAD)
 #
 # What the image holds, at the paths upstream Kilo's manifests use:
 #   /opt/bin/kg, /opt/bin/kgctl   the entrypoint is /opt/bin/kg; PATH starts with /opt/bin
@@ -52,7 +53,7 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || 
 export SOURCE_DATE_EPOCH
 CREATED=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 # The CNI plugins upstream's image ships in /opt/cni/bin (install-cni copies all of that directory).
 CNI_PLUGINS=(bridge host-local loopback portmap)
 PACKAGES=(usr-is-merged ca-certificates iproute2 iptables nftables wireguard-tools graphviz
