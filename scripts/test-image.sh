@@ -175,6 +175,8 @@ if [[ -n $B_IP ]]; then
     sh -c "for i in \$(seq 20); do ip netns exec '${P}a' ping -c1 -W1 '$B_IP' >/dev/null 2>&1 && exit 0; done; exit 1"
   check "kg on a answers /metrics with kilo_ metrics" \
     sh -c "ip netns exec '${P}a' curl -sf http://127.0.0.1:1107/metrics | grep -q '^kilo_'"
+else
+  fail "a pings b's WireGuard address through the tunnel (b has no WireGuard address)"
 fi
 check "kg wrote its firewall rules with the image's iptables (KILO-NAT in the nat table)" \
   sh -c "ip netns exec '${P}a' chroot '$R' iptables-save -t nat | grep -q '^-A KILO-NAT'"
