@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the plain-VM packaging (docs/vms.md):
 #   1. packaging/kilo.service passes `systemd-analyze verify` with no message at all, installed in a
-#      scratch root next to a real kg binary (and a unit with a typo does not: the check can fail);
+#      scratch root next to a real kg binary (and a unit with a typo does not: the check can fail),
+#      and `systemd-analyze security` rates its exposure at most 3.0 (0 is the most locked down);
 #   2. kg accepts the unit's command line (ExecStart with packaging/kilo.default's values);
 #   3. scripts/kilo-add-node.sh creates the VM's key (0600 in a 0700 directory), prints a [[node]]
 #      block that makes a valid mesh with examples/three-locations.toml, keeps the key on a second
@@ -46,6 +47,14 @@ if out=$(verify kilo-typo.service) && [[ -n $out ]]; then
   ok "a unit with a misspelt option is reported ($(head -n1 <<<"$out" | sed 's/.*: //'))"
 else
   fail "a unit with a misspelt option is reported"
+fi
+
+score=$(systemd-analyze security --offline=true --root="$ROOT" kilo.service 2>/dev/null | sed -n 's/.*Overall exposure level for kilo.service: \([0-9.]*\).*/\1/p')
+# --threshold counts tenths: 30 is an exposure of 3.0.
+if systemd-analyze security --offline=true --root="$ROOT" --threshold=30 kilo.service >/dev/null 2>&1; then
+  ok "the unit's exposure (systemd-analyze security) is $score, at most 3.0"
+else
+  fail "the unit's exposure (systemd-analyze security) is $score, at most 3.0"
 fi
 
 echo "== 2. kg accepts the unit's command line"
