@@ -26,7 +26,8 @@ pub const MAX_ALLOWED_IPS: u32 = 1024;
 
 /// The spec of a `Peer` (the CRD's `spec`). The JSON shape is upstream's; see
 /// [`kilo_core::peer_spec::PeerSpec`] for the meaning of each field and conversions both ways.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// Its `Debug` output (and so a `Peer`'s) never shows `presharedKey`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
 #[kube(
     group = "kilo.squat.ai",
     version = "v1alpha1",
@@ -53,6 +54,18 @@ pub struct PeerSpec {
     /// `publicKey`: base64 WireGuard public key.
     #[serde(default)]
     pub public_key: String,
+}
+
+impl std::fmt::Debug for PeerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSpec")
+            .field("allowed_ips", &self.allowed_ips)
+            .field("endpoint", &self.endpoint)
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .field("preshared_key", &self.preshared_key.as_ref().map(|_| "<redacted>"))
+            .field("public_key", &self.public_key)
+            .finish()
+    }
 }
 
 /// `spec.endpoint`.

@@ -25,13 +25,16 @@
 mod backend;
 pub mod crd;
 mod error;
-mod kubeconfig;
+mod lenient;
 #[cfg(feature = "test-support")]
 #[allow(missing_docs)]
 pub mod testing;
 pub mod translate;
 pub mod webhook;
 
-pub use backend::{KubeBackend, KubeBackendConfig, clean_up_patch, client, publish_patch};
+pub use backend::{
+    DEFAULT_WATCH_IDLE_TIMEOUT, KubeBackend, KubeBackendConfig, clean_up_patch, client,
+    publish_patch,
+};
 pub use crd::{Peer, PeerSpec, crd_yaml, peer_crd};
 pub use error::KubeError;

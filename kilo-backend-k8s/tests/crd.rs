@@ -122,3 +122,17 @@ fn the_spec_converts_to_and_from_the_core_spec_with_the_same_json() {
     assert_eq!(serde_json::to_value(PeerSpec::from(core)).unwrap(), json);
     assert_eq!(serde_json::to_value(&crd_spec).unwrap(), json);
 }
+
+#[test]
+fn a_peers_debug_output_never_shows_its_preshared_key() {
+    let psk = "cHNrMQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let peer: kilo_backend_k8s::Peer = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kilo.squat.ai/v1alpha1", "kind": "Peer", "metadata": {"name": "p"},
+        "spec": {"allowedIPs": ["10.5.0.1/32"], "publicKey": psk, "presharedKey": psk},
+    }))
+    .unwrap();
+    assert_eq!(peer.spec.preshared_key.as_deref(), Some(psk));
+    let debug = format!("{peer:?}");
+    assert!(debug.contains("preshared_key: Some(\"<redacted>\")"), "{debug}");
+    assert_eq!(debug.matches(psk).count(), 1, "only the public key is shown: {debug}");
+}

@@ -26,7 +26,13 @@ pub async fn kube_client(kubeconfig: &str, master: &str) -> Result<kube::Client>
 /// The Nodes-and-Peers backend.
 pub async fn backend(kubeconfig: &str, master: &str, topology_label: &str) -> Result<KubeBackend> {
     let client = kube_client(kubeconfig, master).await?;
-    Ok(KubeBackend::new(client, KubeBackendConfig { topology_label: topology_label.to_string() }))
+    Ok(KubeBackend::new(
+        client,
+        KubeBackendConfig {
+            topology_label: topology_label.to_string(),
+            ..KubeBackendConfig::default()
+        },
+    ))
 }
 
 /// Detects the host's private and public IP once (`getIP`).
@@ -104,7 +110,10 @@ pub async fn webhook(
         subnet,
         service_cidrs,
         limits: ServeLimits::default(),
-        backend: KubeBackendConfig { topology_label: topology_label.to_string() },
+        backend: KubeBackendConfig {
+            topology_label: topology_label.to_string(),
+            ..KubeBackendConfig::default()
+        },
         client,
     })
     .await?;

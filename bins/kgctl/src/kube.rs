@@ -63,7 +63,10 @@ async fn server_url(path: Option<&Path>) -> Option<String> {
 /// upstream's kgctl does: granularity from the first node's annotation, subnet from the
 /// `wireguard-ip` of the last node that has one.
 pub async fn snapshot(client: kube::Client, url: &str, topology_label: &str) -> Result<Snapshot> {
-    let config = KubeBackendConfig { topology_label: topology_label.to_string() };
+    let config = KubeBackendConfig {
+        topology_label: topology_label.to_string(),
+        ..KubeBackendConfig::default()
+    };
     let mut backend = KubeBackend::new(client, config);
     let mut snapshot = tokio::time::timeout(LIST_TIMEOUT, backend.snapshot())
         .await
