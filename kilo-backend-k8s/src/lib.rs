@@ -25,6 +25,7 @@
 mod backend;
 pub mod crd;
 mod error;
+mod kubeconfig;
 mod lenient;
 #[cfg(feature = "test-support")]
 #[allow(missing_docs)]
