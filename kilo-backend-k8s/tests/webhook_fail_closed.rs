@@ -2,12 +2,15 @@
 //! server, it refuses every Peer CREATE and UPDATE with the reason; once it has listed them, it
 //! applies the admission rules.
 
+mod webhook_support;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use kilo_backend_k8s::testing::{Collection, FakeApiServer};
-use kilo_backend_k8s::webhook::WebhookState;
+use kilo_backend_k8s::webhook::{ServeLimits, WebhookConfig, WebhookState, serve_webhook};
 use kilo_backend_k8s::{KubeBackend, KubeBackendConfig};
 use kilo_core::Key;
 use serde_json::{Value, json};
@@ -121,4 +124,62 @@ async fn once_the_cluster_is_listed_the_admission_rules_apply() {
         respond(&state, review("u-3", &["203.0.113.0/24"])).await,
         json!({"uid": "u-3", "allowed": false, "status": {"metadata": {}, "message": message}})
     );
+}
+
+async fn free_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn the_served_webhook_without_a_client_refuses_every_peer_saying_why() {
+    use webhook_support::{cert, client_config, connect_http, connect_https, post_review, send};
+
+    let cert = cert();
+    let dir = std::env::temp_dir().join(format!("kilo-webhook-no-client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &cert.key_pem).unwrap();
+    let (listen, metrics) = (free_port().await, free_port().await);
+    let config = WebhookConfig {
+        listen,
+        listen_metrics: Some(metrics),
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+        subnet: None,
+        service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        limits: ServeLimits::default(),
+        backend: KubeBackendConfig::default(),
+        client: Err("no kubeconfig in this test".into()),
+    };
+    let server = tokio::spawn(serve_webhook(config));
+    let mut sender = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(sender) = connect_https(listen, client_config(&cert.der)).await {
+                return sender;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the webhook listens within 30 s");
+    let (status, answer) =
+        post_review(&mut sender, &review("u-1", &["10.5.9.0/24"])).await.unwrap();
+    let message = "the webhook has not yet read the cluster's nodes and peers; retry in a few \
+                   seconds (no Kubernetes client: no kubeconfig in this test)";
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["response"],
+        json!({"uid": "u-1", "allowed": false, "status": {"metadata": {}, "message": message}})
+    );
+    let mut plain = connect_http(metrics).await.unwrap();
+    let (status, content_type, text) =
+        send(&mut plain, "GET", "/metrics", &[], String::new()).await.unwrap();
+    assert_eq!((status, content_type.as_str()), (200, "text/plain; version=0.0.4; charset=utf-8"));
+    assert!(
+        text.contains("admission_requests_total{operation=\"CREATE\",response=\"denied\"} 1"),
+        "{text}"
+    );
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,9 +26,9 @@ fn listed_state() -> WebhookState {
 async fn idle_connections(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
     let mut open = Vec::with_capacity(count);
     for _ in 0..count {
-        match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => open.push(stream),
-            Ok(Err(_)) | Err(_) => {}
+        let connect = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr));
+        if let Ok(Ok(stream)) = connect.await {
+            open.push(stream);
         }
     }
     open

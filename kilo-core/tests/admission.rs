@@ -450,7 +450,7 @@ proptest! {
         let i = which % count;
         let node = &nodes[usize::from(i)];
         let v6 = match class {
-            1 => node.internal_ip.unwrap().is_ipv4() == false,
+            1 => !node.internal_ip.unwrap().is_ipv4(),
             2 => node.endpoint.as_ref().unwrap().ip().unwrap().is_ipv6(),
             _ => v6,
         };

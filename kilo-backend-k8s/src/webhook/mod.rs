@@ -135,8 +135,9 @@ impl WebhookState {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!("cannot list nodes and peers; refusing every Peer: {e}");
-                    let reason = format!("cannot list nodes and peers: {e}");
+                    let why = chain(&e);
+                    tracing::warn!("cannot list nodes and peers; refusing every Peer: {why}");
+                    let reason = format!("cannot list nodes and peers: {why}");
                     self.write_view(|v| v.not_listed_reason = Some(reason));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -227,6 +228,21 @@ impl WebhookState {
             respond(StatusCode::OK, PROMETHEUS_TEXT, self.metrics.encode())
         }
     }
+}
+
+/// An error with its causes, `: `-separated.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 fn respond(
