@@ -7,7 +7,9 @@
 #   3. scripts/kilo-add-node.sh creates the VM's key (0600 in a 0700 directory), prints a [[node]]
 #      block that makes a valid mesh with examples/three-locations.toml, keeps the key on a second
 #      run, and refuses a node name that is already used.
-# Run:   bash scripts/test-vm-packaging.sh      (KG, KGCTL: the binaries; default target/debug)
+#   4. kg, with only the unit's capability bounding set and no-new-privileges, brings up its
+#      WireGuard interface and firewall rules in a network namespace.
+# Run as root:   bash scripts/test-vm-packaging.sh      (KG, KGCTL: the binaries; default target/debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v systemd-analyze >/dev/null || { echo "test-vm-packaging: systemd-analyze not found (bash scripts/setup.sh installs systemd)" >&2; exit 1; }
@@ -109,6 +111,60 @@ elif grep -q 'already used' "$WORK/add.err"; then
   ok "a name already in the mesh is refused"
 else
   fail "a name already in the mesh is refused: $(cat "$WORK/add.err")"
+fi
+
+echo "== 4. kg runs with only the unit's capabilities"
+# CapabilityBoundingSet and NoNewPrivileges as the unit sets them (setpriv), the unit's flags, in a
+# network namespace of this test's own, with userspace WireGuard (/dev/net/tun, as DeviceAllow=).
+# (--encapsulate never: the test machines' kernels have no IPIP.) The unit's other sandboxing (file
+# system, system call filter) needs systemd to run it.
+if [[ $(id -u) == 0 ]]; then
+  caps=$(sed -n 's/^CapabilityBoundingSet=//p' packaging/kilo.service | tr 'A-Z' 'a-z' | sed 's/cap_//g; s/ /,+/g')
+  NS=kvmpkg$$
+  ip netns add "$NS"
+  trap 'ip netns del "$NS" 2>/dev/null; rm -rf "$WORK"' EXIT
+  ip -n "$NS" link set lo up
+  ip -n "$NS" link add eth0 type veth peer name eth1
+  ip -n "$NS" addr add 192.168.79.1/24 dev eth0
+  ip -n "$NS" link set eth0 up
+  ip -n "$NS" link set eth1 up
+  mkdir -p "$WORK/vm"
+  {
+    for n in 1 2; do
+      echo '[[node]]'
+      echo "name = \"vm-$n\""
+      echo "public-key = \"$("$KG" pubkey --key-file "$WORK/vm/key$n" 2>/dev/null)\""
+      echo "endpoint = \"192.168.79.$n:51820\""
+      echo "location = \"site-$n\""
+      echo "internal-ip = \"192.168.79.$n/24\""
+      echo "subnet = \"10.2.$n.0/24\""
+      echo
+    done
+  } >"$WORK/vm/mesh.toml"
+  ip netns exec "$NS" setpriv --bounding-set "-all,+$caps" --no-new-privs \
+    "$KG" --backend file --file "$WORK/vm/mesh.toml" --key-file "$WORK/vm/key1" --cni=false \
+    --listen 127.0.0.1:1107 --hostname vm-1 --wireguard userspace --encapsulate never \
+    --wireguard-socket-dir "$WORK/vm/wg" >"$WORK/vm/kg.log" 2>&1 &
+  KGPID=$!
+  up=0
+  for _ in $(seq 100); do
+    if ip -n "$NS" -4 -o addr show dev kilo0 2>/dev/null | grep -q ' 10\.4\.' \
+      && ip netns exec "$NS" iptables-save -t nat 2>/dev/null | grep -q '^-A KILO-NAT'; then
+      up=1
+      break
+    fi
+    sleep 0.2
+  done
+  kill -TERM "$KGPID" 2>/dev/null || true
+  wait "$KGPID" 2>/dev/null || true
+  if ((up)); then
+    ok "with only ${caps//,+/ and }, kg brings up kilo0 with its address and writes its iptables rules"
+  else
+    fail "with only ${caps//,+/ and }, kg brings up kilo0 and writes its iptables rules: $(tail -n 5 "$WORK/vm/kg.log")"
+  fi
+  ip netns del "$NS" 2>/dev/null || true
+else
+  fail "section 4 needs root (network namespaces)"
 fi
 
 echo "== VM packaging test: $PASSED passed, $FAILED failed"
