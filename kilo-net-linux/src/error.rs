@@ -28,7 +28,7 @@ pub enum NetlinkError {
         dev: String,
     },
     /// The kernel refused a request.
-    #[error("`{operation}` failed: {message}")]
+    #[error("`{operation}` failed: {message}{}", errno_advice(*.errno))]
     Request {
         /// The request in `ip` syntax (`ip route replace 10.2.0.0/24 dev kilo0`).
         operation: String,
@@ -58,6 +58,18 @@ pub enum NetlinkError {
     },
 }
 
+/// What to do about a kernel refusal, when the errno says: appended to the message.
+fn errno_advice(errno: Option<i32>) -> &'static str {
+    match errno {
+        Some(1 | 13) => PERMISSION_ADVICE,
+        _ => "",
+    }
+}
+
+/// What a user without the privileges for netlink writes needs to hear.
+pub(crate) const PERMISSION_ADVICE: &str = "; configuring the network needs root or the \
+     CAP_NET_ADMIN capability: run as root (in a container: privileged, or with NET_ADMIN)";
+
 fn namespace_suffix(ns: &Option<PathBuf>) -> String {
     ns.as_ref().map(|p| format!(" in namespace {}", p.display())).unwrap_or_default()
 }
@@ -71,6 +83,15 @@ impl NetlinkError {
         }
     }
 
+    /// The error of `operation` that the kernel refused with `errno` (positive) and `message`.
+    pub fn refused(operation: impl Into<String>, errno: i32, message: impl Into<String>) -> Self {
+        NetlinkError::Request {
+            operation: operation.into(),
+            errno: Some(errno),
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn request(operation: impl Into<String>, err: rtnetlink::Error) -> NetlinkError {
         let (errno, message) = match &err {
             rtnetlink::Error::NetlinkError(e) if e.raw_code() != 0 => {
@@ -79,5 +100,24 @@ impl NetlinkError {
             other => (None, other.to_string()),
         };
         NetlinkError::Request { operation: operation.into(), errno, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_refused_for_lack_of_privileges_says_what_to_do() {
+        let e =
+            NetlinkError::refused("ip link add kilo0", 1, "Operation not permitted (os error 1)");
+        assert_eq!(
+            e.to_string(),
+            "`ip link add kilo0` failed: Operation not permitted (os error 1); configuring the \
+             network needs root or the CAP_NET_ADMIN capability: run as root (in a container: \
+             privileged, or with NET_ADMIN)"
+        );
+        let e = NetlinkError::refused("ip route add 10.2.0.0/24 dev kilo0", 17, "File exists");
+        assert_eq!(e.to_string(), "`ip route add 10.2.0.0/24 dev kilo0` failed: File exists");
     }
 }

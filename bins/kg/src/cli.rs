@@ -7,8 +7,11 @@ use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 /// kg: the Kilo agent. Turns the mesh into a working encrypted network on this host.
 #[derive(Debug, Parser)]
-#[command(name = "kg", version, about)]
+#[command(name = "kg", version, about, disable_version_flag = true, propagate_version = true)]
 pub struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long, short_alias = 'V', global = true, action = ArgAction::Version)]
+    pub version: Option<bool>,
     /// Where the mesh comes from.
     #[arg(long, value_enum, default_value_t = BackendKind::Kubernetes)]
     pub backend: BackendKind,
@@ -187,6 +190,41 @@ pub enum Command {
     Webhook(WebhookArgs),
     /// Print the Peer CustomResourceDefinition (`manifests/crds.yaml`).
     Crds,
+    /// Print a shell completion script (e.g. `source <(kg completion bash)`).
+    Completion {
+        /// bash, zsh, fish or powershell.
+        shell: Shell,
+    },
+}
+
+/// Shells `completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+    /// PowerShell.
+    Powershell,
+}
+
+impl Shell {
+    /// `command`'s completion script for this shell.
+    pub fn script(self, command: &mut clap::Command) -> Vec<u8> {
+        use clap_complete::Shell as S;
+        let shell = match self {
+            Shell::Bash => S::Bash,
+            Shell::Zsh => S::Zsh,
+            Shell::Fish => S::Fish,
+            Shell::Powershell => S::PowerShell,
+        };
+        let name = command.get_name().to_string();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, command, name, &mut script);
+        script
+    }
 }
 
 /// `kg webhook` flags (upstream 3.4).

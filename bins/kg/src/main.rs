@@ -5,29 +5,44 @@ mod cli;
 mod http;
 mod keyfile;
 mod kube;
+mod logging;
 mod run;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command};
 
-fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = match level {
-        "all" => "trace",
-        "debug" | "info" | "warn" | "error" => level,
-        "none" => "off",
-        other => {
-            return Err(format!(
-                "log level {other:?} unknown; possible values are: all, debug, info, warn, error, none"
-            ));
-        }
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Human => builder.init(),
+/// `kg webhook` serves HTTPS only: without a certificate and its key it cannot start.
+fn webhook_tls_given(args: &cli::WebhookArgs) -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("--cert-file", &args.cert_file), ("--key-file", &args.key_file)]
+        .into_iter()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(flag, _)| flag)
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "kg webhook needs {}: the PEM certificate and private key it serves HTTPS with, which \
+             the API server must trust (e.g. from cert-manager, as upstream's webhook manifest)",
+            missing.join(" and ")
+        );
     }
     Ok(())
+}
+
+/// The error and its causes on one line, leaving out a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -36,7 +51,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
+    // The agent and the webhook log on stdout as upstream's; subcommands whose stdout is their
+    // result log on stderr.
+    let stream = match cli.command {
+        None | Some(Command::Webhook(_)) => logging::Stream::Stdout,
+        Some(_) => logging::Stream::Stderr,
+    };
+    if let Err(e) = logging::init(&cli.log_level, cli.log_format, stream) {
         eprintln!("kg: {e}");
         return ExitCode::FAILURE;
     }
@@ -50,19 +71,31 @@ fn main() -> ExitCode {
             keyfile::load_or_create(std::path::Path::new(path))
                 .map(|key| println!("{}", key.public_key()))
         }
+        Some(Command::Completion { shell }) => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&shell.script(&mut Cli::command())).and_then(|()| out.flush()) {
+                // A reader that stops early is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
         Some(Command::Crds) => {
             print!("{}", kube::crds());
             Ok(())
         }
-        Some(Command::Webhook(ref args)) => runtime().and_then(|rt| {
-            rt.block_on(kube::webhook(args, &cli.kubeconfig, &cli.master, &cli.topology_label))
-        }),
+        Some(Command::Webhook(ref args)) => {
+            webhook_tls_given(args).and_then(|()| runtime()).and_then(|rt| {
+                rt.block_on(kube::webhook(args, &cli.kubeconfig, &cli.master, &cli.topology_label))
+            })
+        }
         None => runtime().and_then(|rt| rt.block_on(run::run(cli))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kg: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("kg: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

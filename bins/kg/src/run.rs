@@ -216,7 +216,13 @@ async fn run_file(cli: Cli, f: Flags) -> Result<()> {
     }
     let host = open_host(&cli, f.mtu).await?;
     let private_interface = match local.internal_ip {
-        Some(ip) => interface_of(host.netlink(), ip.addr()).await,
+        Some(ip) => Some(interface_of(host.netlink(), ip.addr()).await.ok_or_else(|| {
+            anyhow!(
+                "{path}: the internal-ip {} of node {hostname:?} is not an address of this host; \
+                 set it to one of this host's addresses (`ip -o addr`) or leave it out",
+                ip.addr()
+            )
+        })?),
         None => None,
     };
     let readiness = if snapshot.settings.static_mesh {
@@ -267,9 +273,8 @@ async fn serve_and_run<B: Backend>(
     cni_path: Option<PathBuf>,
 ) -> Result<()> {
     let shared = Shared::new();
-    let listener = tokio::net::TcpListener::bind(crate::http::listen_address(&cli.listen))
-        .await
-        .with_context(|| format!("--listen {}", cli.listen))?;
+    let listener =
+        crate::http::bind(&cli.listen).with_context(|| format!("--listen {}", cli.listen))?;
     let router = crate::http::router(shared.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {

@@ -267,11 +267,7 @@ impl UapiClient {
         let text = self.exchange(request).await?;
         let (_, errno) = parse_get_response("", &text)?;
         if errno != 0 {
-            return Err(WireGuardError::UapiErrno {
-                path: self.path.clone(),
-                request: "set",
-                errno,
-            });
+            return Err(super::error::uapi_set_error(&self.path, request, errno));
         }
         Ok(())
     }
