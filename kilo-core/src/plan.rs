@@ -159,6 +159,9 @@ struct JsonWireGuard {
     peers: Vec<JsonPeer>,
 }
 
+/// What `-o json` shows in place of a preshared key.
+const HIDDEN: &str = "(hidden)";
+
 #[derive(Serialize)]
 struct JsonPeer {
     public_key: String,
@@ -195,7 +198,8 @@ fn json_wireguard(c: &Config) -> JsonWireGuard {
                 endpoint: p.endpoint.as_ref().map(|e| e.to_string()).filter(|s| !s.is_empty()),
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: p.persistent_keepalive,
-                preshared_key: p.preshared_key.map(|k| k.expose_base64()),
+                // Hidden as in the text view: a plan is for reading and sharing, not a secret.
+                preshared_key: p.preshared_key.map(|_| HIDDEN.to_string()),
             })
             .collect(),
     }

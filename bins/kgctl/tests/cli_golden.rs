@@ -511,3 +511,33 @@ fn a_dns_endpoint_is_exported_as_a_dns_name() {
     assert_eq!(object["spec"]["endpoint"]["dnsOrIP"]["dns"], "home.example.net");
     assert_eq!(object["spec"]["endpoint"]["port"], 51820);
 }
+
+#[test]
+fn plan_hides_preshared_keys_in_json_as_in_text() {
+    let psk = "8eD6Du+yfPLWzpCYQFj+cDnqXPFZIPGrclKCebB4oko=";
+    let f = "examples/three-locations.toml";
+    let shown = kgctl_file(f, &["showconf", "node", "gcp-1"]);
+    assert!(shown.stdout.contains(psk), "showconf prints the configuration, key included");
+    let text = kgctl_file(f, &["plan", "node", "gcp-1"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("preshared-key (hidden)") && !text.stdout.contains(psk));
+    let json = kgctl_file(f, &["plan", "node", "gcp-1", "-o", "json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    assert!(!json.stdout.contains(psk), "{}", json.stdout);
+    let plan: serde_json::Value = serde_json::from_str(&json.stdout).expect("valid JSON");
+    let keys: Vec<&serde_json::Value> = plan["wireguard"]["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| &p["preshared_key"])
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &"(hidden)".into()
+        ]
+    );
+}
