@@ -62,6 +62,8 @@ struct Inner {
     history: Vec<Change>,
     requests: Vec<String>,
     patches: Vec<(String, String, Value)>,
+    /// How long every request waits before it is answered (a slow API).
+    delay: std::time::Duration,
 }
 
 /// The fake API server's shared state.
@@ -85,6 +87,7 @@ impl FakeApiServer {
                 history: Vec::new(),
                 requests: Vec::new(),
                 patches: Vec::new(),
+                delay: std::time::Duration::ZERO,
             })),
             changes,
             addr: listener.local_addr().unwrap(),
@@ -117,6 +120,11 @@ impl FakeApiServer {
     /// Every request as `METHOD path?query`, in arrival order.
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// Makes every request from now on wait `delay` before it is handled (a slow API server).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.inner.lock().unwrap().delay = delay;
     }
 
     /// Every PATCH as (node, content type, body).
@@ -186,6 +194,8 @@ impl FakeApiServer {
             Some(q) => format!("{method} {path}?{q}"),
             None => format!("{method} {path}"),
         });
+        let delay = self.inner.lock().unwrap().delay;
+        tokio::time::sleep(delay).await;
         let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let Some((collection, name)) = Collection::from_path(&path) else {
             return status(

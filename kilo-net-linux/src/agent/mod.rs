@@ -2,6 +2,7 @@
 //! backend events, timers and the observed WireGuard device, and carries out its actions on a
 //! [`Host`]. All decisions stay in the core; this loop only moves data and counts.
 
+pub mod chain;
 pub mod metrics;
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kilo_core::agent::{Action, Agent, HostFacts, Input, ObservedPeer};
 use kilo_core::{Backend, Event};
 
+pub use chain::chain;
 pub use metrics::{Metrics, Shared};
 
 use crate::host::Host;
@@ -19,6 +21,13 @@ use crate::wireguard::DeviceState;
 
 /// Upstream's check-in period.
 pub const CHECK_IN: Duration = Duration::from_secs(30);
+
+/// How long the host's clean-up on exit (firewall rules, routes, the interface) may take.
+pub const CLEAN_UP_HOST: Duration = Duration::from_secs(15);
+
+/// How long removing the node's published data on exit (the Kubernetes API) may take. With
+/// [`CLEAN_UP_HOST`], the whole clean-up stays well within Kubernetes' 30 s grace period.
+pub const CLEAN_UP_PUBLISHED: Duration = Duration::from_secs(5);
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -89,7 +98,7 @@ impl<B: Backend> Loop<B> {
             match action {
                 Action::Publish(node) => {
                     if let Err(e) = self.backend.publish_local(&node).await {
-                        tracing::error!(error = %e, "failed to publish the local node");
+                        tracing::error!(error = %chain(&e), "failed to publish the local node");
                         self.shared.metrics.error("local");
                     }
                 }
@@ -108,7 +117,7 @@ impl<B: Backend> Loop<B> {
                             self.shared.healthy.store(true, Ordering::Relaxed);
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "failed to apply the plan");
+                            tracing::error!(error = %chain(&e), "failed to apply the plan");
                             self.shared.metrics.error("apply");
                         }
                     }
@@ -156,7 +165,7 @@ impl<B: Backend> Loop<B> {
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "cannot update the CNI configuration");
+                tracing::warn!(error = %chain(&e), "cannot update the CNI configuration");
                 self.shared.metrics.error("run");
             }
         }
@@ -169,7 +178,7 @@ impl<B: Backend> Loop<B> {
                 self.feed(Input::Device(observed(&state))).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the WireGuard device");
+                tracing::warn!(error = %chain(&e), "cannot read the WireGuard device");
                 self.shared.metrics.error("run");
             }
         }
@@ -200,7 +209,7 @@ pub async fn run<B: Backend>(
             l.update_cni(options.cni_path.as_deref(), &hostname);
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot read the mesh");
+            tracing::error!(error = %chain(&e), "cannot read the mesh");
             l.shared.metrics.error("run");
         }
     }
@@ -212,47 +221,103 @@ pub async fn run<B: Backend>(
         timer.reset();
     }
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            event = l.backend.next_event() => match event {
-                Some(Ok(event)) => l.feed(input_of(event)).await,
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "the mesh source reported an error; keeping the last good state");
-                    l.shared.metrics.error("run");
+    // The shutdown signal ends the loop even in the middle of a step (a publication waiting on a
+    // slow API, say): what was half done is cleaned up below or reconciled at the next start.
+    let events = async {
+        loop {
+            tokio::select! {
+                event = l.backend.next_event() => match event {
+                    Some(Ok(event)) => l.feed(input_of(event)).await,
+                    Some(Err(e)) => {
+                        tracing::error!(error = %chain(&e), "the mesh source reported an error; keeping the last good state");
+                        l.shared.metrics.error("run");
+                    }
+                    None => {
+                        tracing::warn!("the mesh source ended");
+                        break;
+                    }
+                },
+                _ = resync.tick() => {
+                    if let Some(facts) = detect().await {
+                        l.feed(Input::HostFacts(facts)).await;
+                    }
+                    l.update_cni(options.cni_path.as_deref(), &hostname);
+                    l.feed(Input::Resync).await;
+                    if let Err(e) = l.host.reconcile_firewall() {
+                        tracing::error!(error = %chain(&e), "firewall reconcile failed");
+                        l.shared.metrics.error("run");
+                    }
+                    l.shared.metrics.sync_iptables(&l.host.firewall_operations());
                 }
-                None => {
-                    tracing::warn!("the mesh source ended");
-                    break;
-                }
-            },
-            _ = resync.tick() => {
-                if let Some(facts) = detect().await {
-                    l.feed(Input::HostFacts(facts)).await;
-                }
-                l.update_cni(options.cni_path.as_deref(), &hostname);
-                l.feed(Input::Resync).await;
-                if let Err(e) = l.host.reconcile_firewall() {
-                    tracing::error!(error = %e, "firewall reconcile failed");
-                    l.shared.metrics.error("run");
-                }
-                l.shared.metrics.sync_iptables(&l.host.firewall_operations());
+                _ = check_in.tick() => l.feed(Input::CheckIn).await,
+                _ = poll.tick() => l.observe().await,
             }
-            _ = check_in.tick() => l.feed(Input::CheckIn).await,
-            _ = poll.tick() => l.observe().await,
-            () = &mut shutdown => break,
         }
+    };
+    tokio::select! {
+        () = events => {}
+        () = &mut shutdown => {}
     }
     monitor.abort();
-    if options.clean_up {
-        tracing::info!("cleaning up");
-        if let Err(e) = l.backend.clean_up_local(&hostname).await {
-            tracing::error!(error = %e, "clean-up: node annotations");
-            l.shared.metrics.error("cleanUp");
+    if !options.clean_up {
+        return Ok(());
+    }
+    clean_up(l.backend, l.host, &l.shared, &hostname, options.clean_up_interface).await
+}
+
+/// Upstream 10.4, bounded: the host first (firewall rules and routes left behind break traffic;
+/// stale annotations only age out), then the published node data. Each step has its own budget
+/// ([`CLEAN_UP_HOST`], [`CLEAN_UP_PUBLISHED`]) and its outcome is logged; a step that runs out
+/// of time is abandoned so that the agent exits within Kubernetes' grace period. The host's
+/// error, if any, is returned.
+async fn clean_up<B: Backend>(
+    mut backend: B,
+    host: Host,
+    shared: &Shared,
+    hostname: &str,
+    interface: bool,
+) -> Result<(), crate::host::HostError> {
+    tracing::info!("cleaning up");
+    let started = Instant::now();
+    // Its own task, so that the budget holds even while a step blocks its thread (the
+    // iptables binaries run in `block_in_place`).
+    let host_step = tokio::spawn(host.clean_up(interface));
+    let result = match tokio::time::timeout(CLEAN_UP_HOST, host_step).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!(elapsed = ?started.elapsed(), "clean-up: host done (firewall, routes{})",
+                if interface { ", interface" } else { "" });
+            Ok(())
         }
-        if let Err(e) = l.host.clean_up(options.clean_up_interface).await {
-            l.shared.metrics.error("cleanUp");
-            return Err(e);
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %chain(&e), "clean-up: host failed");
+            shared.metrics.error("cleanUp");
+            Err(e)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %chain(&e), "clean-up: host step ended abnormally");
+            shared.metrics.error("cleanUp");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::error!(budget = ?CLEAN_UP_HOST, "clean-up: host did not finish in time; giving up");
+            shared.metrics.error("cleanUp");
+            Ok(())
+        }
+    };
+    let step = Instant::now();
+    match tokio::time::timeout(CLEAN_UP_PUBLISHED, backend.clean_up_local(hostname)).await {
+        Ok(Ok(())) => {
+            tracing::info!(elapsed = ?step.elapsed(), "clean-up: node annotations removed")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %chain(&e), "clean-up: node annotations");
+            shared.metrics.error("cleanUp");
+        }
+        Err(_) => {
+            tracing::error!(budget = ?CLEAN_UP_PUBLISHED, "clean-up: node annotations: no answer in time; leaving them");
+            shared.metrics.error("cleanUp");
         }
     }
-    Ok(())
+    tracing::info!(elapsed = ?started.elapsed(), "clean-up finished");
+    result
 }
