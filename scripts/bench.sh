@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks kilo-rs against the upstream baseline (shared/bench/upstream-baseline.md).
+# Benchmarks kilo-rs on the synthetic clusters of the upstream baseline (see BENCHMARKS.md).
 #
 #   scripts/bench.sh [--quick] [--no-criterion] [--no-e2e] [--out DIR]
 #

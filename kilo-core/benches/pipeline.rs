@@ -1,5 +1,5 @@
 //! Criterion benchmarks of every stage of Kilo's pipeline on the upstream baseline's synthetic
-//! cluster (`shared/bench/upstream-baseline.md`), for N = 100, 1,000 and 10,000 nodes, N/20 peers,
+//! cluster (see `BENCHMARKS.md`), for N = 100, 1,000 and 10,000 nodes, N/20 peers,
 //! in location granularity (N/10 locations) and full granularity. The local host is `n00000`.
 //!
 //! `cargo bench -p kilo-core --bench pipeline`; `KILO_BENCH_SIZES=100,1000` narrows the sizes.

@@ -147,3 +147,18 @@ fn the_webhook_without_its_certificate_says_what_it_needs() {
     let out = kg(&["webhook", "--cert-file", "tls.crt"]);
     assert!(text(&out.stderr).starts_with("kg: kg webhook needs --key-file: "));
 }
+
+#[test]
+fn no_help_text_refers_to_a_path_outside_the_repository() {
+    let foreign = ["/work/", "shared/", "../", "contract", "ARCHITECTURE.md", "upstream-kilo"];
+    for sub in [&[][..], &["pubkey"], &["version"], &["webhook"], &["crds"], &["completion"]] {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let out = kg(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = text(&out.stdout);
+        for bad in foreign {
+            assert!(!help.contains(bad), "kg {args:?} names {bad:?}:\n{help}");
+        }
+    }
+}

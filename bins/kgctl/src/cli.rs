@@ -230,7 +230,7 @@ pub enum ShowconfFormat {
 pub enum PlanFormat {
     /// For people.
     Text,
-    /// The JSON of contract 5.
+    /// JSON, for programs (the shape is in docs/kgctl.md).
     Json,
 }
 

@@ -1,7 +1,7 @@
 //! # kilo-gen
 //!
 //! A deterministic generator of synthetic Kilo meshes, for benchmarks and load tests. It builds
-//! the cluster shape of the project's upstream baseline (`shared/bench/upstream-baseline.md`) or a
+//! the cluster shape of the project's upstream baseline (see `BENCHMARKS.md`) or a
 //! variation of it, and writes it as the static mesh TOML (contract 3) or as a
 //! `kubectl get nodes,peers -o yaml` document (contract 4).
 //!

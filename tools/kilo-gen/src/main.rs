@@ -41,7 +41,7 @@ struct Cli {
     /// For TOML: write a `[mesh]` table with this granularity.
     #[arg(long, value_parser = ["location", "full", "cross"])]
     granularity: Option<String>,
-    /// Exactly the cluster shape of the upstream baseline (shared/bench/upstream-baseline.md).
+    /// Exactly the cluster shape of the upstream baseline (see BENCHMARKS.md).
     #[arg(long)]
     baseline: bool,
 }
