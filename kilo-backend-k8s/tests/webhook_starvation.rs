@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kilo_backend_k8s::webhook::WebhookState;
+use kilo_backend_k8s::webhook::{ServeLimits, WebhookState};
 use kilo_core::Snapshot;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,7 +62,16 @@ async fn answered_within(
 async fn eleven_hundred_idle_connections_do_not_keep_a_valid_review_from_being_answered() {
     let cert = cert();
     let state = listed_state();
-    let addr = start_https(&state, &cert, 100).await;
+    // Room for 100 connections, and timeouts far beyond the test's bound: only evicting idle
+    // connections can let the review in.
+    let long = Duration::from_secs(300);
+    let limits = ServeLimits {
+        tls_handshake_timeout: long,
+        header_read_timeout: long,
+        body_read_timeout: long,
+        max_connections: 100,
+    };
+    let addr = start_https_within(&state, &cert, limits).await;
     let idle = idle_connections(addr, 1_100).await;
     eprintln!("{} idle connections established", idle.len());
     assert!(idle.len() >= 1_000, "only {} idle connections", idle.len());

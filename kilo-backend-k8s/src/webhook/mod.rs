@@ -11,6 +11,7 @@ mod check;
 mod metrics;
 mod review;
 mod serve;
+mod slots;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

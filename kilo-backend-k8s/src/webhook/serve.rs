@@ -1,6 +1,7 @@
 //! The webhook's listeners: HTTPS for `/validate`, plain HTTP for `/metrics`. Neither can be
-//! starved by slow or idle clients (TLS-handshake, header and body timeouts, a connection cap),
-//! and neither ends on an `accept` error (EMFILE included): it logs, backs off and goes on.
+//! starved by slow or idle clients (TLS-handshake, header and body timeouts, a connection cap
+//! that evicts idle connections first), and neither ends on an `accept` error (EMFILE included):
+//! it logs, backs off and goes on.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,10 +16,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::WebhookState;
+use super::slots::{Slot, Slots};
 
 /// Limits that keep slow, idle or numerous clients from starving the webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +31,9 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// How long a client has to send a request's body (default 10 s).
     pub body_read_timeout: Duration,
-    /// The most connections served at once per listener; further connections wait in the listen
-    /// backlog until one ends (default 256).
+    /// The most connections at once per listener (default 256). When all are taken, a new
+    /// connection evicts the oldest one that has not sent a request yet; when every one is
+    /// serving a request, new connections wait in the listen backlog.
     pub max_connections: usize,
 }
 
@@ -115,30 +117,33 @@ const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest pause after failed `accept`s.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Accepts connections on `listener` forever, at most `max` at a time, each served by `serve`.
-/// A failed `accept` (out of file descriptors, a connection reset before it was accepted, ...)
-/// is logged and retried after a short, growing pause; it never ends the loop.
+/// Accepts connections on `listener` forever within [`Slots`] of `max` connections, each served
+/// by `serve` (which marks its [`Slot`] busy when a request arrives). A failed `accept` (out of
+/// file descriptors, a connection reset before it was accepted, ...) is logged and retried after
+/// a short, growing pause; it never ends the loop.
 async fn accept_forever<F, Fut>(listener: TcpListener, max: usize, what: &'static str, serve: F)
 where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Arc<Slot>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+    let slots = Slots::new(max);
     let mut backoff = MIN_ACCEPT_BACKOFF;
     loop {
-        // Never closed, so this never fails.
-        let Ok(permit) = permits.clone().acquire_owned().await else { continue };
+        slots.ready().await;
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = MIN_ACCEPT_BACKOFF;
-                let connection = serve(stream, peer);
+                let (slot, evicted) = slots.take();
+                let connection = serve(stream, peer, Arc::new(slot));
                 tokio::spawn(async move {
-                    connection.await;
-                    drop(permit);
+                    // `evicted` fails (without evicting) once the connection is busy.
+                    tokio::select! {
+                        () = connection => {}
+                        Ok(()) = evicted => tracing::debug!(%peer, server = what, "evicted an idle connection"),
+                    }
                 });
             }
             Err(e) => {
-                drop(permit);
                 tracing::warn!(
                     server = what,
                     "cannot accept a connection: {e}; retrying in {backoff:?}"
@@ -174,7 +179,7 @@ pub async fn serve_https_with(
     limits: ServeLimits,
 ) -> Result<(), WebhookError> {
     let acceptor = TlsAcceptor::from(tls);
-    accept_forever(listener, limits.max_connections, "webhook", |stream, peer| {
+    accept_forever(listener, limits.max_connections, "webhook", |stream, peer, slot| {
         let (acceptor, state) = (acceptor.clone(), state.clone());
         async move {
             let handshake = acceptor.accept(stream);
@@ -184,6 +189,7 @@ pub async fn serve_https_with(
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             let service = service_fn(move |request: hyper::Request<Incoming>| {
+                slot.busy();
                 let state = state.clone();
                 async move {
                     Ok::<_, Infallible>(
@@ -213,10 +219,11 @@ pub async fn serve_metrics_with(
     state: WebhookState,
     limits: ServeLimits,
 ) -> Result<(), WebhookError> {
-    accept_forever(listener, limits.max_connections, "metrics", |stream, peer| {
+    accept_forever(listener, limits.max_connections, "metrics", |stream, peer, slot| {
         let state = state.clone();
         async move {
             let service = service_fn(move |request: hyper::Request<Incoming>| {
+                slot.busy();
                 let response = state.handle_metrics(&request);
                 async move { Ok::<_, Infallible>(response) }
             });

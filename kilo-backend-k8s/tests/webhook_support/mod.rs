@@ -144,10 +144,19 @@ pub fn limits(max_connections: usize) -> ServeLimits {
 
 /// Starts the HTTPS server on a free loopback port, with [`limits`].
 pub async fn start_https(state: &WebhookState, cert: &Cert, max_connections: usize) -> SocketAddr {
+    start_https_within(state, cert, limits(max_connections)).await
+}
+
+/// Starts the HTTPS server on a free loopback port, within `limits`.
+pub async fn start_https_within(
+    state: &WebhookState,
+    cert: &Cert,
+    limits: ServeLimits,
+) -> SocketAddr {
     let tls = tls_config_from(vec![cert.der.clone()], cert.key.clone_key()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_https_with(listener, tls, state.clone(), limits(max_connections)));
+    tokio::spawn(serve_https_with(listener, tls, state.clone(), limits));
     addr
 }
 
