@@ -163,6 +163,7 @@ def main():
         pod = ds["spec"]["template"]["spec"]
         run_pod(path, docs, pod)
     run_upstream_k3s_kubeconfig()
+    run_upstream_userspace_sidecar()
 
 
 def run_pod(path, docs, pod):
@@ -239,7 +240,7 @@ def run_pod(path, docs, pod):
     run_agent(path, base, argv, {}, binds(kilo))
 
 
-def run_agent(label, base, argv, env, binds):
+def run_agent(label, base, argv, env, binds, before=None):
     """kg in a network namespace of its own, against the fake API server on 127.0.0.1:6444: it
     must stay up, list Nodes and authenticate with the ServiceAccount token."""
     ns = f"{PREFIX}{len(os.listdir(WORK))}"
@@ -257,6 +258,7 @@ def run_agent(label, base, argv, env, binds):
         open(requests, "w").close()
         api = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", FAKE_API, f"{WORK}/pki/srv.crt",
                                 f"{WORK}/pki/srv.key", requests])
+        helper = before(ns) if before else None
         log = open(f"{base}/kg.log", "w")
         kg = in_root(ns, argv, env, binds, stdout=log, stderr=subprocess.STDOUT)
         seen = ""
@@ -274,6 +276,9 @@ def run_agent(label, base, argv, env, binds):
             kg.wait()
         api.kill()
         api.wait()
+        if helper:
+            helper.terminate()
+            helper.wait()
         log.close()
         detail = f"args {argv}\nAPI requests:\n{seen}\nkg log (tail):\n" + "".join(open(f"{base}/kg.log").readlines()[-15:])
         nodes = [l for l in seen.splitlines() if "/api/v1/nodes" in l]
@@ -282,6 +287,40 @@ def run_agent(label, base, argv, env, binds):
                f"{label}: kg authenticates with the pod's ServiceAccount token", detail)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def run_upstream_userspace_sidecar():
+    """Upstream's userspace manifests: a sidecar (boringtun, wireguard-go) creates kilo0 and serves
+    its UAPI socket in the host's /var/run/wireguard, shared with the agent, which runs with
+    --create-interface=false --interface=kilo0. The sidecar here is the repository's standalone
+    userspace daemon (WG_USERSPACE); kg from the image must attach to it."""
+    sidecar = os.environ.get("WG_USERSPACE")
+    if not sidecar:
+        report(False, "upstream's userspace sidecar: WG_USERSPACE names the userspace daemon")
+        return
+    base = f"{WORK}/upstream-userspace"
+    sockets = f"{base}/var-run-wireguard"
+    for d in (sockets, f"{base}/kilo", f"{base}/kube-proxy"):
+        os.makedirs(d)
+    shutil.copy(f"{WORK}/kilo-kubeadm/kube-proxy/kubeconfig", f"{base}/kube-proxy/kubeconfig")
+    sa = f"{WORK}/kilo-kubeadm/serviceaccount"
+    argv = ["/opt/bin/kg", "--kubeconfig=/etc/kubernetes/kubeconfig", "--hostname=node-1",
+            "--create-interface=false", "--interface=kilo0"]
+    binds = [(sa, "/var/run/secrets/kubernetes.io/serviceaccount"), (f"{base}/kube-proxy", "/etc/kubernetes"),
+             (f"{base}/kilo", "/var/lib/kilo"), (sockets, "/var/run/wireguard")]
+
+    def start_sidecar(ns):
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sidecar, "kilo0", sockets],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        report(p.stdout.readline().strip() == "ready", "upstream's userspace sidecar: the sidecar serves kilo0")
+        return p
+
+    run_agent("upstream's userspace manifest (sidecar)", base, argv, {}, binds, before=start_sidecar)
+    log = open(f"{base}/kg.log").read()
+    ready = [l for l in log.splitlines() if "WireGuard device ready" in l]
+    report(bool(ready) and all("Userspace" in l for l in ready),
+           "upstream's userspace manifest (sidecar): kg attached to the sidecar's kilo0 through /var/run/wireguard",
+           log[-2000:])
 
 
 def run_upstream_k3s_kubeconfig():

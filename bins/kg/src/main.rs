@@ -8,6 +8,7 @@ mod kube;
 mod logging;
 mod run;
 
+mod sidecar;
 use std::process::ExitCode;
 
 use cli::{Cli, Command};

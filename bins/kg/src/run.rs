@@ -106,7 +106,13 @@ fn flags(cli: &Cli) -> Result<Flags> {
 }
 
 async fn open_host(cli: &Cli, mtu: Option<u32>) -> Result<Host> {
+    let sidecar = crate::sidecar::serves_interface(
+        cli.create_interface,
+        Path::new(&cli.wireguard_socket_dir),
+        &cli.interface,
+    );
     let wireguard = match cli.wireguard {
+        WireGuardMode::Auto if sidecar => WireGuardChoice::Kind(WireGuardKind::Userspace),
         WireGuardMode::Auto => WireGuardChoice::Auto,
         WireGuardMode::Kernel => WireGuardChoice::Kind(WireGuardKind::Kernel),
         WireGuardMode::Userspace => WireGuardChoice::Kind(WireGuardKind::Userspace),
