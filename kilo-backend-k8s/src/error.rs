@@ -35,7 +35,7 @@ pub enum KubeError {
         source: kube::Error,
     },
     /// A list or watch failed (it is retried with back-off on the next call).
-    #[error("watching {resource} failed")]
+    #[error("listing or watching {resource} failed (retried with back-off)")]
     Watch {
         /// `nodes` or `peers`.
         resource: &'static str,

@@ -135,8 +135,7 @@ enum Step {
 fn locate<K: DeserializeOwned>(root: &Value, error: &str) -> String {
     let mut path: Vec<Step> = Vec::new();
     let mut probes = 0;
-    'descend: loop {
-        let Some(node) = at(root, &path) else { break };
+    'descend: while let Some(node) = at(root, &path) {
         let children: Vec<Step> = match node {
             Value::Object(map) => map.keys().cloned().map(Step::Key).collect(),
             Value::Array(items) => (0..items.len()).map(Step::Index).collect(),

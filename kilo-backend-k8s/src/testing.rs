@@ -2,6 +2,7 @@
 //! JSON event streams from a resource version, with bookmarks) of `/api/v1/nodes` and
 //! `/apis/kilo.squat.ai/v1alpha1/peers`, merge and strategic-merge PATCH of nodes, and Peer
 //! create and delete. Objects are stored as JSON; every write bumps a global resource version.
+//! Its watches can be made to go silent ([`FakeApiServer::stall_watches`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -62,6 +63,8 @@ struct Inner {
     history: Vec<Change>,
     requests: Vec<String>,
     patches: Vec<(String, String, Value)>,
+    /// Whether watches are stalled: open, but silent.
+    stalled: bool,
     /// How long every request waits before it is answered (a slow API).
     delay: std::time::Duration,
 }
@@ -87,6 +90,7 @@ impl FakeApiServer {
                 history: Vec::new(),
                 requests: Vec::new(),
                 patches: Vec::new(),
+                stalled: false,
                 delay: std::time::Duration::ZERO,
             })),
             changes,
@@ -125,6 +129,14 @@ impl FakeApiServer {
     /// Makes every request from now on wait `delay` before it is handled (a slow API server).
     pub fn set_delay(&self, delay: std::time::Duration) {
         self.inner.lock().unwrap().delay = delay;
+    }
+
+    /// Stalls every watch (`true`): the open ones stop sending and new ones are accepted but
+    /// send nothing, and none is ever closed by the server, as over a connection that silently
+    /// stopped delivering; lists and other requests are answered as usual. `false` ends the
+    /// stall for watches opened from then on (those opened during it stay silent).
+    pub fn stall_watches(&self, stalled: bool) {
+        self.inner.lock().unwrap().stalled = stalled;
     }
 
     /// Every PATCH as (node, content type, body).
@@ -278,6 +290,9 @@ impl FakeApiServer {
         from: u64,
         bookmarks: bool,
     ) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let stalled = self.inner.clone();
+        let is_stalled = move || stalled.lock().unwrap().stalled;
         let (backlog, mut live, rv) = {
             let inner = self.inner.lock().unwrap();
             let backlog: Vec<Change> = inner
@@ -288,8 +303,12 @@ impl FakeApiServer {
                 .collect();
             (backlog, self.changes.subscribe(), inner.rv)
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
         tokio::spawn(async move {
+            if is_stalled() {
+                // Silent until the client goes away.
+                tx.closed().await;
+                return;
+            }
             let line = |v: Value| Bytes::from(format!("{v}\n"));
             let mut last = from;
             for change in backlog {
@@ -315,6 +334,10 @@ impl FakeApiServer {
                 }
             }
             while let Ok(change) = live.recv().await {
+                if is_stalled() {
+                    tx.closed().await;
+                    return;
+                }
                 if change.collection != collection || change.rv <= last {
                     continue;
                 }

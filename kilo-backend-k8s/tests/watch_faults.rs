@@ -116,15 +116,7 @@ async fn snapshot_within(backend: &mut KubeBackend, secs: u64) -> (Option<Snapsh
     while let Ok(result) = tokio::time::timeout_at(deadline, backend.snapshot()).await {
         match result {
             Ok(snapshot) => return (Some(snapshot), errors),
-            Err(e) => {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    text.push_str(&format!(": {cause}"));
-                    source = cause.source();
-                }
-                errors.push(text);
-            }
+            Err(e) => errors.push(chain(&e)),
         }
     }
     (None, errors)
@@ -245,4 +237,94 @@ async fn a_node_that_does_not_decode_is_left_out_and_the_others_make_the_snapsho
         }]
     );
     assert_no_secrets(&logs.text());
+}
+
+fn lists(server: &FakeApiServer, path: &str) -> usize {
+    let prefix = format!("GET {path}?");
+    server.requests().iter().filter(|r| r.starts_with(&prefix) && !r.contains("watch=")).count()
+}
+
+#[tokio::test]
+async fn a_silent_watch_is_noticed_logged_and_replaced_by_a_fresh_list_and_a_reset() {
+    let logs = Capture::default();
+    let _guard = logs.install();
+    let server = FakeApiServer::start().await;
+    server.put(Collection::Nodes, node_object("a", 1));
+    server.put(Collection::Nodes, node_object("b", 2));
+    server.put(Collection::Peers, peer_object("laptop", 1, None));
+    let config =
+        KubeBackendConfig { watch_idle_timeout: Duration::from_secs(1), ..Default::default() };
+    let mut backend = KubeBackend::new(server.client(), config);
+    let snapshot = backend.snapshot().await.unwrap();
+    assert_eq!(names(&snapshot), ["a", "b"]);
+    // The watches are open (the change arrives through them) ...
+    server.put(Collection::Nodes, node_object("c", 3));
+    let event = wait_for(&mut backend, 10, |_| true).await;
+    assert!(matches!(&event, Event::NodeChanged(n) if n.name == "c"), "{event:?}");
+
+    // ... then go silent, and a change is made that they do not deliver.
+    server.stall_watches(true);
+    server.put(Collection::Nodes, node_object("d", 4));
+    server.delete(Collection::Peers, "laptop");
+    let started = std::time::Instant::now();
+    let event = wait_for(&mut backend, 20, |_| true).await;
+    let waited = started.elapsed();
+    let Event::Reset(reset) = event else { panic!("a reset first, not {event:?}") };
+    assert_eq!(names(&reset), ["a", "b", "c", "d"]);
+    assert_eq!(reset.peers, vec![]);
+    assert!(waited < Duration::from_secs(15), "the stall was noticed after {waited:?}");
+    let text = logs.text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].ends_with("no watch events for 1 s; re-listing nodes and peers"),
+        "{warnings:#?}"
+    );
+    assert_eq!(lists(&server, "/api/v1/nodes"), 2);
+    assert_eq!(lists(&server, "/apis/kilo.squat.ai/v1alpha1/peers"), 2);
+
+    // The API recovers: the next re-list (the watch opened during the stall is silent too)
+    // brings watches that deliver again.
+    server.stall_watches(false);
+    let event = wait_for(&mut backend, 20, |_| true).await;
+    assert!(matches!(&event, Event::Reset(r) if names(r) == ["a", "b", "c", "d"]), "{event:?}");
+    server.put(Collection::Peers, peer_object("phone", 2, None));
+    let event = wait_for(&mut backend, 10, |e| !matches!(e, Event::Reset(_))).await;
+    assert_eq!(event, Event::PeerChanged(mesh_peer("phone", 2, None)));
+}
+
+#[test]
+fn the_watches_are_restarted_after_90_s_of_silence_by_default() {
+    assert_eq!(KubeBackendConfig::default().watch_idle_timeout, Duration::from_secs(90));
+}
+
+/// The error and its causes, one after the other.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn an_unreachable_api_is_an_error_naming_what_failed_and_why() {
+    // A port nothing listens on: bind one, then close it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{addr}").parse().unwrap();
+    let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
+    let mut backend = KubeBackend::new(client, KubeBackendConfig::default());
+    let error = tokio::time::timeout(Duration::from_secs(10), backend.snapshot())
+        .await
+        .expect("the error comes at once")
+        .unwrap_err();
+    let text = chain(&error);
+    assert!(
+        text.starts_with("listing or watching nodes failed (retried with back-off): ")
+            || text.starts_with("listing or watching peers failed (retried with back-off): "),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
 }
