@@ -3,7 +3,8 @@
 //! nothing differs it performs no write at all (no WireGuard set, no netlink write, no firewall
 //! write), so resyncs never disturb live connections.
 //!
-//! Order of one apply (upstream 10.3 steps 5-12): MTU, then for a leader the address, the
+//! Order of one apply (upstream 10.3 steps 5-12): the WireGuard interface itself (re-created,
+//! empty, when it was deleted: see [`Host::apply`]), MTU, then for a leader the address, the
 //! WireGuard peers (diffed peer by peer) and link up, for a non-leader its peers cleared and link
 //! down (contract C8); the encapsulation tunnel; routes and rules; firewall rules.
 
@@ -14,8 +15,10 @@ use kilo_core::wireguard::{self, Config};
 
 use crate::discovery::detect_mtu;
 use crate::firewall::{Firewall, FirewallError, Iptables, Nftables, Runner, write_count};
-use crate::reconcile::{ReconcileError, RouteMonitor, RouteReconciler};
-use crate::wireguard::{Device, DeviceOptions, DeviceState, WireGuardChoice, WireGuardError};
+use crate::reconcile::{LinkMonitor, ReconcileError, RouteMonitor, RouteReconciler};
+use crate::wireguard::{
+    Device, DeviceOptions, DeviceState, WireGuardChoice, WireGuardError, WireGuardKind,
+};
 use crate::{Netlink, NetlinkError};
 
 /// Which firewall implementation to drive.
@@ -61,6 +64,12 @@ pub enum HostError {
     /// The firewall failed.
     #[error("firewall: {0}")]
     Firewall(#[from] FirewallError),
+    /// The WireGuard interface is gone and may not be created (`--create-interface=false`).
+    #[error("the WireGuard interface {name} is gone and --create-interface is off")]
+    InterfaceGone {
+        /// The interface.
+        name: String,
+    },
 }
 
 /// What one [`Host::apply`] changed.
@@ -88,6 +97,9 @@ pub struct Host {
     options: HostOptions,
     netlink: Netlink,
     device: Device,
+    /// The interface index of the device's link when it was opened: another index (or none)
+    /// means the link was deleted, perhaps re-created by someone else.
+    link_index: Option<u32>,
     routes: RouteReconciler,
     firewall: Firewall,
 }
@@ -116,6 +128,7 @@ impl Host {
             Device::open(kind, &options.interface, &device_options).await?
         };
         tracing::info!(interface = %options.interface, kind = ?device.kind(), mtu, "WireGuard device ready");
+        let link_index = device_link(&netlink, &device).await?;
         let routes = RouteReconciler::new(
             netlink.clone(),
             [options.interface.clone(), options.tunnel.clone()],
@@ -124,7 +137,7 @@ impl Host {
             FirewallKind::Iptables => Firewall::Iptables(Iptables::detect(Runner::new())),
             FirewallKind::Nftables => Firewall::Nftables(Nftables::new()),
         };
-        Ok(Host { options, netlink, device, routes, firewall })
+        Ok(Host { options, netlink, device, link_index, routes, firewall })
     }
 
     /// The WireGuard device.
@@ -154,15 +167,58 @@ impl Host {
         self.routes.monitor()
     }
 
+    /// A monitor that tells when the WireGuard interface is deleted (the agent then applies its
+    /// plan again at once, re-creating it).
+    pub fn link_monitor(&self) -> Result<LinkMonitor, NetlinkError> {
+        LinkMonitor::new(&self.netlink, &self.options.interface)
+    }
+
+    /// Whether the WireGuard interface is gone: its link is missing or is another link now
+    /// (deleted, perhaps re-created by someone else), or the in-process device stopped.
+    pub async fn interface_gone(&self) -> Result<bool, HostError> {
+        let link = device_link(&self.netlink, &self.device).await?;
+        Ok(!self.device.is_running() || link.is_none() || link != self.link_index)
+    }
+
+    /// Re-creates the WireGuard device when it is gone ([`Host::interface_gone`]): stops what is
+    /// left of the old one, then opens or creates it again as at start (`ip link add kilo0 type
+    /// wireguard`, or a new in-process userspace device). The new device is empty: the apply
+    /// that follows configures its key, port, peers, address, MTU, state and routes. Returns
+    /// whether it re-created the device.
+    async fn ensure_device(&mut self) -> Result<bool, HostError> {
+        if !self.interface_gone().await? {
+            return Ok(false);
+        }
+        let name = self.options.interface.clone();
+        if !self.options.create_interface {
+            return Err(HostError::InterfaceGone { name });
+        }
+        tracing::warn!(interface = %name, "the WireGuard interface is gone; re-creating it");
+        self.device.stop().await;
+        let device_options = DeviceOptions { uapi_dir: self.options.uapi_dir.clone(), netns: None };
+        let mtu = match self.options.mtu {
+            Some(mtu) => mtu,
+            None => detect_mtu(&self.netlink).await,
+        };
+        self.device =
+            Device::open_or_create(self.device.kind(), &name, mtu, &device_options).await?;
+        self.link_index = device_link(&self.netlink, &self.device).await?;
+        tracing::info!(interface = %name, kind = ?self.device.kind(), "re-created the WireGuard interface");
+        Ok(true)
+    }
+
     /// What the WireGuard device reports now (peers, endpoints, handshakes, counters).
     pub async fn observe(&self) -> Result<DeviceState, HostError> {
         Ok(self.device.read().await?)
     }
 
-    /// Makes the host match `plan`, changing only what differs.
+    /// Makes the host match `plan`, changing only what differs. A WireGuard interface that was
+    /// deleted is re-created first (an error with `--create-interface=false`, or while its name
+    /// is taken by another link), and everything on it set again.
     pub async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, HostError> {
         let mut report = ApplyReport::default();
         let name = self.options.interface.clone();
+        report.links += usize::from(self.ensure_device().await?);
         let mtu = match self.options.mtu {
             Some(mtu) => mtu,
             None => detect_mtu(&self.netlink).await,
@@ -238,6 +294,21 @@ impl Host {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// The interface index of `device`'s link: the link of its name, if it is of the kind the
+/// device runs on (`wireguard` for the kernel, `tun` for userspace; a link the kernel does not
+/// name a kind of is taken to be it).
+async fn device_link(netlink: &Netlink, device: &Device) -> Result<Option<u32>, NetlinkError> {
+    let expected = match device.kind() {
+        WireGuardKind::Kernel => "wireguard",
+        WireGuardKind::Userspace => "tun",
+    };
+    Ok(netlink
+        .find_link(device.name())
+        .await?
+        .filter(|l| l.kind.as_deref().is_none_or(|k| k == expected))
+        .map(|l| l.index))
 }
 
 /// Resolves the DNS endpoints of `config` (WireGuard needs addresses), as `getent hosts NAME`

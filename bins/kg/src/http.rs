@@ -1,7 +1,6 @@
 //! The HTTP surface on `--listen` (upstream 11): `/metrics`, `/health`, `/graph`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -42,10 +41,9 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderM
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.healthy.load(Ordering::Relaxed) {
-        StatusCode::OK.into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no plan applied yet\n").into_response()
+    match shared.health() {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
     }
 }
 

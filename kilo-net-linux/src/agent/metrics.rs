@@ -489,8 +489,11 @@ impl prometheus_client::collector::Collector for ProcessCollector {
 pub struct Shared {
     /// The metrics.
     pub metrics: Metrics,
-    /// Whether a plan has been applied successfully (`/health`).
+    /// Whether the host is in the planned state: the last plan was applied successfully and
+    /// nothing has been seen to undo it since (`/health`; see [`Shared::health`]).
     pub healthy: std::sync::atomic::AtomicBool,
+    /// Why the host is not in the planned state, when it is not ([`Shared::set_unhealthy`]).
+    pub unhealthy_reason: Mutex<Option<String>>,
     /// The agent as of its last reconcile, for `/graph` (computed on request: the DOT of a big
     /// full mesh is megabytes, too much to rebuild on every event).
     pub mesh: Mutex<Option<Arc<kilo_core::agent::Agent>>>,
@@ -500,6 +503,31 @@ impl Shared {
     /// New shared state.
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared::default())
+    }
+
+    /// The host is in the planned state (a plan was just applied successfully).
+    pub fn set_healthy(&self) {
+        let mut reason = self.unhealthy_reason.lock().unwrap_or_else(|e| e.into_inner());
+        self.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
+        *reason = None;
+    }
+
+    /// The host is not in the planned state, for `reason` (applying failed, the interface is
+    /// gone, …); healthy again at the next successful apply.
+    pub fn set_unhealthy(&self, reason: impl Into<String>) {
+        let mut current = self.unhealthy_reason.lock().unwrap_or_else(|e| e.into_inner());
+        self.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+        *current = Some(reason.into());
+    }
+
+    /// `/health`: `Ok` while the host is in the planned state, else why not (before the first
+    /// successful apply: `no plan applied yet`).
+    pub fn health(&self) -> Result<(), String> {
+        let reason = self.unhealthy_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if self.healthy.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err(reason.clone().unwrap_or_else(|| "no plan applied yet".to_string()))
     }
 
     /// The current mesh in DOT (`/graph`); `None` while the local node is not ready.

@@ -7,7 +7,6 @@ pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kilo_core::agent::{Action, Agent, HostFacts, Input, ObservedPeer};
@@ -114,11 +113,12 @@ impl<B: Backend> Loop<B> {
                             let m = &self.shared.metrics;
                             m.wireguard_operations.inc_by(report.wireguard as u64);
                             m.netlink_writes.inc_by(report.links as u64);
-                            self.shared.healthy.store(true, Ordering::Relaxed);
+                            self.shared.set_healthy();
                         }
                         Err(e) => {
                             tracing::error!(error = %chain(&e), "failed to apply the plan");
                             self.shared.metrics.error("apply");
+                            self.shared.set_unhealthy(format!("applying the plan failed: {e}"));
                         }
                     }
                     self.shared.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
@@ -180,6 +180,7 @@ impl<B: Backend> Loop<B> {
             Err(e) => {
                 tracing::warn!(error = %chain(&e), "cannot read the WireGuard device");
                 self.shared.metrics.error("run");
+                self.shared.set_unhealthy(format!("cannot read the WireGuard device: {e}"));
             }
         }
     }
@@ -198,6 +199,8 @@ pub async fn run<B: Backend>(
     let hostname = agent.config().hostname.clone();
     let monitor = host.route_monitor()?;
     let monitor = tokio::spawn(monitor.run());
+    // A deleted WireGuard interface is re-created by the next apply: make that now.
+    let mut links = host.link_monitor()?;
     let initial = backend.snapshot().await;
     let mut l = Loop { agent, backend, host, shared, route_writes: 0 };
     if let Some(facts) = detect().await {
@@ -248,6 +251,10 @@ pub async fn run<B: Backend>(
                         l.shared.metrics.error("run");
                     }
                     l.shared.metrics.sync_iptables(&l.host.firewall_operations());
+                }
+                Some(()) = links.deleted() => {
+                    tracing::warn!("the WireGuard interface was deleted; applying the plan again");
+                    l.feed(Input::Resync).await;
                 }
                 _ = check_in.tick() => l.feed(Input::CheckIn).await,
                 _ = poll.tick() => l.observe().await,

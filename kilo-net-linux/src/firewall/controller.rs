@@ -63,6 +63,17 @@ pub(crate) trait Client {
         family: Family,
         table: &str,
     ) -> Result<Vec<(String, Vec<String>)>, FirewallError>;
+    /// Deletes a built-in chain's stand-in if the implementation has one and it is empty (our
+    /// nftables base chains, `nft delete chain`); returns whether it did. `iptables` cannot
+    /// delete built-in chains: nothing to do.
+    fn remove_base_chain(
+        &self,
+        _family: Family,
+        _table: &str,
+        _chain: &str,
+    ) -> Result<bool, FirewallError> {
+        Ok(false)
+    }
     /// From now on the writes may be queued until [`Client::commit_batch`] (reads are not);
     /// a queued write reports success. By default writes happen at once.
     fn begin_batch(&self) {}
@@ -428,6 +439,7 @@ impl<C: Client> Controller<C> {
     pub(crate) fn sweep(&mut self, planned: &RuleSet) -> Result<(), FirewallError> {
         let mut wanted: HashSet<RuleKey> = HashSet::new();
         let mut chains: HashSet<ChainId> = HashSet::new();
+        let mut used: HashSet<ChainId> = HashSet::new();
         let mut tables: BTreeSet<(Family, String)> = BTreeSet::new();
         for entry in planned.append.iter().chain(&planned.prepend) {
             tables.insert((family_of(entry), chain_of(entry).1));
@@ -435,7 +447,10 @@ impl<C: Client> Controller<C> {
                 Entry::Chain { .. } => {
                     chains.insert(chain_of(entry));
                 }
-                Entry::Rule { .. } => wanted.extend(RuleKey::of_entry(entry)),
+                Entry::Rule { .. } => {
+                    used.insert(chain_of(entry));
+                    wanted.extend(RuleKey::of_entry(entry));
+                }
             }
         }
         for family in [Family::Ipv4, Family::Ipv6] {
@@ -484,6 +499,17 @@ impl<C: Client> Controller<C> {
             }
         }
         self.client.commit_batch()?;
+        for (family, table, names, _) in &listed {
+            for name in names.iter().filter(|n| !is_kilo_chain(n)) {
+                if used.contains(&(*family, table.clone(), name.clone())) {
+                    continue;
+                }
+                if self.client.remove_base_chain(*family, table, name).unwrap_or(false) {
+                    stale += 1;
+                    self.count(*family, Operation::DeleteChain, table, name);
+                }
+            }
+        }
         if stale > 0 {
             tracing::info!(
                 entries = stale,

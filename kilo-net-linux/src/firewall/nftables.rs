@@ -477,6 +477,21 @@ impl Client for NftClient {
         })
     }
 
+    fn remove_base_chain(&self, f: Family, t: &str, c: &str) -> Result<bool, FirewallError> {
+        if base_chain(t, c).is_none() {
+            return Ok(false);
+        }
+        self.run(|| {
+            match Self::listed(f, t, c)? {
+                Some(rules) if rules.is_empty() => {}
+                _ => return Ok(false),
+            }
+            let mut batch = Batch::new();
+            batch.add(&Self::chain(f, t, c), MsgType::Del);
+            Self::send(batch, Self::describe(f, "delete chain", t, c)).map(|()| true)
+        })
+    }
+
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
         let prefix = format!("{t}-");
         self.run(|| {

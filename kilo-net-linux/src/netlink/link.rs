@@ -25,6 +25,9 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// Whether the link is administratively up (`IFF_UP`).
     pub up: bool,
+    /// The link's kind (`IFLA_INFO_KIND`, what `ip -d link` shows: `wireguard`, `tun`,
+    /// `bridge`, …), when the kernel says.
+    pub kind: Option<String>,
 }
 
 impl LinkInfo {
@@ -34,11 +37,20 @@ impl LinkInfo {
             name: String::new(),
             mtu: 0,
             up: msg.header.flags.contains(LinkFlags::Up),
+            kind: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => info.name.clone_from(name),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+                LinkAttribute::LinkInfo(infos) => {
+                    info.kind = infos.iter().find_map(|i| match i {
+                        rtnetlink::packet_route::link::LinkInfo::Kind(kind) => {
+                            Some(kind.to_string())
+                        }
+                        _ => None,
+                    });
+                }
                 _ => {}
             }
         }

@@ -53,7 +53,7 @@ use kilo_core::routes::{Route, Rule};
 use tokio::sync::Mutex;
 
 pub use diff::{Diff, Ownership, RouteKey, RuleKey, diff};
-pub use monitor::RouteMonitor;
+pub use monitor::{LinkMonitor, RouteMonitor};
 
 use crate::error::NetlinkError;
 use crate::netlink::{KernelRoute, KernelRule, Netlink};

@@ -1,4 +1,5 @@
-//! The route monitor: restores managed routes deleted behind Kilo's back (upstream 7.5 `Run`).
+//! The route monitor: restores managed routes deleted behind Kilo's back (upstream 7.5 `Run`);
+//! and the link monitor, which tells when the WireGuard interface is deleted.
 
 use futures::{Stream, StreamExt};
 use kilo_core::routes::Route;
@@ -73,5 +74,47 @@ impl RouteMonitor {
                 tracing::warn!(error = %e, "cannot restore a deleted route");
             }
         }
+    }
+}
+
+/// Listens to link deletions (`ip monitor link`, group `RTNLGRP_LINK`) and reports those of one
+/// link, by name: the agent repairs at once when its WireGuard interface is deleted, instead of
+/// at the next resync.
+pub struct LinkMonitor {
+    name: String,
+    messages: Notifications,
+}
+
+impl std::fmt::Debug for LinkMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkMonitor").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl LinkMonitor {
+    /// Subscribes, through `netlink`'s namespace, to the deletions of link `name`.
+    pub fn new(netlink: &crate::Netlink, name: &str) -> Result<LinkMonitor, NetlinkError> {
+        let messages = netlink.subscribe(&[MulticastGroup::Link])?;
+        Ok(LinkMonitor { name: name.to_string(), messages })
+    }
+
+    /// Waits until the link is deleted (`RTM_DELLINK` naming it); `None` when the subscription
+    /// ended.
+    pub async fn deleted(&mut self) -> Option<()> {
+        use rtnetlink::packet_route::link::LinkAttribute;
+        while let Some((message, _)) = self.messages.next().await {
+            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) = message.payload
+            else {
+                continue;
+            };
+            let named = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if *n == self.name));
+            if named {
+                return Some(());
+            }
+        }
+        None
     }
 }

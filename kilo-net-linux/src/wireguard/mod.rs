@@ -280,6 +280,25 @@ impl Device {
         }
     }
 
+    /// Whether the device still runs: an in-process userspace device whose thread ended (its TUN
+    /// interface was deleted, say) or that was stopped does not; a kernel device, or one
+    /// attached to another implementation, is taken to run (whether its link still exists is
+    /// the caller's to check).
+    pub fn is_running(&self) -> bool {
+        match self {
+            Device::Kernel(_) => true,
+            Device::Userspace(d) => d.is_running(),
+        }
+    }
+
+    /// Stops an in-process userspace device in place (see [`UserspaceDevice::stop`]), before the
+    /// device is opened again; nothing for the other kinds.
+    pub async fn stop(&mut self) {
+        if let Device::Userspace(d) = self {
+            d.stop().await;
+        }
+    }
+
     /// Deletes the device: the kernel link (`ip link del IFACE`), or stops the in-process
     /// userspace device (its TUN interface and socket go away).
     pub async fn delete(self) -> Result<(), WireGuardError> {

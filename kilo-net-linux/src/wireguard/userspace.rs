@@ -37,6 +37,8 @@ pub struct UserspaceDevice {
     client: UapiClient,
     has_key: AtomicBool,
     runner: Option<Runner>,
+    /// Whether [`UserspaceDevice::stop`] stopped the in-process device.
+    stopped: bool,
 }
 
 /// The thread running an in-process device; dropping it stops the device.
@@ -81,6 +83,7 @@ impl UserspaceDevice {
                 client,
                 has_key: AtomicBool::new(false),
                 runner: None,
+                stopped: false,
             });
         }
         std::fs::create_dir_all(uapi_dir).map_err(|e| WireGuardError::UapiIo {
@@ -95,6 +98,7 @@ impl UserspaceDevice {
             client,
             has_key: AtomicBool::new(false),
             runner: Some(runner),
+            stopped: false,
         })
     }
 
@@ -114,6 +118,7 @@ impl UserspaceDevice {
             client,
             has_key: AtomicBool::new(false),
             runner: None,
+            stopped: false,
         })
     }
 
@@ -127,9 +132,30 @@ impl UserspaceDevice {
         self.client.path()
     }
 
-    /// Whether the device runs in this process (false: attached to another implementation).
+    /// Whether the device runs in this process (false: attached to another implementation, or
+    /// stopped).
     pub fn is_in_process(&self) -> bool {
         self.runner.is_some()
+    }
+
+    /// Whether an in-process device is still running: false once its thread ended (its TUN
+    /// interface was deleted, say) or it was stopped. A device attached to another
+    /// implementation is taken to run.
+    pub fn is_running(&self) -> bool {
+        match &self.runner {
+            Some(runner) => runner.thread.as_ref().is_some_and(|t| !t.is_finished()),
+            None => !self.stopped,
+        }
+    }
+
+    /// Stops an in-process device and waits for its thread (its TUN interface and socket go
+    /// away); the value stays, not running. Nothing happens to an attached device.
+    pub async fn stop(&mut self) {
+        let Some(mut runner) = self.runner.take() else { return };
+        self.stopped = true;
+        if let Some(thread) = runner.stop() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Reads the device (`wg show IFACE dump`).
