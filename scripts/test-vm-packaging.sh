@@ -122,7 +122,7 @@ if [[ $(id -u) == 0 ]]; then
   caps=$(sed -n 's/^CapabilityBoundingSet=//p' packaging/kilo.service | tr 'A-Z' 'a-z' | sed 's/cap_//g; s/ /,+/g')
   NS=kvmpkg$$
   ip netns add "$NS"
-  trap 'ip netns del "$NS" 2>/dev/null; rm -rf "$WORK"' EXIT
+  trap 'ip netns del "$NS" 2>/dev/null || true; rm -rf "$WORK"' EXIT
   ip -n "$NS" link set lo up
   ip -n "$NS" link add eth0 type veth peer name eth1
   ip -n "$NS" addr add 192.168.79.1/24 dev eth0
