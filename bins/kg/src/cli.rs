@@ -66,7 +66,8 @@ pub struct Cli {
     /// all, debug, info, warn, error or none.
     #[arg(long, default_value = "info", global = true)]
     pub log_level: String,
-    /// json (upstream's format) or human.
+    /// json (upstream's: one object a line with ts, caller, level and msg) or human (colours
+    /// only on a terminal). The agent logs on stdout, as upstream's.
     #[arg(long, default_value = "json", global = true)]
     pub log_format: LogFormat,
     /// The Kubernetes API server address.
