@@ -55,14 +55,10 @@ pub(crate) trait Client {
     ) -> Result<Option<Vec<RuleKey>>, FirewallError>;
     /// The chains of a table (`ListChains`; `iptables -S`; `nft list table`).
     fn list_chains(&self, family: Family, table: &str) -> Result<Vec<String>, FirewallError>;
-    /// Every rule of `table` that is recognisably Kilo's, whichever process wrote it, as its
-    /// chain and spec (`iptables -t TABLE -S`, keeping what [`super::rule::is_kilo_rule`]
-    /// accepts; every rule of our `kilo` tables for nftables).
-    fn owned_rules(
-        &self,
-        family: Family,
-        table: &str,
-    ) -> Result<Vec<(String, Vec<String>)>, FirewallError>;
+    /// The chains of a table, and every rule of it that is recognisably Kilo's, whichever
+    /// process wrote it, as its chain and spec: one `iptables -t TABLE -S`, keeping the rules
+    /// [`super::rule::is_kilo_rule`] accepts; every rule of our `kilo` tables for nftables.
+    fn owned_rules(&self, family: Family, table: &str) -> Result<Owned, FirewallError>;
     /// Deletes a built-in chain's stand-in if the implementation has one and it is empty (our
     /// nftables base chains, `nft delete chain`); returns whether it did. `iptables` cannot
     /// delete built-in chains: nothing to do.
@@ -86,6 +82,9 @@ pub(crate) trait Client {
 
 /// A chain's address: family, table, name.
 type ChainId = (Family, String, String);
+
+/// A table's chains, and its rules that are Kilo's as (chain, spec).
+pub(crate) type Owned = (Vec<String>, Vec<(String, Vec<String>)>);
 
 /// The per-pass listing cache of `reconcile` (upstream's `ruleCache`).
 #[derive(Default)]
@@ -462,9 +461,7 @@ impl<C: Client> Controller<C> {
                 continue;
             }
             self.count(family, Operation::ListChains, &table, "*");
-            let names = self.client.list_chains(family, &table)?;
-            self.count(family, Operation::ListChains, &table, "*");
-            let rules = self.client.owned_rules(family, &table)?;
+            let (names, rules) = self.client.owned_rules(family, &table)?;
             listed.push((family, table, names, rules));
         }
         self.client.begin_batch();

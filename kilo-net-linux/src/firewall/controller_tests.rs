@@ -112,8 +112,8 @@ impl Client for Fake {
     fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
         Ok(self.with_chain(f, t, c, |rules| rules.clone()).ok())
     }
-    fn owned_rules(&self, f: Family, t: &str) -> Result<Vec<(String, Vec<String>)>, FirewallError> {
-        Ok(self
+    fn owned_rules(&self, f: Family, t: &str) -> Result<Owned, FirewallError> {
+        let rules = self
             .chains
             .borrow()
             .iter()
@@ -122,7 +122,8 @@ impl Client for Fake {
                 rules.iter().map(move |k| (chain.clone(), k.spec())).collect::<Vec<_>>()
             })
             .filter(|(chain, spec)| super::super::rule::is_kilo_rule(chain, spec))
-            .collect())
+            .collect();
+        Ok((self.list_chains(f, t)?, rules))
     }
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
         Ok(self

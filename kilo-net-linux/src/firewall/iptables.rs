@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use kilo_core::firewall::{Family, RuleSet};
 
 use super::batch::{Model, Op, restore_input};
-use super::controller::{Client, Controller};
+use super::controller::{Client, Controller, Owned};
 use super::rule::{RuleKey, is_kilo_rule, parse_listing};
 use super::{FirewallError, OpLabels};
 
@@ -460,28 +460,33 @@ impl Client for IptablesClient {
         }
     }
 
-    fn owned_rules(&self, f: Family, t: &str) -> Result<Vec<(String, Vec<String>)>, FirewallError> {
+    fn owned_rules(&self, f: Family, t: &str) -> Result<Owned, FirewallError> {
         let out = self.run(f, &args(&["-t", t, "-S"], &[]))?;
-        Ok(out
+        let rules = out
             .lines()
             .filter_map(parse_listing)
             .filter(|(chain, spec)| is_kilo_rule(chain, spec))
-            .collect())
+            .collect();
+        Ok((chains_of(&out), rules))
     }
 
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
-        let out = self.run(f, &args(&["-t", t, "-S"], &[]))?;
-        Ok(out
-            .lines()
-            .filter_map(|l| {
-                let mut words = l.split_whitespace();
-                match (words.next(), words.next()) {
-                    (Some("-N" | "-P"), Some(name)) => Some(name.to_string()),
-                    _ => None,
-                }
-            })
-            .collect())
+        Ok(chains_of(&self.run(f, &args(&["-t", t, "-S"], &[]))?))
     }
+}
+
+/// The chains of an `iptables -S` listing (`-N` and `-P` lines).
+fn chains_of(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("-N" | "-P"), Some(name)) => Some(name.to_string()),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Kilo's rules through the `iptables` binaries, with upstream's controller semantics.

@@ -31,7 +31,7 @@ use rustables::{
     list_chains_for_table, list_rules_for_chain,
 };
 
-use super::controller::{Client, Controller};
+use super::controller::{Client, Controller, Owned};
 use super::netns::in_netns;
 use super::rule::{RuleKey, identity, identity_single_quoted, parse_identity, protocol_number};
 use super::{FirewallError, OpLabels};
@@ -461,19 +461,21 @@ impl Client for NftClient {
         })
     }
 
-    fn owned_rules(&self, f: Family, t: &str) -> Result<Vec<(String, Vec<String>)>, FirewallError> {
+    fn owned_rules(&self, f: Family, t: &str) -> Result<Owned, FirewallError> {
         // Everything in our tables is ours; a rule is deleted through the identity it carries.
         let prefix = format!("{t}-");
         self.run(|| {
-            let mut out = Vec::new();
+            let mut chains = Vec::new();
+            let mut rules = Vec::new();
             for name in Self::chain_names(f)? {
                 let Some(chain) = name.strip_prefix(&prefix) else { continue };
                 for listed in Self::listed(f, t, chain)?.unwrap_or_default() {
                     let identity = listed.rule.get_userdata().and_then(|u| udata_comment(u));
-                    out.extend(identity.and_then(|i| parse_identity(t, &i)));
+                    rules.extend(identity.and_then(|i| parse_identity(t, &i)));
                 }
+                chains.push(chain.to_string());
             }
-            Ok(out)
+            Ok((chains, rules))
         })
     }
 

@@ -388,7 +388,7 @@ mod tests {
             KernelRoute::synthetic(boot.clone(), RouteKind::Unicast, 3),
         ];
         let d = diff(&planned, &[], &kernel_routes, &[], &owned());
-        assert_eq!(d.mark_routes, [lan.clone()]);
+        assert_eq!(d.mark_routes, std::slice::from_ref(&lan));
         assert_eq!(d.len(), 1);
         assert_eq!(
             d.to_string(),
