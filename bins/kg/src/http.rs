@@ -10,6 +10,8 @@ use axum::routing::get;
 use kilo_net_linux::agent::Shared;
 use kilo_net_linux::agent::metrics::Exposition;
 
+use crate::graph::{RenderError, Renderer};
+
 /// `/graph` query parameters.
 #[derive(Debug, serde::Deserialize)]
 pub struct GraphQuery {
@@ -23,7 +25,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
-        .route("/graph", get(graph))
+        .route("/graph", get(graph).with_state(GraphState::new(shared.clone())))
         .with_state(shared)
 }
 
@@ -47,7 +49,24 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn graph(State(shared): State<Arc<Shared>>, Query(q): Query<GraphQuery>) -> Response {
+/// What `/graph` needs: the agent's mesh and the one `dot` runner (see [`crate::graph`]).
+#[derive(Debug, Clone)]
+pub struct GraphState {
+    shared: Arc<Shared>,
+    renderer: Arc<Renderer>,
+}
+
+impl GraphState {
+    /// Renders with `dot` from `PATH`.
+    pub fn new(shared: Arc<Shared>) -> GraphState {
+        GraphState { shared, renderer: Arc::new(Renderer::new("dot")) }
+    }
+}
+
+async fn graph(
+    State(GraphState { shared, renderer }): State<GraphState>,
+    Query(q): Query<GraphQuery>,
+) -> Response {
     let Some(dot) = tokio::task::spawn_blocking(move || shared.graph()).await.ok().flatten() else {
         // Contract C18: upstream panicked here.
         return (StatusCode::SERVICE_UNAVAILABLE, "the local node is not ready; no graph yet\n")
@@ -71,29 +90,24 @@ async fn graph(State(shared): State<Arc<Shared>>, Query(q): Query<GraphQuery>) -
         "fig" => "application/octet-stream",
         _ => return (StatusCode::INTERNAL_SERVER_ERROR, "unsupported format\n").into_response(),
     };
-    match render(&dot, &format, &layout).await {
+    // Dropped (and `dot` killed) when the client goes away.
+    match renderer.render(&dot, &format, &layout).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, mime)], bytes).into_response(),
+        Err(RenderError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "another graph is being rendered; try again\n",
+        )
+            .into_response(),
+        Err(e @ RenderError::TimedOut(_)) => {
+            tracing::warn!(error = %e, "cannot render the graph");
+            (StatusCode::SERVICE_UNAVAILABLE, "rendering the graph took too long\n").into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot render the graph");
             (StatusCode::INTERNAL_SERVER_ERROR, "unable to render graph\n").into_response()
         }
     }
-}
-
-async fn render(dot: &str, format: &str, layout: &str) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("dot")
-        .arg(format!("-K{layout}"))
-        .arg(format!("-T{format}"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(dot.as_bytes()).await?;
-    }
-    let out = child.wait_with_output().await?;
-    if out.status.success() { Ok(out.stdout) } else { Err(std::io::Error::other("dot failed")) }
 }
 
 /// Go-style listen addresses as one socket address: `:1107` means every IPv4 address (the

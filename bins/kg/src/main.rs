@@ -2,13 +2,14 @@
 //! `kilo-net-linux` around `kilo-core`'s state machine.
 
 mod cli;
+mod graph;
 mod http;
 mod keyfile;
 mod kube;
 mod logging;
 mod run;
-
 mod sidecar;
+
 use std::process::ExitCode;
 
 use cli::{Cli, Command};
@@ -91,7 +92,13 @@ fn main() -> ExitCode {
                 rt.block_on(kube::webhook(args, &cli.kubeconfig, &cli.master, &cli.topology_label))
             })
         }
-        None => runtime().and_then(|rt| rt.block_on(run::run(cli))),
+        None => runtime().and_then(|rt| {
+            let result = rt.block_on(run::run(cli));
+            // A clean-up step abandoned after its budget, or a DNS lookup still in flight, must
+            // not hold the exit up.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -284,7 +284,7 @@ async fn serve_and_run<B: Backend>(
     let router = crate::http::router(shared.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "HTTP server stopped");
+            tracing::error!(error = %kilo_net_linux::agent::chain(&e), "HTTP server stopped");
         }
     });
     tracing::info!(node = %config.hostname, granularity = %config.granularity, "kg started");
