@@ -26,6 +26,8 @@ pub enum RenderError {
     TimedOut(Duration),
     /// `dot` could not be started or failed.
     Failed(String),
+    /// The program (Graphviz's `dot`) is not installed.
+    NotInstalled(PathBuf),
 }
 
 impl std::fmt::Display for RenderError {
@@ -36,6 +38,12 @@ impl std::fmt::Display for RenderError {
                 write!(f, "dot ran longer than {after:?} and was killed")
             }
             RenderError::Failed(why) => write!(f, "dot failed: {why}"),
+            RenderError::NotInstalled(program) => write!(
+                f,
+                "Graphviz's `{}` is not installed on this host: install Graphviz (package \
+                 `graphviz`) for svg, png and the other formats, or ask for /graph?format=dot",
+                program.display()
+            ),
         }
     }
 }
@@ -126,7 +134,10 @@ impl Renderer {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(failed)?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => RenderError::NotInstalled(self.program.clone()),
+                _ => failed(e),
+            })?;
         let stdin = child.stdin.take();
         let write = async move {
             if let Some(mut stdin) = stdin {
@@ -296,6 +307,11 @@ mod tests {
         assert!(matches!(renderer.render("x", "svg", "dot").await, Err(RenderError::Failed(_))));
         assert!(renderer.cached("x", "svg", "dot").is_none());
         let missing = Renderer::new("/nonexistent/dot");
-        assert!(matches!(missing.render("x", "svg", "dot").await, Err(RenderError::Failed(_))));
+        let e = missing.render("x", "svg", "dot").await.expect_err("no such program");
+        assert_eq!(
+            e.to_string(),
+            "Graphviz's `/nonexistent/dot` is not installed on this host: install Graphviz \
+             (package `graphviz`) for svg, png and the other formats, or ask for /graph?format=dot"
+        );
     }
 }

@@ -103,6 +103,10 @@ async fn graph(
             tracing::warn!(error = %e, "cannot render the graph");
             (StatusCode::SERVICE_UNAVAILABLE, "rendering the graph took too long\n").into_response()
         }
+        // What to do, rather than upstream's bare "unable to render graph".
+        Err(e @ RenderError::NotInstalled(_)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot render the graph");
             (StatusCode::INTERNAL_SERVER_ERROR, "unable to render graph\n").into_response()

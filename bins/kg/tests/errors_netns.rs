@@ -102,6 +102,19 @@ struct Ran {
 /// Runs `prefix... kg <agent flags> extra...` in `ns` until it exits or its output satisfies
 /// `until` (then SIGTERM), for at most 20 s.
 fn kg(ns: &Netns, files: &Files, prefix: &[&str], extra: &[&str], until: &str) -> Ran {
+    kg_then(ns, files, prefix, extra, until, || {})
+}
+
+/// As [`kg`], running `then` once the output satisfies `until`, before stopping `kg`.
+fn kg_then(
+    ns: &Netns,
+    files: &Files,
+    prefix: &[&str],
+    extra: &[&str],
+    until: &str,
+    then: impl FnOnce(),
+) -> Ran {
+    let mut then = Some(then);
     let log_path = files.path("kg.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut command = Command::new("ip");
@@ -131,6 +144,9 @@ fn kg(ns: &Netns, files: &Files, prefix: &[&str], extra: &[&str], until: &str) -
         }
         let output = read(&log_path);
         if output.contains(until) || Instant::now() > deadline {
+            if let Some(then) = then.take().filter(|_| output.contains(until)) {
+                then();
+            }
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let stop = Instant::now() + Duration::from_secs(10);
             while child.try_wait().unwrap().is_none() && Instant::now() < stop {
@@ -225,4 +241,39 @@ fn an_internal_ip_that_is_not_on_this_host_is_named() {
             mesh.display()
         )
     );
+}
+
+#[test]
+fn graph_without_graphviz_says_that_dot_is_not_installed() {
+    let ns = Netns::new();
+    let files = Files::new("10.9.0.1/24");
+    // iptables is in the sbin directories, Graphviz's `dot` is not.
+    let no_dot = ["env", "PATH=/usr/sbin:/sbin"];
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:1107{path}");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "curl", "-s", "-w", "\n%{http_code}", &url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.to_string(), body.to_string())
+    };
+    let mut answers = Vec::new();
+    let ran = kg_then(&ns, &files, &no_dot, &["--wireguard", "userspace"], "applied plan", || {
+        answers.push(get("/graph?format=svg"));
+        answers.push(get("/graph?format=dot"));
+    });
+    assert_eq!(answers.len(), 2, "kg never applied its plan:\n{}", ran.output);
+    assert_eq!(
+        answers[0],
+        (
+            "500".to_string(),
+            "Graphviz's `dot` is not installed on this host: install Graphviz (package \
+             `graphviz`) for svg, png and the other formats, or ask for /graph?format=dot\n"
+                .to_string()
+        )
+    );
+    assert_eq!(answers[1].0, "200");
+    assert!(answers[1].1.starts_with("digraph kilo {"), "{}", answers[1].1);
 }
