@@ -114,10 +114,16 @@ async fn graph(
     }
 }
 
-/// Go-style listen addresses as one socket address: `:1107` means every IPv4 address (the
-/// webhook's; [`bind`] listens on IPv6 too).
+/// Go-style listen addresses as one socket address (the webhook's): `:1107` means every address,
+/// `[::]:1107` (which also takes IPv4 under Linux's default `net.ipv6.bindv6only=0`), or
+/// `0.0.0.0:1107` on a host without IPv6. [`bind`] does the same for the agent, whatever the
+/// sysctl says.
 pub fn listen_address(listen: &str) -> String {
-    if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_string() }
+    if !listen.starts_with(':') {
+        return listen.to_string();
+    }
+    let ipv6 = std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok();
+    if ipv6 { format!("[::]{listen}") } else { format!("0.0.0.0{listen}") }
 }
 
 /// Binds `--listen` as Go's `net.Listen("tcp", addr)` does: an address without a host
@@ -344,6 +350,15 @@ print(json.dumps(families))
         let names: Vec<&str> = open.iter().map(|(n, ..)| n.as_str()).collect();
         let plain: Vec<&str> = families.iter().map(|(n, ..)| n.as_str()).collect();
         assert_eq!(names, plain, "the same families in both formats");
+    }
+
+    #[test]
+    fn the_webhooks_listen_address_without_host_is_every_address() {
+        let ipv6 = std::net::TcpListener::bind("[::]:0").is_ok();
+        let every = if ipv6 { "[::]:8443" } else { "0.0.0.0:8443" };
+        assert_eq!(listen_address(":8443"), every);
+        assert_eq!(listen_address("127.0.0.1:8443"), "127.0.0.1:8443");
+        assert!(listen_address(":8443").parse::<std::net::SocketAddr>().is_ok());
     }
 
     #[test]
