@@ -713,4 +713,20 @@ odd{note=\"a # b\"} 3
             "application/openmetrics-text; version=1.0.0; charset=utf-8"
         );
     }
+
+    #[test]
+    fn health_follows_the_last_apply_and_names_why_it_is_not_healthy() {
+        let shared = Shared::new();
+        assert_eq!(shared.health(), Err("no plan applied yet".to_string()));
+        shared.set_healthy();
+        assert_eq!(shared.health(), Ok(()));
+        shared.set_unhealthy("applying the plan failed: the WireGuard interface kilo0 is gone");
+        assert_eq!(
+            shared.health(),
+            Err("applying the plan failed: the WireGuard interface kilo0 is gone".to_string())
+        );
+        assert!(!shared.healthy.load(std::sync::atomic::Ordering::Relaxed));
+        shared.set_healthy();
+        assert_eq!(shared.health(), Ok(()));
+    }
 }
