@@ -18,23 +18,27 @@ use crate::{
 /// Upstream's check-in period: the local node's last-seen is refreshed this often (seconds).
 pub const CHECK_IN_PERIOD_SECS: i64 = 30;
 
-/// How long the agent's view of a live mesh counts as current after the last thing it heard from
-/// its source (seconds).
+/// A silence of the mesh source longer than this (seconds) may have kept the other agents from
+/// checking in too (an API outage hits every agent).
 ///
-/// Other nodes' `last-seen` is judged against the agent's own view, not the wall clock alone: a
-/// node is stale when its check-in is older than the readiness window *as of the moment the
-/// agent last knew the mesh*. While the source is quiet (an API outage, a watch that went silent)
-/// that moment stops advancing `FRESHNESS_GRACE_SECS` after the last event, so nobody turns stale
-/// for lack of news and the mesh is kept as it was. The grace is shorter than the readiness
-/// window minus one check-in period (60 − 30 s), so that a node that checked in just before the
-/// silence began stays ready through it. Every agent checks in every [`CHECK_IN_PERIOD_SECS`],
-/// the local one included, so a live source yields an event at least that often: a node that
-/// really stopped is dropped at most `CHECK_IN_PERIOD_SECS - FRESHNESS_GRACE_SECS` later than
-/// upstream would drop it.
-pub const FRESHNESS_GRACE_SECS: i64 = 20;
+/// Other nodes' `last-seen` is judged against the agent's own view of the mesh, not against the
+/// wall clock: as of the last time the agent heard from its source ([`Agent::view_time`]). While
+/// the source is quiet (an API outage, a watch that went silent) that moment does not advance,
+/// so nobody turns stale for lack of news and the mesh is kept as it was. When news comes back
+/// after a silence longer than `SILENCE_SECS`, the others may have been unable to check in as
+/// well: check-ins are still judged as of the silence's start for [`RECOVERY_SECS`], long
+/// enough for every live agent to check in again; then a node that did not is dropped.
+///
+/// Every agent checks in every [`CHECK_IN_PERIOD_SECS`], the local one included, so a live
+/// source yields an event at least that often; a node that really stopped is dropped up to one
+/// such gap later than upstream would drop it.
+pub const SILENCE_SECS: i64 = CHECK_IN_PERIOD_SECS + 5;
 
-/// After how long without news from a live source the agent says so (seconds): a check-in period
-/// and a margin, since the agent's own check-in comes back as an event at least that often.
+/// How long check-ins stay judged as of a silence's start once news is back (seconds): a
+/// check-in period and a margin.
+pub const RECOVERY_SECS: i64 = CHECK_IN_PERIOD_SECS + 15;
+
+/// After how long without news from a live source the agent says so (seconds).
 pub const QUIET_AFTER_SECS: i64 = CHECK_IN_PERIOD_SECS + 15;
 
 /// How the agent selects the nodes that take part.
@@ -175,8 +179,8 @@ pub struct Status {
     pub invalid: usize,
     /// Plans that could not be computed.
     pub errors: u64,
-    /// Whether the mesh source has been quiet for longer than [`QUIET_AFTER_SECS`]; check-ins
-    /// are then judged as of the last time the agent heard from it ([`FRESHNESS_GRACE_SECS`]).
+    /// Whether the mesh source has been quiet for longer than [`QUIET_AFTER_SECS`] (check-ins
+    /// are judged as of the last time the agent heard from it: see [`SILENCE_SECS`]).
     pub source_quiet: bool,
 }
 
@@ -193,6 +197,8 @@ pub struct Agent {
     last_published: Option<Node>,
     /// When the agent last heard from its mesh source (any backend input).
     heard_at: Option<i64>,
+    /// After a silence: check-ins are judged as of `.0` until `.1` (see [`SILENCE_SECS`]).
+    recovery: Option<(i64, i64)>,
     /// The warnings of the last plan (topology and routes), so that each is logged once.
     plan_warnings: Vec<String>,
     /// A conflicting publication of the local node already warned about (see
@@ -215,6 +221,7 @@ impl Agent {
             wireguard_ip: None,
             last_published: None,
             heard_at: None,
+            recovery: None,
             plan_warnings: Vec::new(),
             conflict: None,
             status: Status::default(),
@@ -273,13 +280,15 @@ impl Agent {
         Some(topology.dot())
     }
 
-    /// The moment as of which other nodes' check-ins are judged: `now` while the source is
-    /// current, else [`FRESHNESS_GRACE_SECS`] after the agent last heard from it (see there).
+    /// The moment as of which other nodes' check-ins are judged: when the agent last heard from
+    /// its source, or the start of a silence it is recovering from (see [`SILENCE_SECS`]); never
+    /// later than `now`.
     pub fn view_time(&self, now: i64) -> i64 {
-        match self.heard_at {
-            Some(heard) => now.min(heard.saturating_add(FRESHNESS_GRACE_SECS)),
-            None => now,
-        }
+        let view = match self.recovery {
+            Some((since, until)) if now < until => since,
+            _ => self.heard_at.unwrap_or(now),
+        };
+        view.min(now)
     }
 
     fn readiness(&self, now: i64) -> Readiness {
@@ -290,6 +299,13 @@ impl Agent {
     pub fn handle(&mut self, now: i64, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
         if input.is_from_source() {
+            if let Some(heard) = self.heard_at.filter(|h| now.saturating_sub(*h) > SILENCE_SECS) {
+                let since = match self.recovery {
+                    Some((since, until)) if now < until => since,
+                    _ => heard,
+                };
+                self.recovery = Some((since, now.saturating_add(RECOVERY_SECS)));
+            }
             self.heard_at = Some(self.heard_at.map_or(now, |h| h.max(now)));
         }
         if let Input::NodeChanged(node) = &input
@@ -361,9 +377,8 @@ impl Agent {
             if let (true, Some(heard)) = (quiet, self.heard_at) {
                 actions.push(Action::Warn(format!(
                     "nothing heard from the mesh source for {} s: keeping the mesh as it was, \
-                     judging other nodes' check-ins as of {} s ago",
+                     judging other nodes' check-ins as of then",
                     now - heard,
-                    now - self.view_time(now)
                 )));
             }
         }

@@ -343,7 +343,16 @@ fn an_api_outage_keeps_every_node_for_as_long_as_it_lasts() {
     }
     sim.broadcast(Input::Reset(Snapshot { nodes, ..Snapshot::default() }));
     assert!(sim.agents.iter().all(|a| !a.status().source_quiet));
+    // Every agent gets a check-in period to check in again before it is judged: c stays for now.
+    assert_eq!(sim.plans, before);
+    for _ in 0..2 {
+        sim.now += 30;
+        sim.deliver(0, Input::CheckIn);
+        sim.deliver(1, Input::CheckIn);
+    }
+    sim.deliver(0, Input::Resync);
     assert!(sim.plans["a"].wireguard.as_ref().unwrap().peers.is_empty(), "c is stale now");
+    assert_eq!(sim.agents[0].status().nodes, 2);
 }
 
 #[test]

@@ -28,6 +28,10 @@ pub const CLEAN_UP_HOST: Duration = Duration::from_secs(15);
 /// [`CLEAN_UP_HOST`], the whole clean-up stays well within Kubernetes' 30 s grace period.
 pub const CLEAN_UP_PUBLISHED: Duration = Duration::from_secs(5);
 
+/// How long publishing the local node may take before the loop gives up on it (until the next
+/// check-in).
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the loop runs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -96,9 +100,23 @@ impl<B: Backend> Loop<B> {
         for action in actions {
             match action {
                 Action::Publish(node) => {
-                    if let Err(e) = self.backend.publish_local(&node).await {
-                        tracing::error!(error = %chain(&e), "failed to publish the local node");
-                        self.shared.metrics.error("local");
+                    // A source that hangs (an API server that accepts and never answers) must
+                    // not stall the loop: the next check-in publishes again.
+                    match tokio::time::timeout(PUBLISH_TIMEOUT, self.backend.publish_local(&node))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %chain(&e), "failed to publish the local node");
+                            self.shared.metrics.error("local");
+                        }
+                        Err(_) => {
+                            tracing::error!(
+                                "failed to publish the local node: no answer within {} s",
+                                PUBLISH_TIMEOUT.as_secs()
+                            );
+                            self.shared.metrics.error("local");
+                        }
                     }
                 }
                 Action::Apply(plan) => {
