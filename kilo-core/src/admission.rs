@@ -269,6 +269,28 @@ pub fn refusals(peer: &Peer, cluster: &Cluster<'_>) -> Vec<Refusal> {
     out
 }
 
+/// Whether routing `allowed_ip` into the mesh would take over a node's own connectivity: a
+/// default route ([`Refusal::DefaultRoute`]), or a network holding a node's internal IP or
+/// endpoint IP ([`Refusal::InternalIp`], [`Refusal::NodeEndpoint`]). The agent leaves such an
+/// allowed IP out of its plan whatever admission said (see `topology::guard`).
+pub fn takeover(allowed_ip: Cidr, nodes: &[Node]) -> Option<Refusal> {
+    let net = allowed_ip.network();
+    if net.prefix() == 0 {
+        return Some(Refusal::DefaultRoute { allowed_ip });
+    }
+    nodes.iter().find_map(|node| {
+        let name = || node.name.clone();
+        if let Some(internal_ip) = node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip))
+        {
+            return Some(Refusal::InternalIp { allowed_ip, node: name(), internal_ip });
+        }
+        endpoint_ips(node, nodes)
+            .into_iter()
+            .find(|ip| net.contains(*ip))
+            .map(|endpoint| Refusal::NodeEndpoint { allowed_ip, node: name(), endpoint })
+    })
+}
+
 /// The overlaps of one allowed IP with one node's addresses.
 fn node_refusals(allowed_ip: Cidr, node: &Node, cluster: &Cluster<'_>, out: &mut Vec<Refusal>) {
     let net = allowed_ip.network();

@@ -423,7 +423,10 @@ fn peer_routes_that_would_take_over_a_node_are_refused_in_every_family() {
     // Each agent warns once about each refused allowed IP, however often it reconciles.
     sim.broadcast(Input::Resync);
     let refused = |s: &str| sim.warnings.iter().filter(|w| w.contains(s)).count();
-    assert_eq!(refused("::/0 covers every IPv6 address"), 3);
-    assert_eq!(refused("192.168.2.1/32 contains the internal IP 192.168.2.1 of node \"c\""), 3);
+    assert_eq!(refused("allowed IP ::/0 is a default route"), 3);
+    assert_eq!(
+        refused("allowed IP 192.168.2.1/32 covers the internal IP 192.168.2.1 of node \"c\""),
+        3
+    );
     assert_eq!(refused("route to fd05::/64 left out"), 1, "{:?}", sim.warnings);
 }
