@@ -49,6 +49,28 @@ struct Inner {
     done: Notify,
 }
 
+/// A running lookup; dropping it records its answer, if any, and lets the next call start
+/// another.
+struct InFlight {
+    inner: Arc<Inner>,
+    name: String,
+    answer: Option<Vec<SocketAddr>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = entries.entry(std::mem::take(&mut self.name)).or_default();
+            entry.in_flight = false;
+            if let Some(addrs) = self.answer.take() {
+                entry.last = Some(addrs);
+            }
+        }
+        self.inner.done.notify_waiters();
+    }
+}
+
 /// A caching, time-bounded resolver (see the module documentation). Clones share the cache.
 #[derive(Clone)]
 pub struct Resolver {
@@ -100,18 +122,15 @@ impl Resolver {
             let inner = self.inner.clone();
             let name = name.to_string();
             tokio::spawn(async move {
-                let answer = tokio::time::timeout(LOOKUP_LIMIT, (inner.lookup)(name.clone())).await;
+                // Also ends the lookup when the task is dropped unfinished (its runtime stopped).
+                let mut lookup =
+                    InFlight { inner: inner.clone(), name: name.clone(), answer: None };
+                let answer = tokio::time::timeout(LOOKUP_LIMIT, (inner.lookup)(name)).await;
+                if let Ok(Ok(addrs)) = answer
+                    && !addrs.is_empty()
                 {
-                    let mut entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
-                    let entry = entries.entry(name).or_default();
-                    entry.in_flight = false;
-                    if let Ok(Ok(addrs)) = answer
-                        && !addrs.is_empty()
-                    {
-                        entry.last = Some(addrs);
-                    }
+                    lookup.answer = Some(addrs);
                 }
-                inner.done.notify_waiters();
             });
         }
         entry.last.clone()
@@ -232,6 +251,19 @@ mod tests {
         // One refresh runs (and hangs); no more are started.
         for _ in 0..10 {
             tokio::task::yield_now().await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_lookup_whose_runtime_stopped_does_not_block_later_lookups() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let resolver = Resolver::new(never(calls.clone()), WAIT);
+        for _ in 0..2 {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            assert_eq!(runtime.block_on(resolver.resolve("c.example:1")), None);
+            // Dropping the runtime drops its unfinished lookup.
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
