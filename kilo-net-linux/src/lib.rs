@@ -19,7 +19,6 @@ pub mod agent;
 pub mod cni;
 pub mod discovery;
 pub mod error;
-/// Firewall rules: iptables (binaries) and native nftables (netlink), with upstream's controller semantics.
 pub mod firewall;
 pub mod host;
 pub mod netlink;
