@@ -15,6 +15,13 @@
 //! removes everything. Every kernel call is counted under upstream's labels of
 //! `kilo_iptables_operations_total` ([`Firewall::operations`]).
 //!
+//! Ownership is read from the kernel alone, so that what a killed agent (or upstream Kilo) left is
+//! found again: a rule is Kilo's when it carries a `Kilo: …` comment, jumps to a `KILO-*` chain
+//! or lives in one; every `KILO-*` chain is Kilo's, and with nftables everything in our tables.
+//! The first [`Firewall::set`] of an agent removes Kilo's rules and chains its plan lacks (and
+//! duplicates of planned rules in built-in chains); [`Firewall::clean_up`] removes all of them,
+//! recorded or not. Other rules are never touched.
+//!
 //! ```no_run
 //! use kilo_core::firewall::RuleSet;
 //! use kilo_net_linux::firewall::{Firewall, Iptables, Nftables, Runner};
@@ -198,7 +205,8 @@ impl Firewall {
         }
     }
 
-    /// Removes every rule and chain this firewall applied.
+    /// Removes every rule and chain this firewall applied, then every other rule and chain of
+    /// Kilo's in the kernel (see the module docs).
     pub fn clean_up(&mut self) -> Result<(), FirewallError> {
         match self {
             Firewall::Iptables(f) => f.clean_up(),
