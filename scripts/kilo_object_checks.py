@@ -170,10 +170,13 @@ def agent_problems(docs):
         problems.append("NODE_NAME does not come from spec.nodeName")
     if {"containerPort": 1107, "name": "metrics"} not in kilo.get("ports", []):
         problems.append("no container port 1107 named metrics")
-    for probe in ("readinessProbe", "livenessProbe"):
+    # Readiness follows /health (503 while the host is not in the planned state); liveness only
+    # asks whether the agent still serves, so a node whose apply keeps failing is not restarted
+    # (and cleaned up) over and over.
+    for probe, path in (("readinessProbe", "/health"), ("livenessProbe", "/metrics")):
         get = kilo.get(probe, {}).get("httpGet", {})
-        if get.get("path") != "/health" or get.get("port") not in ("metrics", 1107):
-            problems.append(f"{probe} is not GET /health on port 1107")
+        if get.get("path") != path or get.get("port") not in ("metrics", 1107):
+            problems.append(f"{probe} is not GET {path} on port 1107")
     mounts = {m["mountPath"]: m for m in kilo.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for path in ("/var/lib/kilo", "/lib/modules", "/run/xtables.lock"):
