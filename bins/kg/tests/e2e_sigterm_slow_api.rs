@@ -10,82 +10,18 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use kilo_backend_k8s::testing::{Collection, FakeApiServer};
-use serde_json::json;
-use support::{Cluster, MeshSpec, NODES, Process};
-use tokio::net::{TcpListener, TcpStream};
+use kilo_backend_k8s::testing::FakeApiServer;
+use support::Cluster;
+use support::kube::KubeMesh;
 
 /// How long the slow API server takes to answer.
 const SLOW: Duration = Duration::from_secs(120);
 
 /// Kubernetes' default termination grace period.
 const GRACE: Duration = Duration::from_secs(30);
-
-/// A TCP listener on 127.0.0.1:`port` inside the network namespace `ns` (bound from a thread
-/// that enters the namespace; the socket stays in it).
-fn listen_in(ns: &str, port: u16) -> Result<std::net::TcpListener> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || -> Result<std::net::TcpListener> {
-        let file = std::fs::File::open(&path).with_context(|| path.clone())?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
-}
-
-/// Forwards every connection accepted on `listener` to `upstream`.
-async fn forward(listener: std::net::TcpListener, upstream: SocketAddr) {
-    let listener = TcpListener::from_std(listener).expect("tokio listener");
-    loop {
-        let Ok((mut client, _)) = listener.accept().await else { return };
-        tokio::spawn(async move {
-            let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        });
-    }
-}
-
-fn node_object(name: &str, location: &str, wan: &str, lan: &str, pod: u8) -> serde_json::Value {
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {
-                "kilo.squat.ai/location": location,
-                "kilo.squat.ai/force-endpoint": format!("{wan}:51820"),
-                "kilo.squat.ai/force-internal-ip": lan,
-            },
-        },
-        "spec": {"podCIDR": format!("10.2.{pod}.0/24")},
-    })
-}
-
-fn start_agent(cluster: &Cluster, name: &str, kubeconfig: &std::path::Path) -> Result<Process> {
-    let dir = cluster.dir.path();
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &cluster.ns(name).name, env!("CARGO_BIN_EXE_kg")])
-        .args(["--backend", "kubernetes", "--kubeconfig"])
-        .arg(kubeconfig)
-        .args(["--hostname", name, "--wireguard", "userspace", "--wireguard-socket-dir"])
-        .arg(dir.join(format!("{name}.wg")))
-        .args(["--encapsulate", "never", "--cni=false", "--key-file"])
-        .arg(dir.join(format!("{name}.key")))
-        .args(["--listen", "127.0.0.1:1107", "--log-format", "human", "--resync-period", "5s"])
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start kg")?;
-    Ok(Process { child, what: format!("kg on {name}") })
-}
 
 /// What Kilo may own on a host, one line each: static routes of every table, policy rules
 /// pointing at Kilo's table, and the iptables rules and chains.
@@ -123,42 +59,16 @@ fn sigterm_while_a_check_in_waits_on_a_slow_api_still_cleans_up_in_time() -> Res
 /// Brings the mesh up, makes the API slow and sends `a1` SIGTERM: at once, or (`mid_check_in`)
 /// once `a1`'s next check-in is waiting for the API.
 fn sigterm_with_a_slow_api(mid_check_in: bool) -> Result<()> {
-    let cluster = Cluster::build(&MeshSpec::new("location"))?;
-    // Address detection needs a default route (upstream 9.1); the gateway lies inside the test's
-    // own WAN bridge, where nothing answers.
-    for (name, ..) in NODES {
-        cluster.ns(name).ip(&["route", "add", "default", "via", "203.0.113.1", "dev", "wan0"])?;
-    }
-    let pristine = owned(&cluster, "a1")?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let server = runtime.block_on(FakeApiServer::start());
-    for (name, location, wan, lan, pod) in NODES {
-        server.put(Collection::Nodes, node_object(name, location, wan, lan, pod));
-    }
-    for (name, ..) in NODES {
-        let listener = listen_in(&cluster.ns(name).name, 6443)?;
-        runtime.spawn(forward(listener, server.addr));
-    }
-    let kubeconfig = cluster.dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: test\n  \
-         cluster:\n    server: http://127.0.0.1:6443\ncontexts:\n- name: test\n  context:\n    \
-         cluster: test\n    user: test\nusers:\n- name: test\n  user: {}\n",
-    )?;
-    let mut agents = Vec::new();
-    for (name, ..) in NODES {
-        agents.push((name, start_agent(&cluster, name, &kubeconfig)?));
-    }
-    for (name, ..) in NODES {
-        cluster.wait_healthy(name)?;
-    }
+    let mut mesh = KubeMesh::build()?;
+    let pristine = owned(&mesh.cluster, "a1")?;
+    mesh.start_agents()?;
+    let (cluster, server) = (&mesh.cluster, &mesh.server);
     // a1 leads location a: it has a route to location b's pods and its firewall rules.
     support::wait_for(Duration::from_secs(30), || {
         Ok(cluster.ns("a1").ip(&["route"])?.contains("10.2.3.0/24 "))
     })
     .with_context(|| format!("a1 never routed to b1's pods; log:\n{}", cluster.log("a1")))?;
-    let configured = owned(&cluster, "a1")?;
+    let configured = owned(cluster, "a1")?;
     assert!(
         configured.iter().any(|l| l.starts_with("iptables-save"))
             && configured.len() > pristine.len(),
@@ -171,11 +81,11 @@ fn sigterm_with_a_slow_api(mid_check_in: bool) -> Result<()> {
         let patches = |s: &FakeApiServer| {
             s.requests().iter().filter(|r| r.starts_with("PATCH /api/v1/nodes/a1")).count()
         };
-        let before = patches(&server);
-        support::wait_for(Duration::from_secs(40), || Ok(patches(&server) > before))
+        let before = patches(server);
+        support::wait_for(Duration::from_secs(40), || Ok(patches(server) > before))
             .context("a1 did not check in")?;
     }
-    let a1 = &mut agents[0].1;
+    let a1 = &mut mesh.agents[0].1;
     let started = Instant::now();
     support::sh("kill", &["-TERM", &a1.pid().to_string()])?;
     let mut exited = None;
@@ -187,7 +97,7 @@ fn sigterm_with_a_slow_api(mid_check_in: bool) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let left: Vec<String> =
-        owned(&cluster, "a1")?.into_iter().filter(|l| !pristine.contains(l)).collect();
+        owned(cluster, "a1")?.into_iter().filter(|l| !pristine.contains(l)).collect();
     server.set_delay(Duration::ZERO);
     let log = cluster.log("a1");
     eprintln!(
@@ -202,7 +112,7 @@ fn sigterm_with_a_slow_api(mid_check_in: bool) -> Result<()> {
     // Every step's outcome is logged; the annotations are given up on, not waited for.
     assert!(log.contains("clean-up: host done"), "{log}");
     assert!(log.contains("clean-up: node annotations: no answer in time"), "{log}");
-    for (name, agent) in &mut agents[1..] {
+    for (name, agent) in &mut mesh.agents[1..] {
         assert!(agent.terminate(Duration::from_secs(20)), "kg on {name} exits cleanly");
     }
     Ok(())

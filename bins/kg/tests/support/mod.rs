@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+pub mod kube;
+
 /// The nodes: name, location, WAN address, LAN address, pod subnet number.
 pub const NODES: [(&str, &str, &str, &str, u8); 3] = [
     ("a1", "a", "203.0.113.11", "192.168.1.11/24", 1),
