@@ -37,6 +37,10 @@ fn from_message(msg: &AddressMessage) -> Option<Address> {
 impl Netlink {
     /// Every address on every interface (`ip address show`).
     pub async fn addresses(&self) -> Result<Vec<Address>, NetlinkError> {
+        super::dump(|| self.addresses_once()).await
+    }
+
+    async fn addresses_once(&self) -> Result<Vec<Address>, NetlinkError> {
         let mut stream = self.handle().address().get().execute();
         let mut out = Vec::new();
         while let Some(msg) =

@@ -61,6 +61,10 @@ impl LinkInfo {
 impl Netlink {
     /// Every link (`ip link show`).
     pub async fn links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
+        super::dump(|| self.links_once()).await
+    }
+
+    async fn links_once(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
         let mut stream = self.handle().link().get().execute();
         let mut links = Vec::new();
         while let Some(msg) =

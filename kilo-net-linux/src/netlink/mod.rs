@@ -28,6 +28,26 @@ pub use rule::{KernelRule, describe_rule};
 
 use crate::error::NetlinkError;
 
+/// Runs a dump again while the kernel answers `EBUSY`: a netlink socket serves one dump at a
+/// time, and clones of a [`Netlink`] (the route monitor's restores, an apply) share one socket.
+async fn dump<T, F, Fut>(mut run: F) -> Result<T, NetlinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, NetlinkError>>,
+{
+    const EBUSY: i32 = 16;
+    let mut attempt = 0;
+    loop {
+        match run().await {
+            Err(e) if e.errno() == Some(EBUSY) && attempt < 50 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Messages a multicast (monitor) connection receives.
 pub(crate) type Notifications =
     UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;

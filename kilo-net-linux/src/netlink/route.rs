@@ -195,6 +195,10 @@ impl Netlink {
     /// Every IPv4 and IPv6 route of the main table and of table 1107, any protocol
     /// (`ip route show table main; ip route show table 1107`, and `ip -6 …`).
     pub async fn routes(&self) -> Result<Vec<KernelRoute>, NetlinkError> {
+        super::dump(|| self.routes_once()).await
+    }
+
+    async fn routes_once(&self) -> Result<Vec<KernelRoute>, NetlinkError> {
         let names = self.link_names().await?;
         let mut out = Vec::new();
         let requests = [

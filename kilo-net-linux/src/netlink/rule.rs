@@ -114,6 +114,10 @@ fn to_message(rule: &Rule) -> Result<RuleMessage, NetlinkError> {
 impl Netlink {
     /// Every IPv4 and IPv6 policy rule (`ip rule show; ip -6 rule show`).
     pub async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError> {
+        super::dump(|| self.rules_once()).await
+    }
+
+    async fn rules_once(&self) -> Result<Vec<KernelRule>, NetlinkError> {
         let mut out = Vec::new();
         for version in [IpVersion::V4, IpVersion::V6] {
             let mut stream = self.handle().rule().get(version).execute();
