@@ -28,6 +28,7 @@ pub mod options;
 pub mod peer_spec;
 pub mod plan;
 pub mod routes;
+pub mod settings;
 pub mod topology;
 pub mod validate;
 pub mod wireguard;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::backend::Snapshot;
 use crate::peer_spec::{PeerSpec, spec_from_peer};
 use crate::plan::{Plan, PlanOptions};
+use crate::settings::{Explicit, Settings, Source, resolve};
 use crate::topology::TopologyError;
 use crate::validate::{Finding, ValidationInput, validate};
 use crate::wireguard::{Config, PeerConfig};
@@ -13,7 +14,7 @@ use crate::{Cidr, Granularity, Node, Peer, PrivateKey, Readiness, Topology, Topo
 
 /// The default WireGuard subnet, `10.4.0.0/16`.
 pub fn default_subnet() -> Cidr {
-    Cidr::new(std::net::Ipv4Addr::new(10, 4, 0, 0).into(), 16).unwrap_or_else(|| unreachable!())
+    crate::settings::default_subnet()
 }
 
 /// Why an offline command cannot answer.
@@ -42,6 +43,12 @@ pub struct Overrides {
     pub subnet: Option<Cidr>,
     /// `--port`.
     pub port: Option<u16>,
+}
+
+impl Overrides {
+    fn explicit(&self) -> Explicit {
+        Explicit { granularity: self.granularity, subnet: self.subnet, port: self.port }
+    }
 }
 
 /// What `showconf` prints.
@@ -93,10 +100,21 @@ pub struct OfflineMesh {
 
 impl OfflineMesh {
     /// Selects the ready nodes and peers and settles granularity (flag, else the source's, else
-    /// `location`) and subnet (flag, else the source's, else `10.4.0.0/16`).
+    /// `location`) and subnet (flag, else the source's, else `10.4.0.0/16`), reading the
+    /// snapshot's settings as a mesh file's ([`crate::settings::resolve`]).
     pub fn new(
         snapshot: &Snapshot,
         overrides: &Overrides,
+        readiness: Readiness,
+    ) -> Result<Self, OfflineError> {
+        let settings = resolve(&overrides.explicit(), Source::MeshFile(&snapshot.settings));
+        Self::with_settings(snapshot, &settings, readiness)
+    }
+
+    /// Selects the ready nodes and peers, with settings resolved by the caller.
+    pub fn with_settings(
+        snapshot: &Snapshot,
+        settings: &Settings,
         readiness: Readiness,
     ) -> Result<Self, OfflineError> {
         let nodes: Vec<Node> =
@@ -107,12 +125,9 @@ impl OfflineMesh {
         Ok(OfflineMesh {
             nodes,
             peers: snapshot.peers.iter().filter(|p| p.is_ready()).cloned().collect(),
-            granularity: overrides
-                .granularity
-                .or(snapshot.settings.granularity)
-                .unwrap_or(Granularity::Location),
-            subnet: overrides.subnet.or(snapshot.settings.subnet).unwrap_or_else(default_subnet),
-            port: overrides.port.or(snapshot.settings.port).unwrap_or(51820),
+            granularity: settings.granularity,
+            subnet: settings.subnet,
+            port: settings.port,
         })
     }
 
@@ -220,18 +235,22 @@ impl OfflineMesh {
         Ok(Plan::new(&t, t.leader.then(|| t.conf_for_device()), &options))
     }
 
-    /// `kgctl validate`: every finding for the snapshot the mesh was built from.
+    /// `kgctl validate`: every finding for the snapshot the mesh was built from, reading the
+    /// snapshot's settings as a mesh file's.
     pub fn validate(snapshot: &Snapshot, overrides: &Overrides) -> Vec<Finding> {
+        let settings = resolve(&overrides.explicit(), Source::MeshFile(&snapshot.settings));
+        Self::validate_with_settings(snapshot, &settings)
+    }
+
+    /// `kgctl validate` with settings resolved by the caller.
+    pub fn validate_with_settings(snapshot: &Snapshot, settings: &Settings) -> Vec<Finding> {
         validate(&ValidationInput {
             nodes: &snapshot.nodes,
             peers: &snapshot.peers,
             invalid: &snapshot.invalid,
             ignored: &snapshot.ignored,
-            granularity: overrides
-                .granularity
-                .or(snapshot.settings.granularity)
-                .unwrap_or(Granularity::Location),
-            subnet: overrides.subnet.or(snapshot.settings.subnet).unwrap_or_else(default_subnet),
+            granularity: settings.granularity,
+            subnet: settings.subnet,
             service_cidrs: &[],
         })
     }
