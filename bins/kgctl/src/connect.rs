@@ -8,10 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use kilo_backend_k8s::{Peer as PeerObject, PeerSpec};
 use kilo_core::routes::Route;
+use kilo_core::settings::{self, Explicit, Origin, Source};
 use kilo_core::wireguard::{Config, InterfaceConfig};
-use kilo_core::{
-    Cidr, Granularity, Node, Peer, PrivateKey, Readiness, Snapshot, Topology, TopologyInput,
-};
+use kilo_core::{Cidr, Node, Peer, PrivateKey, Readiness, Snapshot, Topology, TopologyInput};
 use kilo_net_linux::Netlink;
 use kilo_net_linux::reconcile::RouteReconciler;
 use kilo_net_linux::wireguard::{Device, DeviceOptions, WireGuardChoice};
@@ -39,12 +38,9 @@ pub enum ConnectError {
 pub struct ConnectInput<'a> {
     /// The peer's name.
     pub peer: &'a str,
-    /// `--mesh-granularity` (`None`: the first node's annotation, else location).
-    pub granularity: Option<Granularity>,
-    /// `--subnet` (`None`: the first node's `wireguard-ip` network).
-    pub subnet: Option<Cidr>,
-    /// `--port`: the local listen port.
-    pub port: u16,
+    /// `--mesh-granularity`, `--subnet` and `--port` (the local listen port), resolved with
+    /// the nodes by [`kilo_core::settings::resolve`].
+    pub flags: Explicit,
     /// This machine's private key.
     pub private_key: &'a PrivateKey,
     /// `--interface`.
@@ -62,8 +58,10 @@ pub struct ConnectPlan {
     pub routes: Vec<Route>,
 }
 
-/// Upstream's resync step (12.4), pure: ready nodes; subnet from the first node with a
-/// `wireguard-ip`; `--allowed-ips` appended to the allowed-location IPs of the alphabetically
+/// Upstream's resync step (12.4), pure: ready nodes; settings from the flags and the nodes as
+/// every kgctl command resolves them ([`kilo_core::settings`]: the subnet of the last node with a
+/// `wireguard-ip`, where upstream's connect takes the first), an error when no subnet is given
+/// or found; `--allowed-ips` appended to the allowed-location IPs of the alphabetically
 /// first ready node; the peer must be ready; topology seen from the last ready node with the
 /// peer's keepalive.
 pub fn peer_plan(
@@ -71,14 +69,13 @@ pub fn peer_plan(
     readiness: Readiness,
     input: &ConnectInput<'_>,
 ) -> Result<ConnectPlan, ConnectError> {
-    let granularity = input
-        .granularity
-        .or_else(|| snapshot.nodes.first().and_then(|n| n.granularity))
-        .unwrap_or(Granularity::Location);
-    let subnet = input
-        .subnet
-        .or_else(|| snapshot.nodes.iter().find_map(|n| n.wireguard_ip).map(|ip| ip.network()))
-        .ok_or(ConnectError::NoSubnet)?;
+    let settings = settings::resolve(
+        &input.flags,
+        Source::KubernetesNodes { nodes: &snapshot.nodes, live: true },
+    );
+    if settings.subnet_origin == Origin::Default {
+        return Err(ConnectError::NoSubnet);
+    }
     let mut nodes: Vec<Node> =
         snapshot.nodes.iter().filter(|n| n.is_ready(readiness)).cloned().collect();
     let hostname = nodes.last().ok_or(ConnectError::NoNodes)?.name.clone();
@@ -93,18 +90,18 @@ pub fn peer_plan(
     let topology = Topology::new(TopologyInput {
         nodes: &nodes,
         peers: &peers,
-        granularity,
+        granularity: settings.granularity,
         hostname: &hostname,
-        port: input.port,
+        port: settings.port,
         key: input.private_key.clone(),
-        subnet,
+        subnet: settings.subnet,
         service_cidrs: &[],
         persistent_keepalive: me.persistent_keepalive,
     })?;
     let mut config = topology.peer_conf(Some(input.peer));
     config.interface = Some(InterfaceConfig {
         private_key: Some(input.private_key.clone()),
-        listen_port: Some(input.port),
+        listen_port: Some(settings.port),
     });
     let routes = topology.peer_routes(input.peer, input.interface, input.allowed_ips);
     Ok(ConnectPlan { config, routes })
@@ -182,12 +179,8 @@ pub struct ConnectArgs {
     pub wireguard: WireGuardChoice,
     /// `--wireguard-socket-dir`.
     pub socket_dir: std::path::PathBuf,
-    /// `--mesh-granularity`.
-    pub granularity: Option<Granularity>,
-    /// `--subnet`.
-    pub subnet: Option<Cidr>,
-    /// `--port`.
-    pub port: u16,
+    /// `--mesh-granularity`, `--subnet`, `--port`.
+    pub flags: Explicit,
     /// `--kubeconfig`.
     pub kubeconfig: Option<String>,
     /// `--topology-label`.
@@ -283,12 +276,10 @@ async fn resync(
     let snapshot = crate::kube::snapshot(client, url, &args.topology_label).await?;
     let plan = peer_plan(
         &snapshot,
-        crate::kube::readiness_now(),
+        Readiness::At(crate::kube::now()),
         &ConnectInput {
             peer: &args.peer,
-            granularity: args.granularity,
-            subnet: args.subnet,
-            port: args.port,
+            flags: args.flags,
             private_key: &args.private_key,
             interface: &args.interface,
             allowed_ips: &args.allowed_ips,
@@ -328,9 +319,7 @@ mod tests {
     fn input<'a>(peer: &'a str, key: &'a PrivateKey, extra: &'a [Cidr]) -> ConnectInput<'a> {
         ConnectInput {
             peer,
-            granularity: None,
-            subnet: None,
-            port: 51821,
+            flags: Explicit { port: Some(51821), ..Explicit::default() },
             private_key: key,
             interface: "kilo0",
             allowed_ips: extra,

@@ -1,13 +1,13 @@
 //! `--backend kubernetes`: the cluster's Nodes and Peers through `kilo-backend-k8s`, with
-//! upstream's readiness (last-seen checked, upstream 12.1) and mesh settings.
+//! upstream's readiness (last-seen checked, upstream 12.1).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use kilo_backend_k8s::{KubeBackend, KubeBackendConfig};
+use kilo_core::Snapshot;
 use kilo_core::backend::Backend;
-use kilo_core::{Readiness, Snapshot};
 
 /// How long listing nodes and peers may take before kgctl gives up.
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,16 +59,15 @@ async fn server_url(path: Option<&Path>) -> Option<String> {
     Some(config.cluster_url.to_string())
 }
 
-/// Lists the cluster's nodes and peers once and settles the source's mesh settings as
-/// upstream's kgctl does: granularity from the first node's annotation, subnet from the
-/// `wireguard-ip` of the last node that has one.
+/// Lists the cluster's nodes and peers once, as the backend reports them (settings are
+/// resolved by the caller with [`kilo_core::settings::resolve`]).
 pub async fn snapshot(client: kube::Client, url: &str, topology_label: &str) -> Result<Snapshot> {
     let config = KubeBackendConfig {
         topology_label: topology_label.to_string(),
         ..KubeBackendConfig::default()
     };
     let mut backend = KubeBackend::new(client, config);
-    let mut snapshot = tokio::time::timeout(LIST_TIMEOUT, backend.snapshot())
+    let snapshot = tokio::time::timeout(LIST_TIMEOUT, backend.snapshot())
         .await
         .map_err(|_| {
             anyhow!(
@@ -77,32 +76,22 @@ pub async fn snapshot(client: kube::Client, url: &str, topology_label: &str) -> 
             )
         })?
         .with_context(|| format!("cannot list nodes and peers from the Kubernetes API at {url}"))?;
-    settle(&mut snapshot);
     Ok(snapshot)
 }
 
-/// Fills the snapshot's granularity and subnet from its nodes (upstream 12.1).
-pub fn settle(snapshot: &mut Snapshot) {
-    snapshot.settings.granularity = snapshot.nodes.first().and_then(|n| n.granularity);
-    snapshot.settings.subnet =
-        snapshot.nodes.iter().rev().find_map(|n| n.wireguard_ip).map(|ip| ip.network());
-}
-
-/// Upstream's readiness now: last-seen within the last minute.
-pub fn readiness_now() -> Readiness {
-    let now = std::time::SystemTime::now()
+/// Now, in Unix seconds (readiness checks last-seen against it, upstream 12.1).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Readiness::At(now)
+        .unwrap_or(0)
 }
 
 /// Loads the cluster for the read-only commands.
-pub fn load(kubeconfig: Option<&str>, topology_label: &str) -> Result<(Snapshot, Readiness)> {
+pub fn load(kubeconfig: Option<&str>, topology_label: &str) -> Result<Snapshot> {
     runtime()?.block_on(async {
         let (client, url) = client(kubeconfig).await?;
-        let snapshot = snapshot(client, &url, topology_label).await?;
-        Ok((snapshot, readiness_now()))
+        snapshot(client, &url, topology_label).await
     })
 }
 

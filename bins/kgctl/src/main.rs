@@ -11,9 +11,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use cli::{BackendKind, Cli, Command, GraphFormat, ObjectKind, PlanFormat, ShowconfFormat};
-use kilo_core::offline::{AsPeer, OfflineMesh, Overrides, ShowConf};
+use kilo_core::offline::{AsPeer, OfflineMesh, ShowConf};
 use kilo_core::plan::PlanOptions;
 use kilo_core::routes::Interfaces;
+use kilo_core::settings::{self, Explicit, Settings, Source};
 use kilo_core::{Granularity, PrivateKey, Readiness, Snapshot};
 
 /// The exit code of a usage error: clap's, the same as `kg`'s.
@@ -96,21 +97,35 @@ fn granularity(s: &str) -> Result<Option<Granularity>> {
     }
 }
 
-fn load(cli: &Cli) -> Result<(Snapshot, Readiness)> {
-    match cli.backend {
-        BackendKind::Kubernetes => kube::load(cli.kubeconfig.as_deref(), &cli.topology_label),
+/// Loads the snapshot and resolves the mesh settings and readiness in force (flags, else the
+/// source's, else the defaults: [`kilo_core::settings::resolve`]).
+fn load(cli: &Cli, explicit: &Explicit) -> Result<(Snapshot, Settings, Readiness)> {
+    let (snapshot, settings, now) = match cli.backend {
+        BackendKind::Kubernetes => {
+            let snapshot = kube::load(cli.kubeconfig.as_deref(), &cli.topology_label)?;
+            let source = Source::KubernetesNodes { nodes: &snapshot.nodes, live: true };
+            let settings = settings::resolve(explicit, source);
+            (snapshot, settings, kube::now())
+        }
         BackendKind::File => {
             let path = cli.file.as_deref().context("--backend file needs --file PATH")?;
             let options = kilo_backend_file::Options { topology_label: cli.topology_label.clone() };
             let snapshot = kilo_backend_file::load(std::path::Path::new(path), &options)?;
-            let readiness = if snapshot.settings.static_mesh {
-                Readiness::StaticMesh
-            } else {
-                Readiness::IgnoringLastSeen
-            };
-            Ok((snapshot, readiness))
+            let settings = settings::resolve(explicit, Source::MeshFile(&snapshot.settings));
+            (snapshot, settings, 0)
         }
-    }
+    };
+    let readiness = settings.readiness_at(now);
+    Ok((snapshot, settings, readiness))
+}
+
+/// The mesh settings given on the command line.
+fn explicit(cli: &Cli) -> Result<Explicit> {
+    Ok(Explicit {
+        granularity: granularity(&cli.mesh_granularity)?,
+        subnet: cli.subnet,
+        port: cli.port,
+    })
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -142,14 +157,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let overrides = Overrides {
-        granularity: granularity(&cli.mesh_granularity)?,
-        subnet: cli.subnet,
-        port: cli.port,
-    };
-    let (snapshot, readiness) = load(&cli)?;
+    let (snapshot, settings, readiness) = load(&cli, &explicit(&cli)?)?;
     if let Command::Validate = cli.command {
-        let findings = OfflineMesh::validate(&snapshot, &overrides);
+        let findings = OfflineMesh::validate_with_settings(&snapshot, &settings);
         for f in &findings {
             writeln!(out, "{f}")?;
         }
@@ -165,7 +175,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         return Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
-    let mesh = OfflineMesh::new(&snapshot, &overrides, readiness);
+    let mesh = OfflineMesh::with_settings(&snapshot, &settings, readiness);
     let mesh = match (cli.backend, &cli.file) {
         (BackendKind::File, Some(file)) => mesh.with_context(|| file.clone())?,
         _ => mesh?,
@@ -277,9 +287,7 @@ fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
         keepalive: flags.persistent_keepalive,
         wireguard: flags.wireguard,
         socket_dir: flags.wireguard_socket_dir.clone(),
-        granularity: granularity(&cli.mesh_granularity)?,
-        subnet: cli.subnet,
-        port: cli.port.unwrap_or(51820),
+        flags: explicit(cli)?,
         kubeconfig: cli.kubeconfig.clone(),
         topology_label: cli.topology_label.clone(),
     };
