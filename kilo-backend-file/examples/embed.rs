@@ -1,9 +1,12 @@
 //! Embedding kilo-rs: read a mesh file and print the WireGuard configuration one node would apply,
-//! exactly as `kgctl showconf node NAME` prints it.
+//! exactly as `kgctl --backend file --file MESH-FILE showconf node NAME` prints it: the mesh
+//! file's settings resolved as kgctl resolves them, the node's keepalive, and, for a node that
+//! does not lead its location, upstream's message on stderr and nothing on stdout.
 //!
 //! `cargo run -p kilo-backend-file --example embed -- examples/three-locations.toml gcp-1`
 
-use kilo_core::{Granularity, PrivateKey, Topology, TopologyInput};
+use kilo_core::offline::{OfflineMesh, ShowConf};
+use kilo_core::settings::{self, Explicit, Source};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -12,17 +15,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: embed MESH-FILE NODE".into()),
     };
     let snapshot = kilo_backend_file::load(path.as_ref(), &Default::default())?;
-    let topology = Topology::new(TopologyInput {
-        nodes: &snapshot.nodes,
-        peers: &snapshot.peers,
-        granularity: snapshot.settings.granularity.unwrap_or(Granularity::Location),
-        hostname: &node,
-        port: 51820,
-        key: PrivateKey::from_bytes([0; 32]),
-        subnet: snapshot.settings.subnet.unwrap_or(kilo_core::offline::default_subnet()),
-        service_cidrs: &[],
-        persistent_keepalive: std::time::Duration::ZERO,
-    })?;
-    print!("{}", topology.conf().to_ini());
+    // No flags: the file's `[mesh]` settings, else the defaults.
+    let settings = settings::resolve(&Explicit::default(), Source::MeshFile(&snapshot.settings));
+    // A file is a snapshot: the time does not matter for its readiness.
+    let mesh = OfflineMesh::with_settings(&snapshot, &settings, settings.readiness_at(0))?;
+    match mesh.showconf_node(&node, None)? {
+        ShowConf::Text(text) => print!("{text}"),
+        ShowConf::NotLeader(message) => eprintln!("{message}"),
+        ShowConf::Peer(_) => unreachable!("only --as-peer prints a Peer object"),
+    }
     Ok(())
 }
