@@ -1,5 +1,10 @@
 //! Validates the flags (in upstream's order), builds the backend, the host and the agent, and
 //! runs them until SIGTERM or SIGINT.
+//!
+//! Every flag is checked before the first side effect: the flags, then the mesh source (the mesh
+//! file is read; the Kubernetes client is built), then the key file is created, then the
+//! WireGuard interface, then the HTTP listener is bound. A bad flag is one error line and leaves
+//! nothing behind.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -7,10 +12,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use kilo_backend_file::{FileBackend, Options};
-use kilo_core::agent::{Agent, AgentConfig, HostFacts, ReadinessPolicy};
+use kilo_core::agent::{Agent, AgentConfig, HostFacts};
 use kilo_core::plan::PlanOptions;
 use kilo_core::routes::Interfaces;
-use kilo_core::{Backend, Cidr, Compatibility, Encapsulation, Granularity, Node, PrivateKey};
+use kilo_core::settings::{self, Explicit, Settings};
+use kilo_core::{
+    Backend, Cidr, Compatibility, Encapsulation, Granularity, Node, PrivateKey, Snapshot,
+};
 use kilo_net_linux::agent::{Detect, RunOptions, Shared};
 use kilo_net_linux::host::{FirewallKind, Host, HostOptions};
 use kilo_net_linux::wireguard::{WireGuardChoice, WireGuardKind};
@@ -47,18 +55,25 @@ async fn interface_of(netlink: &kilo_net_linux::Netlink, ip: IpAddr) -> Option<S
     links.into_iter().find(|l| l.index == index).map(|l| l.name)
 }
 
-/// The flags every backend needs, validated in upstream's order (4.1).
+/// The flags every backend needs, validated in upstream's order (4.1), with no side effect.
 struct Flags {
     hostname: String,
-    subnet: Cidr,
+    /// `--mesh-granularity`, `--subnet` and `--port` where given on the command line.
+    explicit: Explicit,
     encapsulation: Encapsulation,
     compatibility: Option<Compatibility>,
-    granularity: Granularity,
-    port: u16,
     service_cidrs: Vec<Cidr>,
     internal_cidrs: Vec<Cidr>,
     mtu: Option<u32>,
-    key: PrivateKey,
+}
+
+/// Checks `--listen` without binding: `:PORT` or `HOST:PORT`.
+fn check_listen(listen: &str) -> Result<()> {
+    let port = listen.rsplit_once(':').map(|(_, port)| port);
+    match port.map(str::parse::<u16>) {
+        Some(Ok(_)) => Ok(()),
+        _ => bail!("--listen: {listen:?} is not an address (use :PORT or HOST:PORT)"),
+    }
 }
 
 fn flags(cli: &Cli) -> Result<Flags> {
@@ -90,18 +105,30 @@ fn flags(cli: &Cli) -> Result<Flags> {
             m.parse::<u32>().map_err(|_| anyhow!("--mtu: {m:?} is neither auto nor a number"))?,
         ),
     };
-    let key = crate::keyfile::load_or_create(Path::new(&cli.key_file))?;
+    if cli.resync_period.is_zero() {
+        bail!("--resync-period: must be longer than zero");
+    }
+    check_listen(&cli.listen)?;
+    kilo_net_linux::wireguard::validate_name(&cli.interface)
+        .with_context(|| format!("--interface {:?}", cli.interface))?;
+    if cli.key_file.is_empty() {
+        bail!("--key-file: must not be empty");
+    }
+    // Flags that were not given leave the field to the mesh source, then to the default (the
+    // flags' defaults are the defaults of `kilo_core::settings`).
+    let explicit = Explicit {
+        granularity: cli.given("mesh_granularity").then_some(granularity),
+        subnet: cli.given("subnet").then_some(subnet),
+        port: cli.given("port").then_some(port),
+    };
     Ok(Flags {
         hostname,
-        subnet,
+        explicit,
         encapsulation,
         compatibility,
-        granularity,
-        port,
         service_cidrs,
         internal_cidrs,
         mtu,
-        key,
     })
 }
 
@@ -134,27 +161,24 @@ async fn open_host(cli: &Cli, mtu: Option<u32>) -> Result<Host> {
 
 /// How the agent sees the mesh, by backend.
 struct Mode {
-    granularity: Granularity,
-    subnet: Cidr,
-    port: u16,
-    readiness: ReadinessPolicy,
+    settings: Settings,
     publishes: bool,
     private_interface: Option<String>,
 }
 
-fn agent_config(cli: &Cli, f: Flags, mode: Mode) -> AgentConfig {
+fn agent_config(cli: &Cli, f: Flags, key: PrivateKey, mode: Mode) -> AgentConfig {
     let tunnel = match f.compatibility {
         Some(Compatibility::Flannel) => "flannel.1",
         _ => "tunl0",
     };
     AgentConfig {
         hostname: f.hostname.clone(),
-        granularity: mode.granularity,
-        port: mode.port,
-        subnet: mode.subnet,
+        granularity: mode.settings.granularity,
+        port: mode.settings.port,
+        subnet: mode.settings.subnet,
         service_cidrs: f.service_cidrs,
-        private_key: f.key,
-        readiness: mode.readiness,
+        private_key: key,
+        readiness: mode.settings.readiness,
         publishes: mode.publishes,
         prioritise_private_addresses: cli.prioritise_private_addresses,
         plan: PlanOptions {
@@ -173,51 +197,71 @@ fn agent_config(cli: &Cli, f: Flags, mode: Mode) -> AgentConfig {
     }
 }
 
-/// Runs the agent.
-pub async fn run(cli: Cli) -> Result<()> {
-    let f = flags(&cli)?;
+/// The mesh source, opened once the flags are valid.
+enum Source {
+    File { path: String, backend: FileBackend, snapshot: Snapshot },
+    Kubernetes(kilo_backend_k8s::KubeBackend),
+}
+
+/// Opens the mesh source without side effects on the host: reads (and watches) the mesh file,
+/// or builds the Kubernetes client.
+async fn open_source(cli: &Cli) -> Result<Source> {
     match cli.backend {
-        BackendKind::File => run_file(cli, f).await,
-        BackendKind::Kubernetes => run_kubernetes(cli, f).await,
+        BackendKind::File => {
+            let path = cli.file.clone().context("--backend file needs --file PATH")?;
+            let mut backend = FileBackend::open(
+                PathBuf::from(&path),
+                Options { topology_label: cli.topology_label.clone() },
+            )?;
+            let snapshot = backend.snapshot().await?;
+            Ok(Source::File { path, backend, snapshot })
+        }
+        BackendKind::Kubernetes => Ok(Source::Kubernetes(
+            crate::kube::backend(&cli.kubeconfig, &cli.master, &cli.topology_label).await?,
+        )),
     }
 }
 
-async fn run_file(cli: Cli, f: Flags) -> Result<()> {
-    let path = cli.file.clone().context("--backend file needs --file PATH")?;
-    let mut backend = FileBackend::open(
-        PathBuf::from(&path),
-        Options { topology_label: cli.topology_label.clone() },
-    )?;
-    let snapshot = backend.snapshot().await?;
+/// Runs the agent.
+pub async fn run(cli: Cli) -> Result<()> {
+    let f = flags(&cli)?;
+    let source = open_source(&cli).await?;
+    // The first side effect: the key file (its public key is named if this host is not in the
+    // mesh file, so that it can be added).
+    let key = crate::keyfile::load_or_create(Path::new(&cli.key_file))?;
+    match source {
+        Source::File { path, backend, snapshot } => {
+            run_file(cli, f, key, path, backend, snapshot).await
+        }
+        Source::Kubernetes(backend) => run_kubernetes(cli, f, key, backend).await,
+    }
+}
+
+async fn run_file(
+    cli: Cli,
+    f: Flags,
+    key: PrivateKey,
+    path: String,
+    backend: FileBackend,
+    snapshot: Snapshot,
+) -> Result<()> {
     // The mesh file's `[mesh]` settings (contract 3) apply where no flag was given, so that kg
     // and `kgctl --backend file` compute the same mesh from the same file.
-    let settings = &snapshot.settings;
-    let granularity = match settings.granularity {
-        Some(g) if !cli.given("mesh_granularity") => g,
-        _ => f.granularity,
-    };
-    let subnet = match settings.subnet {
-        Some(s) if !cli.given("subnet") => s.network(),
-        _ => f.subnet,
-    };
-    let port = match settings.port {
-        Some(p) if !cli.given("port") => p,
-        _ => f.port,
-    };
+    let settings = settings::resolve(&f.explicit, settings::Source::MeshFile(&snapshot.settings));
     let hostname = f.hostname.clone();
     let local: Node =
         kilo_backend_file::local_node(&snapshot, &hostname).cloned().ok_or_else(|| {
             anyhow!(
                 "{path}: no node named {hostname:?}; this host's public key is {}",
-                f.key.public_key()
+                key.public_key()
             )
         })?;
-    if local.key != f.key.public_key() {
+    if local.key != key.public_key() {
         bail!(
             "node {hostname:?} has public key {} in {path}, but the key file {} holds the key of {}",
             local.key,
             cli.key_file,
-            f.key.public_key()
+            key.public_key()
         );
     }
     let host = open_host(&cli, f.mtu).await?;
@@ -231,21 +275,22 @@ async fn run_file(cli: Cli, f: Flags) -> Result<()> {
         })?),
         None => None,
     };
-    let readiness = if snapshot.settings.static_mesh {
-        ReadinessPolicy::StaticMesh
-    } else {
-        ReadinessPolicy::Snapshot
-    };
-    let mode = Mode { granularity, subnet, port, readiness, publishes: false, private_interface };
-    let config = agent_config(&cli, f, mode);
+    let mode = Mode { settings, publishes: false, private_interface };
+    let config = agent_config(&cli, f, key, mode);
     // A mesh file is the truth about every node, this one included: nothing is detected or
     // published, so every agent computes the same topology.
     let detect: Detect = Box::new(|| Box::pin(async { None::<HostFacts> }));
     serve_and_run(&cli, config, backend, host, detect, None).await
 }
 
-async fn run_kubernetes(cli: Cli, f: Flags) -> Result<()> {
-    let backend = crate::kube::backend(&cli.kubeconfig, &cli.master, &cli.topology_label).await?;
+async fn run_kubernetes(
+    cli: Cli,
+    f: Flags,
+    key: PrivateKey,
+    backend: kilo_backend_k8s::KubeBackend,
+) -> Result<()> {
+    // Upstream 4.1: the agent's own flags (and their defaults), nothing derived from other nodes.
+    let settings = settings::resolve(&f.explicit, settings::Source::KubernetesAgent);
     let host = open_host(&cli, f.mtu).await?;
     let ignored = vec![cli.interface.clone(), "tunl0".to_string(), "kube-bridge".to_string()];
     // Upstream 4.2: a node without a usable IP cannot join.
@@ -257,16 +302,9 @@ async fn run_kubernetes(cli: Cli, f: Flags) -> Result<()> {
     };
     let detect =
         crate::kube::detector(f.hostname.clone(), cli.interface.clone(), f.internal_cidrs.clone())?;
-    let mode = Mode {
-        granularity: f.granularity,
-        subnet: f.subnet,
-        port: f.port,
-        readiness: ReadinessPolicy::Live,
-        publishes: true,
-        private_interface,
-    };
+    let mode = Mode { settings, publishes: true, private_interface };
     let cni = cli.cni.then(|| PathBuf::from(&cli.cni_path));
-    let config = agent_config(&cli, f, mode);
+    let config = agent_config(&cli, f, key, mode);
     serve_and_run(&cli, config, backend, host, detect, cni).await
 }
 
