@@ -39,7 +39,7 @@ impl Case {
 
     /// Runs kg with the base flags, each `(flag, value)` of `changes` replacing or adding one
     /// (`None` removes it); returns the exit code and stderr.
-    fn kg(&self, changes: &[(&str, Option<&str>)]) -> (Option<i32>, String) {
+    fn kg(&self, changes: &[Change<'_>]) -> (Option<i32>, String) {
         let mesh = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/three-locations.toml");
         let key = self.key_file();
         let socket_dir = self.dir.join("wg");
@@ -78,6 +78,9 @@ impl Drop for Case {
     }
 }
 
+/// A flag and its new value (`None`: left out).
+type Change<'a> = (&'a str, Option<&'a str>);
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -87,7 +90,7 @@ fn is_root() -> bool {
 
 #[test]
 fn every_bad_flag_is_one_error_line_before_any_key_file_or_interface_exists() {
-    let cases: &[(&[(&str, Option<&str>)], &str)] = &[
+    let cases: &[(&[Change<'_>], &str)] = &[
         (&[("--resync-period", Some("0s"))], "--resync-period"),
         (&[("--listen", Some("nowhere"))], "--listen"),
         (&[("--listen", Some("127.0.0.1:99999"))], "--listen"),
