@@ -3,7 +3,7 @@
 //! prints them. JSON (`-o json`) is YAML too.
 //!
 //! Text in the block style kubectl prints is read by a fast reader ([`crate::fast_yaml`]);
-//! anything else by `serde_yaml`.
+//! anything else by the full YAML parser (`serde-saphyr`).
 //!
 //! Only the fields Kilo reads are deserialized (names, labels, annotations, `spec`); the rest,
 //! `status` included, is skipped. An object that does not translate is left out with an
@@ -19,6 +19,7 @@ use kilo_core::peer_spec::{PeerSpec, peer_from_spec, validate};
 use kilo_core::{Invalid, Node, ObjectKind, Snapshot};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_saphyr::budget::BudgetBreach;
 
 use crate::Options;
 use crate::error::FileError;
@@ -96,11 +97,31 @@ fn objects_fast(text: &str) -> Option<Vec<Object>> {
     docs.into_iter().map(object_from_yaml).collect()
 }
 
-/// Flow collections nested deeper than this are refused before `serde_yaml` sees them: its
-/// scanner takes time quadratic in the depth (it refuses more than 128 levels anyway).
+/// Flow collections nested deeper than this are refused before the YAML parser sees them (it
+/// refuses anything nested deeper than [`MAX_DEPTH`] anyway, but only once it gets there).
 const MAX_FLOW_DEPTH: usize = 1000;
 
-/// The objects, read by `serde_yaml`.
+/// Collections nested deeper than this are refused. Kubernetes objects nest about 15 levels
+/// (`managedFields`); the limit bounds the stack the parser uses (about 20 KiB a level in debug
+/// builds, where threads may have 2 MiB).
+const MAX_DEPTH: usize = 32;
+
+/// How the full parser reads: no limit on the number of documents, nodes or events (the text is
+/// in memory already, at most [`crate::MAX_FILE_SIZE`] bytes, and the work is linear in it); the
+/// parser's defaults against alias bombs; errors without a rendered snippet.
+fn read_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            max_documents: usize::MAX,
+            max_events: usize::MAX,
+            max_nodes: usize::MAX,
+        },
+        with_snippet: false,
+    }
+}
+
+/// The objects, read by the full YAML parser (`serde-saphyr`).
 fn objects_full(text: &str, file: &str) -> Result<Vec<Object>, FileError> {
     let mut depth = 0usize;
     for (i, b) in text.bytes().enumerate() {
@@ -117,12 +138,8 @@ fn objects_full(text: &str, file: &str) -> Result<Vec<Object>, FileError> {
             });
         }
     }
-    let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        let object = Option::<Object>::deserialize(document).map_err(|e| syntax(file, &e))?;
-        objects.extend(object);
-    }
-    Ok(objects)
+    serde_saphyr::from_multiple_with_options::<Object>(text, read_options())
+        .map_err(|e| syntax(file, &e))
 }
 
 /// An [`Object`] from the fast reader's tree; `None` where the full parser would fail or
@@ -211,15 +228,22 @@ fn string_map_from_yaml(y: Yaml<'_>) -> Option<BTreeMap<String, String>> {
     }
 }
 
-fn syntax(file: &str, e: &serde_yaml::Error) -> FileError {
-    let message = e.to_string();
-    let message = match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message,
+fn syntax(file: &str, e: &serde_saphyr::Error) -> FileError {
+    let message = match e {
+        serde_saphyr::Error::Budget { breach: BudgetBreach::Depth { .. }, .. } => {
+            format!("collections nested deeper than {MAX_DEPTH} levels")
+        }
+        e => {
+            let message = e.to_string();
+            match message.rfind(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            }
+        }
     };
     FileError::Syntax {
         file: file.to_string(),
-        line: e.location().map_or(1, |l| l.line()),
+        line: e.location().and_then(|l| usize::try_from(l.line()).ok()).unwrap_or(1),
         message,
     }
 }
@@ -547,7 +571,7 @@ mod tests {
     proptest::proptest! {
         /// Whenever both readers accept a text, they read the same objects.
         #[test]
-        fn the_fast_reader_agrees_with_serde_yaml_whenever_both_read_a_text(
+        fn the_fast_reader_agrees_with_the_full_parser_whenever_both_read_a_text(
             a in scalar_piece(), b in scalar_piece(), c in scalar_piece(),
         ) {
             let text = format!(
@@ -564,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fast_reader_reads_kubectl_output_as_serde_yaml_does() {
+    fn the_fast_reader_reads_kubectl_output_as_the_full_parser_does() {
         let text = include_str!("../tests/data/upstream-fixture.yaml");
         let fast = objects_fast(text).expect("kubectl output is read by the fast reader");
         let full = objects_full(text, "f").unwrap();

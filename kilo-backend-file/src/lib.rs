@@ -28,7 +28,7 @@
 //! kubectl prints it is read by a fast reader that builds only what Kilo reads (10,000 nodes,
 //! 25 MB: about 0.1 s of CPU in release builds; `cargo run --release -p kilo-backend-file
 //! --example bench_parse`); it does not check the fields it skips (`status`, …). Other YAML,
-//! and JSON, go through `serde_yaml`, which limits nesting to 128 levels; flow collections
+//! and JSON, go through `serde-saphyr`, limited to 32 levels of nesting; flow collections
 //! nested deeper than 1,000 levels are refused before it sees them.
 //!
 //! ```

@@ -72,6 +72,26 @@ fn kubectl_json_output_is_read_too() {
 }
 
 #[test]
+fn json_nested_32_levels_deep_is_read_and_one_level_deeper_is_refused_naming_the_limit() {
+    // The object is one level, `spec` two, and every `[` one more.
+    let node = |arrays: usize| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "a", "annotations":
+            {{"kilo.squat.ai/endpoint": "10.1.0.1:51820", "kilo.squat.ai/key": "{K1}"}}}},
+            "spec": {{"podCIDR": "10.2.1.0/24", "x": {}{}}}}}"#,
+            "[".repeat(arrays),
+            "]".repeat(arrays)
+        )
+    };
+    let s = parse(&node(30)).unwrap();
+    let names: Vec<&str> = s.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["a"]);
+    assert!(s.invalid.is_empty(), "{:?}", s.invalid);
+    let err = parse(&node(31)).unwrap_err();
+    assert_eq!(err.to_string(), "cluster.yaml:3: collections nested deeper than 32 levels");
+}
+
+#[test]
 fn other_kinds_are_skipped_with_an_invalid_entry() {
     let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers: []\n";
     let s = parse(text).unwrap();

@@ -224,6 +224,6 @@ pub fn peer_crd() -> CustomResourceDefinition {
 /// The CRD manifest as YAML (`manifests/crds.yaml`; `kg crds` prints it).
 pub fn crd_yaml() -> String {
     // A CRD built from static data always serialises.
-    let body = serde_yaml::to_string(&peer_crd()).unwrap_or_default();
+    let body = crate::yaml::to_yaml(&peer_crd()).unwrap_or_default();
     format!("---\n{body}")
 }

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::error::KubeError;
 
@@ -45,11 +45,11 @@ pub(crate) async fn load(path: &Path) -> Result<Loaded, KubeError> {
 /// (client-go's default), or `None` when nothing is missing or the text is not a YAML mapping
 /// (kube-rs then reports what is wrong with it).
 fn with_default_names(text: &str) -> Option<String> {
-    let mut doc: Value = serde_yaml::from_str(text).ok()?;
+    let mut doc: Value = serde_saphyr::from_str(text).ok()?;
     let mut changed = false;
     for key in ["clusters", "users", "contexts"] {
-        if let Some(Value::Sequence(items)) = doc.as_mapping_mut()?.get_mut(key) {
-            for entry in items.iter_mut().filter_map(Value::as_mapping_mut) {
+        if let Some(Value::Array(items)) = doc.as_object_mut()?.get_mut(key) {
+            for entry in items.iter_mut().filter_map(Value::as_object_mut) {
                 if !entry.contains_key("name") {
                     entry.insert("name".into(), Value::String(String::new()));
                     changed = true;
@@ -57,7 +57,7 @@ fn with_default_names(text: &str) -> Option<String> {
             }
         }
     }
-    changed.then(|| serde_yaml::to_string(&doc).ok()).flatten()
+    changed.then(|| serde_saphyr::to_string(&doc).ok()).flatten()
 }
 
 /// The cluster the current context names when the file has no cluster of that name.

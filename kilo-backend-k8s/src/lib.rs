@@ -5,6 +5,7 @@
 //! - [`KubeBackend`]: the [`kilo_core::Backend`] over the Kubernetes API (watch Nodes and Peers,
 //!   publish the local node's annotations, clean them up).
 //! - [`webhook`]: the admission webhook ([`webhook::serve_webhook`]).
+//! - [`yaml`]: Kubernetes objects as YAML ([`yaml::to_yaml`]).
 //!
 //! ```no_run
 //! use kilo_backend_k8s::{KubeBackend, KubeBackendConfig, client};
@@ -32,6 +33,7 @@ mod lenient;
 pub mod testing;
 pub mod translate;
 pub mod webhook;
+pub mod yaml;
 
 pub use backend::{
     DEFAULT_WATCH_IDLE_TIMEOUT, KubeBackend, KubeBackendConfig, clean_up_patch, client,

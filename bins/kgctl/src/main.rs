@@ -208,7 +208,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     out.write_all(serde_json::to_string_pretty(&object)?.as_bytes())?
                 }
                 ShowConf::Peer(object) => {
-                    out.write_all(serde_yaml::to_string(&object)?.as_bytes())?
+                    out.write_all(kilo_backend_k8s::yaml::to_yaml(&object)?.as_bytes())?
                 }
             }
         }

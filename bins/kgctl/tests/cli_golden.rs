@@ -452,7 +452,7 @@ fn showconf_node_as_peer_json_is_a_peer_object_with_seconds_and_no_trailing_newl
         "examples/upstream-fixture.yaml",
         &["showconf", "node", "a", "--as-peer", "-o", "yaml"],
     );
-    let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml.stdout).expect("YAML");
+    let from_yaml: serde_json::Value = serde_saphyr::from_str(&yaml.stdout).expect("YAML");
     assert_eq!(from_yaml, object);
     assert!(yaml.stdout.ends_with('\n'));
 }

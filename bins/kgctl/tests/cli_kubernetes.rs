@@ -17,7 +17,7 @@ fn now() -> i64 {
 /// The example's objects, with every node's last-seen set to `last_seen`.
 fn fixture_objects(last_seen: i64) -> Vec<Value> {
     let text = std::fs::read_to_string(root().join("examples/upstream-fixture.yaml")).unwrap();
-    let list: Value = serde_yaml::from_str(&text).unwrap();
+    let list: Value = serde_saphyr::from_str(&text).unwrap();
     let mut items = list["items"].as_array().unwrap().clone();
     for item in &mut items {
         if item["kind"] == "Node" {
@@ -120,7 +120,7 @@ fn nodes_that_have_not_checked_in_for_a_minute_do_not_count() {
     // A snapshot file of the same objects ignores last-seen.
     let objects = json!({"apiVersion": "v1", "kind": "List", "items": fixture_objects(1)});
     let path = cluster.dir.join("snapshot.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&objects).unwrap()).unwrap();
+    std::fs::write(&path, serde_saphyr::to_string(&objects).unwrap()).unwrap();
     let run = kgctl_file(path.to_str().unwrap(), &["showconf", "node", "a"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
