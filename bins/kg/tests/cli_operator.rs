@@ -18,20 +18,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("UTF-8")
 }
 
-/// Runs the agent with a fresh key file and a mesh file that does not exist: it logs the key it
-/// generated, then fails on the file.
-fn agent_that_fails_on_a_missing_file(extra: &[&str]) -> (Output, tempfile::TempDir) {
+/// Runs the agent with a fresh key file and a mesh file without this host: it logs the key it
+/// generated (flags and file are valid, so it gets that far), then fails on the missing node.
+fn agent_that_fails_on_a_missing_node(extra: &[&str]) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = dir.path().join("key").to_string_lossy().into_owned();
-    let mesh = dir.path().join("missing.toml").to_string_lossy().into_owned();
-    let mut args = vec!["--key-file", &key, "--backend", "file", "--file", &mesh];
+    let mesh = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/three-locations.toml");
+    let mut args =
+        vec!["--key-file", &key, "--backend", "file", "--file", mesh, "--hostname", "nobody"];
     args.extend_from_slice(extra);
     (kg(&args), dir)
 }
 
 #[test]
 fn the_default_log_line_is_upstreams_go_kit_json_on_stdout() {
-    let (out, dir) = agent_that_fails_on_a_missing_file(&[]);
+    let (out, dir) = agent_that_fails_on_a_missing_node(&[]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -54,19 +55,22 @@ fn the_default_log_line_is_upstreams_go_kit_json_on_stdout() {
     assert_eq!(&time[2..3], ":", "{ts}");
     // The error that ends the agent is for people, on stderr.
     let stderr = text(&out.stderr);
-    assert!(stderr.starts_with("kg: ") && stderr.contains("missing.toml"), "{stderr:?}");
+    assert!(
+        stderr.starts_with("kg: ") && stderr.contains("no node named \"nobody\""),
+        "{stderr:?}"
+    );
 }
 
 #[test]
 fn the_level_filter_drops_lower_levels() {
-    let (out, _dir) = agent_that_fails_on_a_missing_file(&["--log-level", "warn"]);
+    let (out, _dir) = agent_that_fails_on_a_missing_node(&["--log-level", "warn"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "");
 }
 
 #[test]
 fn human_logs_through_a_pipe_have_no_colour_codes() {
-    let (out, _dir) = agent_that_fails_on_a_missing_file(&["--log-format", "human"]);
+    let (out, _dir) = agent_that_fails_on_a_missing_node(&["--log-format", "human"]);
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("INFO") && stdout.contains("generated a new private key"),
