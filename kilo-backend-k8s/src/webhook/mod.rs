@@ -42,8 +42,7 @@ use crate::backend::{KubeBackend, KubeBackendConfig};
 /// The default WireGuard subnet (10.4.0.0/16), used when neither the configuration nor any node
 /// names one.
 pub fn default_subnet() -> Cidr {
-    let network = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 4, 0, 0));
-    Cidr::new(network, 16).unwrap_or(Cidr::host(network))
+    kilo_core::settings::default_subnet()
 }
 
 /// The largest request body the webhook reads.
@@ -67,13 +66,13 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// The WireGuard subnet: the configured one, else the network of the first published
-    /// `wireguard-ip` annotation (as kgctl derives it), else 10.4.0.0/16. (The networks of every
-    /// node's `wireguard-ip` are checked as well.)
+    /// The WireGuard subnet: the configured one, else derived from the nodes as kgctl derives it
+    /// ([`kilo_core::settings`]: the last listed `wireguard-ip`'s network), else 10.4.0.0/16.
+    /// (The networks of every node's `wireguard-ip` are checked as well.)
     pub fn subnet(&self) -> Cidr {
-        self.configured_subnet
-            .or_else(|| self.nodes.iter().find_map(|n| n.wireguard_ip).map(|c| c.network()))
-            .unwrap_or_else(default_subnet)
+        use kilo_core::settings::{Explicit, Source, resolve};
+        let explicit = Explicit { subnet: self.configured_subnet, ..Explicit::default() };
+        resolve(&explicit, Source::KubernetesNodes { nodes: &self.nodes, live: true }).subnet
     }
 
     /// Replaces nodes and peers with a snapshot's: the view is listed.
