@@ -1,6 +1,7 @@
 //! Host discovery against the real kernel, inside a namespace the test owns.
 
 mod netlink_support;
+mod root_support;
 
 use kilo_core::Cidr;
 use kilo_net_linux::Netlink;
@@ -13,6 +14,9 @@ fn c(s: &str) -> Cidr {
 
 #[tokio::test]
 async fn discovery_reads_the_default_route_interface_and_its_mtu() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Namespace::new("disc");
     for (dev, peer) in [("eth0", "eth0p"), ("eth1", "eth1p"), ("kilo0", "kilo0p")] {
         ns.ip(&format!("link add {dev} type veth peer name {peer}"));

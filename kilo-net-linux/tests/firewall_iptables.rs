@@ -2,6 +2,7 @@
 //! delete (root needed), for both the legacy and the nft variants of the binaries.
 
 mod firewall_support;
+mod root_support;
 
 use firewall_support::*;
 use kilo_core::firewall::{Entry, Family, RuleSet};
@@ -125,16 +126,25 @@ fn the_leader_scenario(variant: Variant) {
 
 #[test]
 fn the_leader_rule_set_applies_reconciles_shrinks_and_cleans_up_with_iptables_nft() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     the_leader_scenario(Variant::Nft);
 }
 
 #[test]
 fn the_leader_rule_set_applies_reconciles_shrinks_and_cleans_up_with_iptables_legacy() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     the_leader_scenario(Variant::Legacy);
 }
 
 #[test]
 fn removing_a_peer_only_deletes_that_peers_rules() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("iptpeer");
     let mut fw = firewall(&ns, Variant::Nft);
     fw.set(&leader_rules(&PEERS)).unwrap();
@@ -160,6 +170,9 @@ fn removing_a_peer_only_deletes_that_peers_rules() {
 
 #[test]
 fn comments_with_an_apostrophe_and_ipencap_rules_are_found_again_by_reconcile() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("iptnl");
     let mut fw = firewall(&ns, Variant::Nft);
     let rules = non_leader_rules();
@@ -175,6 +188,9 @@ fn comments_with_an_apostrophe_and_ipencap_rules_are_found_again_by_reconcile() 
 
 #[test]
 fn a_restarted_agent_adopts_the_rules_it_finds() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("iptadopt");
     let rules = leader_rules(&PEERS);
     firewall(&ns, Variant::Nft).set(&rules).unwrap();
@@ -189,6 +205,9 @@ fn a_restarted_agent_adopts_the_rules_it_finds() {
 
 #[test]
 fn the_variant_the_namespace_already_uses_is_detected() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let legacy = Netns::new("iptdl");
     legacy.run(&[
         "iptables-legacy",
@@ -214,6 +233,9 @@ fn the_variant_the_namespace_already_uses_is_detected() {
 
 #[test]
 fn a_failing_command_is_an_error_naming_the_command() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("ipterr");
     let mut fw = firewall(&ns, Variant::Nft);
     let bad = RuleSet {
@@ -332,16 +354,25 @@ fn count(
 
 #[test]
 fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_nft() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     a_thousand_peers_scenario(Variant::Nft);
 }
 
 #[test]
 fn a_thousand_peers_rules_apply_and_clean_up_in_a_few_processes_with_iptables_legacy() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     a_thousand_peers_scenario(Variant::Legacy);
 }
 
 #[test]
 fn a_batch_with_a_refused_rule_falls_back_to_one_process_per_rule_and_names_that_rule() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("iptfb");
     let mut fw = firewall(&ns, Variant::Nft);
     let mut rules = leader_rules(&PEERS);

@@ -2,6 +2,7 @@
 //! create and delete (root needed); state checked with the `nft` binary.
 
 mod firewall_support;
+mod root_support;
 
 use firewall_support::*;
 use kilo_core::firewall::{Entry, Family, RuleSet};
@@ -95,6 +96,9 @@ fn delete_by_hand(ns: &Netns, family: Family, table: &str, chain: &str, entry: &
 
 #[test]
 fn the_leader_rule_set_applies_reconciles_shrinks_and_cleans_up_with_nftables() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("nft");
     let mut fw = firewall(&ns);
     let rules = leader_rules(&PEERS);
@@ -155,6 +159,9 @@ fn the_leader_rule_set_applies_reconciles_shrinks_and_cleans_up_with_nftables() 
 
 #[test]
 fn ipencap_rules_and_apostrophes_apply_and_reconcile_without_writes_in_nftables() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("nftnl");
     let mut fw = firewall(&ns);
     let rules = non_leader_rules();
@@ -184,6 +191,9 @@ fn ipencap_rules_and_apostrophes_apply_and_reconcile_without_writes_in_nftables(
 
 #[test]
 fn a_rule_nftables_cannot_express_is_an_error_naming_it() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("nfterr");
     let mut fw = firewall(&ns);
     let bad = RuleSet {
@@ -206,6 +216,9 @@ fn a_missing_namespace_is_an_error_naming_it() {
 
 #[test]
 fn a_restarted_agent_adopts_the_nftables_rules_it_finds() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new("nftadopt");
     let rules = leader_rules(&PEERS);
     firewall(&ns).set(&rules).unwrap();

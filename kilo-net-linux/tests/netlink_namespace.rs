@@ -1,6 +1,7 @@
 //! The netlink operations against the real kernel, inside a namespace the test owns.
 
 mod netlink_support;
+mod root_support;
 
 use kilo_core::Cidr;
 use kilo_net_linux::{Netlink, NetlinkError};
@@ -12,6 +13,9 @@ fn c(s: &str) -> Cidr {
 
 #[tokio::test]
 async fn links_are_looked_up_by_name_and_changed_in_place() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Namespace::new("link");
     ns.ip("link add d0 mtu 1400 type veth peer name d0p");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
@@ -45,6 +49,9 @@ async fn links_are_looked_up_by_name_and_changed_in_place() {
 
 #[tokio::test]
 async fn a_connection_in_a_namespace_sees_only_that_namespace() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Namespace::new("iso");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let names: Vec<String> = nl.links().await.unwrap().into_iter().map(|l| l.name).collect();
@@ -56,6 +63,9 @@ async fn a_connection_in_a_namespace_sees_only_that_namespace() {
 
 #[tokio::test]
 async fn addresses_are_listed_replaced_deleted_and_made_the_only_one() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Namespace::new("addr");
     ns.ip("link add kilo0 type veth peer name kilo0p");
     ns.ip("addr add 10.9.0.1/24 dev kilo0");
@@ -91,6 +101,9 @@ async fn addresses_are_listed_replaced_deleted_and_made_the_only_one() {
 
 #[tokio::test]
 async fn ipip_tunnel_is_created_or_the_error_says_the_kernel_lacks_ipip() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = Namespace::new("ipip");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let kernel_has_ipip = ns.try_ip("link add krstest type ipip").is_ok();

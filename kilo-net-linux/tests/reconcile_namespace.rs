@@ -1,6 +1,7 @@
 //! The route and rule reconciler against the real kernel, inside a namespace the test owns.
 
 mod netlink_support;
+mod root_support;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -81,6 +82,9 @@ async fn kernel_keys(nl: &Netlink) -> (HashSet<RouteKey>, HashSet<RuleKey>) {
 
 #[tokio::test]
 async fn reconcile_applies_routes_and_rules_then_a_resync_writes_nothing() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = host("apply");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let rec = RouteReconciler::new(nl.clone(), ["kilo0"]);
@@ -124,6 +128,9 @@ async fn reconcile_applies_routes_and_rules_then_a_resync_writes_nothing() {
 
 #[tokio::test]
 async fn a_deleted_route_comes_back_on_the_next_reconcile() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = host("restore");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let rec = RouteReconciler::new(nl.clone(), ["kilo0"]);
@@ -143,6 +150,9 @@ async fn a_deleted_route_comes_back_on_the_next_reconcile() {
 
 #[tokio::test]
 async fn the_monitor_restores_a_deleted_route_at_once() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = host("monitor");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let rec = RouteReconciler::new(nl.clone(), ["kilo0"]);
@@ -170,6 +180,9 @@ async fn the_monitor_restores_a_deleted_route_at_once() {
 
 #[tokio::test]
 async fn changing_one_route_is_exactly_one_delete_and_one_add() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = host("change");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let rec = RouteReconciler::new(nl.clone(), ["kilo0"]);
@@ -194,6 +207,9 @@ async fn changing_one_route_is_exactly_one_delete_and_one_add() {
 
 #[tokio::test]
 async fn routes_differing_only_in_table_are_distinct() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = host("table");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let rec = RouteReconciler::new(nl.clone(), ["kilo0"]);
@@ -208,6 +224,9 @@ async fn routes_differing_only_in_table_are_distinct() {
 
 #[tokio::test]
 async fn only_managed_routes_and_rules_are_deleted_and_clean_up_removes_them_all() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = host("cleanup");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     let rec = RouteReconciler::new(nl.clone(), ["kilo0"]);
@@ -254,6 +273,9 @@ async fn only_managed_routes_and_rules_are_deleted_and_clean_up_removes_them_all
 
 #[tokio::test]
 async fn the_monitor_as_a_stream_ignores_routes_no_longer_desired() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     use futures::StreamExt;
 
     let ns = host("stream");
@@ -277,6 +299,9 @@ async fn the_monitor_as_a_stream_ignores_routes_no_longer_desired() {
 
 #[tokio::test]
 async fn a_new_reconciler_removes_the_lan_routes_a_killed_one_wrote_and_keeps_the_users() {
+    if root_support::skip_unless_root() {
+        return;
+    }
     let ns = host("killed");
     let nl = Netlink::connect_in_namespace(&ns.path).unwrap();
     // The user's routes on eth0: a static one, onlink like Kilo's, and a `proto boot` one.

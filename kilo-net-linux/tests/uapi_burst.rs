@@ -6,6 +6,8 @@
 //!
 //! Its own test binary: the log capture is process-wide.
 
+mod root_support;
+
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -90,6 +92,9 @@ fn key(i: u16) -> Key {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_set_operations_on_the_userspace_device_logs_no_error() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
     tracing::subscriber::set_global_default(Capture).context("install the log capture")?;
     let ns = Netns::new("burst")?;
     let dir = tempfile::tempdir()?;

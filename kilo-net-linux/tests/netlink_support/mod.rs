@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Panics loudly when not root: these tests must run (CI runs as root), never skip.
+/// Panics when not root: a test that creates a namespace without first skipping
+/// (`root_support::skip_unless_root`) for a developer who is not root fails loudly.
 pub fn require_root() {
     let out = Command::new("id").arg("-u").output().expect("run id -u");
     let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
