@@ -105,6 +105,9 @@ fn route_line<'a>(routes: &'a str, dst: &str) -> Option<&'a str> {
 
 #[test]
 fn a_deleted_wireguard_interface_is_unhealthy_until_it_is_recreated_with_its_peers_and_routes() {
+    if support::skip_unless_root() {
+        return;
+    }
     let cluster = Cluster::start(&MeshSpec::new("location")).unwrap();
     cluster.ping_all(&ALL, Duration::from_secs(10)).unwrap();
     let a1 = cluster.ns("a1");
@@ -297,10 +300,16 @@ fn kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing(firewa
 
 #[test]
 fn after_kill_9_a_restarted_agent_removes_what_it_owns_and_did_not_plan_with_iptables() {
+    if support::skip_unless_root() {
+        return;
+    }
     kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing("iptables");
 }
 
 #[test]
 fn after_kill_9_a_restarted_agent_removes_what_it_owns_and_did_not_plan_with_nftables() {
+    if support::skip_unless_root() {
+        return;
+    }
     kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing("nftables");
 }

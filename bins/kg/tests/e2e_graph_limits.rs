@@ -84,6 +84,9 @@ fn get(ns: &str, path: &str, max: &str) -> (u16, Duration) {
 #[test]
 fn thirty_concurrent_graph_requests_run_one_dot_at_a_time_and_a_dropped_client_kills_its_dot()
 -> Result<()> {
+    if support::skip_unless_root() {
+        return Ok(());
+    }
     let mut cluster = Cluster::build(&MeshSpec::new("location"))?;
     let bin: PathBuf = cluster.dir.path().join("fakebin");
     std::fs::create_dir(&bin)?;

@@ -17,6 +17,9 @@ fn route_line<'a>(routes: &'a str, dst: &str) -> Option<&'a str> {
 
 #[test]
 fn location_granularity_connects_every_pod_from_every_node_and_from_the_peer() {
+    if support::skip_unless_root() {
+        return;
+    }
     let cluster = Cluster::start(&MeshSpec::new("location")).unwrap();
     cluster.ping_all(&ALL, Duration::from_secs(10)).unwrap();
 
@@ -68,6 +71,9 @@ fn location_granularity_connects_every_pod_from_every_node_and_from_the_peer() {
 
 #[test]
 fn full_granularity_connects_every_pod_from_every_node_and_from_the_peer() {
+    if support::skip_unless_root() {
+        return;
+    }
     let cluster = Cluster::start(&MeshSpec::new("full")).unwrap();
     cluster.ping_all(&ALL, Duration::from_secs(10)).unwrap();
     // Every node leads its own segment: a2 reaches b1 over its own WireGuard interface.
@@ -81,6 +87,9 @@ fn full_granularity_connects_every_pod_from_every_node_and_from_the_peer() {
 
 #[test]
 fn editing_the_mesh_file_converges_within_five_seconds_without_restarting_agents() {
+    if support::skip_unless_root() {
+        return;
+    }
     let mut spec = MeshSpec::new("location");
     let mut cluster = Cluster::start(&spec).unwrap();
     cluster.ping_all(&ALL, Duration::from_secs(10)).unwrap();
@@ -140,6 +149,9 @@ const QUIET: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_converged_mesh_writes_nothing_during_a_quiet_minute_of_resyncs() {
+    if support::skip_unless_root() {
+        return;
+    }
     let cluster = Cluster::start(&MeshSpec::new("location")).unwrap();
     cluster.ping_all(&ALL, Duration::from_secs(10)).unwrap();
     // Let the device polls see the handshakes the pings caused.
@@ -178,6 +190,9 @@ fn a_converged_mesh_writes_nothing_during_a_quiet_minute_of_resyncs() {
 
 #[test]
 fn sigterm_removes_everything_the_agent_created() {
+    if support::skip_unless_root() {
+        return;
+    }
     let mut cluster = Cluster::start(&MeshSpec::new("location")).unwrap();
     cluster.ping_all(&["a1", "a2", "b1"], Duration::from_secs(10)).unwrap();
     for name in ALL {
@@ -210,6 +225,9 @@ fn sigterm_removes_everything_the_agent_created() {
 
 #[test]
 fn namespaces_and_processes_are_cleaned_up_when_an_assertion_fails() {
+    if support::skip_unless_root() {
+        return;
+    }
     let seen = std::sync::Mutex::new((Vec::<String>::new(), Vec::<u32>::new()));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let cluster = Cluster::start(&MeshSpec::new("location")).unwrap();
@@ -238,6 +256,9 @@ fn namespaces_and_processes_are_cleaned_up_when_an_assertion_fails() {
 
 #[test]
 fn garbage_written_into_the_live_mesh_file_is_refused_and_the_mesh_keeps_working() {
+    if support::skip_unless_root() {
+        return;
+    }
     let cluster = Cluster::start(&MeshSpec::new("location")).unwrap();
     cluster.ping_all(&ALL, Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_secs(3));

@@ -2,6 +2,9 @@
 //! network namespace of its own and reads its error. Needs root; namespaces are removed even when
 //! a test fails.
 
+#[path = "support/root.rs"]
+mod root;
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -176,6 +179,9 @@ const PRIVILEGES: &str = "configuring the network needs root or the CAP_NET_ADMI
 
 #[test]
 fn without_root_the_error_says_that_cap_net_admin_is_needed() {
+    if root::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new();
     let files = Files::new("10.9.0.1/24");
     files.chown(65534);
@@ -192,6 +198,9 @@ fn without_root_the_error_says_that_cap_net_admin_is_needed() {
 
 #[test]
 fn without_a_wireguard_module_the_error_suggests_userspace() {
+    if root::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new();
     let probe = Command::new("ip")
         .args(["-n", &ns.0, "link", "add", "probe0", "type", "wireguard"])
@@ -216,6 +225,9 @@ fn without_a_wireguard_module_the_error_suggests_userspace() {
 
 #[test]
 fn a_wireguard_port_in_use_is_named() {
+    if root::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new();
     let _held = ns.hold_udp_port(51820);
     let files = Files::new("10.9.0.1/24");
@@ -228,6 +240,9 @@ fn a_wireguard_port_in_use_is_named() {
 
 #[test]
 fn an_internal_ip_that_is_not_on_this_host_is_named() {
+    if root::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new();
     let files = Files::new("10.9.0.99/24");
     let ran = kg(&ns, &files, &[], &["--wireguard", "userspace"], EXITS);
@@ -245,6 +260,9 @@ fn an_internal_ip_that_is_not_on_this_host_is_named() {
 
 #[test]
 fn graph_without_graphviz_says_that_dot_is_not_installed() {
+    if root::skip_unless_root() {
+        return;
+    }
     let ns = Netns::new();
     let files = Files::new("10.9.0.1/24");
     // iptables is in the sbin directories, Graphviz's `dot` is not.

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 pub mod kube;
+mod root;
+
+pub use root::skip_unless_root;
 
 /// The nodes: name, location, WAN address, LAN address, pod subnet number.
 pub const NODES: [(&str, &str, &str, &str, u8); 3] = [
@@ -50,6 +53,8 @@ pub fn sh(cmd: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Panics when not root: a test that builds a cluster without first skipping
+/// ([`skip_unless_root`]) for a developer who is not root fails loudly.
 fn require_root() {
     let uid = sh("id", &["-u"]).expect("id -u");
     assert_eq!(uid.trim(), "0", "the e2e tests create network namespaces: run them as root");
