@@ -1,5 +1,7 @@
 //! Root-only tests (network namespaces, TUN devices, WireGuard links, firewalls) skip with a
-//! message when the tests do not run as root; CI runs them as root, where they run.
+//! message when the tests do not run as root; CI runs them as root, where they run, and sets
+//! `KILO_TESTS_REQUIRE_ROOT=1` so that a CI that lost root fails instead of skipping them. Also
+//! used by `kg`'s tests (`bins/kg/tests/support/root.rs`).
 
 use std::io::Write;
 use std::process::Command;
@@ -11,6 +13,10 @@ pub fn skip_unless_root() -> bool {
     if is_root() {
         return false;
     }
+    assert!(
+        std::env::var_os("KILO_TESTS_REQUIRE_ROOT").is_none(),
+        "KILO_TESTS_REQUIRE_ROOT is set, but the tests do not run as root"
+    );
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("this test");
     // Straight to stderr: libtest captures `eprintln!` of passing tests.
