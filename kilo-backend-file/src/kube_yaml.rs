@@ -108,7 +108,7 @@ const MAX_DEPTH: usize = 32;
 
 /// How the full parser reads: no limit on the number of documents, nodes or events (the text is
 /// in memory already, at most [`crate::MAX_FILE_SIZE`] bytes, and the work is linear in it); the
-/// parser's defaults against alias bombs; errors without a rendered snippet.
+/// parser's defaults against alias bombs; errors without a rendered snippet; YAML 1.2 booleans.
 fn read_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -118,6 +118,9 @@ fn read_options() -> serde_saphyr::Options {
             max_nodes: usize::MAX,
         },
         with_snippet: false,
+        // YAML 1.2's booleans only (as serde_yaml and the fast reader): `no`, `yes`, `on` and
+        // `off` are strings, not YAML 1.1 booleans.
+        strict_booleans: true,
     }
 }
 
