@@ -11,11 +11,9 @@
 //! - [`cni`]: the CNI conflist pod-CIDR update.
 //! - [`wireguard::Device`]: the WireGuard device, kernel (wireguard-control) or userspace
 //!   (in-process gotatun with a UAPI socket), read back and changed peer by peer.
-//! - [`agent::run`]: the agent's loop around `kilo-core`'s state machine, with its metrics.
 //! - [`host::Host`]: applies a whole plan as minimal changes and reports them.
 //! - [`firewall`]: iptables or native nftables rules with upstream's rule strings.
 
-pub mod agent;
 pub mod cni;
 pub mod discovery;
 pub mod error;

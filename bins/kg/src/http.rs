@@ -7,8 +7,8 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kilo_net_linux::agent::Shared;
-use kilo_net_linux::agent::metrics::Exposition;
+use kilo_agent::Shared;
+use kilo_agent::metrics::Exposition;
 
 use crate::graph::{RenderError, Renderer};
 

@@ -9,7 +9,7 @@ use kilo_backend_k8s::{KubeBackend, KubeBackendConfig, client};
 use kilo_core::Cidr;
 use kilo_core::agent::HostFacts;
 use kilo_net_linux::Netlink;
-use kilo_net_linux::agent::Detect;
+use kilo_agent::Detect;
 use kilo_net_linux::discovery::discover_ips;
 
 /// The CNI bridge, whose addresses are never the node's IP (upstream 1.6).

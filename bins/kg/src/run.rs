@@ -19,7 +19,7 @@ use kilo_core::settings::{self, Explicit, Settings};
 use kilo_core::{
     Backend, Cidr, Compatibility, Encapsulation, Granularity, Node, PrivateKey, Snapshot,
 };
-use kilo_net_linux::agent::{Detect, RunOptions, Shared};
+use kilo_agent::{Detect, RunOptions, Shared};
 use kilo_net_linux::host::{FirewallKind, Host, HostOptions};
 use kilo_net_linux::wireguard::{WireGuardChoice, WireGuardKind};
 
@@ -322,7 +322,7 @@ async fn serve_and_run<B: Backend>(
     let router = crate::http::router(shared.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %kilo_net_linux::agent::chain(&e), "HTTP server stopped");
+            tracing::error!(error = %kilo_agent::chain(&e), "HTTP server stopped");
         }
     });
     tracing::info!(node = %config.hostname, granularity = %config.granularity, "kg started");
@@ -333,7 +333,7 @@ async fn serve_and_run<B: Backend>(
         clean_up_interface: cli.clean_up_interface,
         cni_path,
     };
-    kilo_net_linux::agent::run(
+    kilo_agent::run(
         Agent::new(config),
         backend,
         host,

@@ -2,9 +2,6 @@
 //! backend events, timers and the observed WireGuard device, and carries out its actions on a
 //! [`Host`]. All decisions stay in the core; this loop only moves data and counts.
 
-pub mod chain;
-pub mod metrics;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,11 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kilo_core::agent::{Action, Agent, HostFacts, Input, ObservedPeer};
 use kilo_core::{Backend, Event};
 
-pub use chain::chain;
-pub use metrics::{Metrics, Shared};
+use crate::chain::chain;
+use crate::metrics::Shared;
 
-use crate::host::Host;
-use crate::wireguard::DeviceState;
+use kilo_net_linux::host::{Host, HostError};
+use kilo_net_linux::wireguard::DeviceState;
 
 /// Upstream's check-in period.
 pub const CHECK_IN: Duration = Duration::from_secs(30);
@@ -177,7 +174,7 @@ impl<B: Backend> Loop<B> {
         else {
             return;
         };
-        match crate::cni::update_cni_config(path, subnet) {
+        match kilo_net_linux::cni::update_cni_config(path, subnet) {
             Ok(true) => {
                 tracing::info!(path = %path.display(), %subnet, "updated the CNI configuration")
             }
@@ -213,7 +210,7 @@ pub async fn run<B: Backend>(
     options: RunOptions,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), crate::host::HostError> {
+) -> Result<(), HostError> {
     let hostname = agent.config().hostname.clone();
     let monitor = host.route_monitor()?;
     let monitor = tokio::spawn(monitor.run());
@@ -301,7 +298,7 @@ async fn clean_up<B: Backend>(
     shared: &Shared,
     hostname: &str,
     interface: bool,
-) -> Result<(), crate::host::HostError> {
+) -> Result<(), HostError> {
     tracing::info!("cleaning up");
     let started = Instant::now();
     // Its own task, so that the budget holds even while a step blocks its thread (the

@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::firewall::OpLabels;
-use crate::wireguard::DeviceState;
+use kilo_net_linux::firewall::OpLabels;
+use kilo_net_linux::wireguard::DeviceState;
 
 /// `kilo_errors_total{event}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
