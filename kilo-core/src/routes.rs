@@ -53,42 +53,28 @@ pub struct Interfaces {
 }
 
 mod build;
+mod diff;
 mod encap;
 
+pub use diff::{
+    InstalledRoute, InstalledRule, KILO_REALM, Ownership, PROTO_STATIC, RouteDiff, RouteKey,
+    RouteKind, RuleKey, diff,
+};
 pub use encap::{Encapsulator, EncapsulatorConfig};
 
 impl Route {
-    /// The route's identity for diffing (contract C7): unlike upstream's reconciler key, the
-    /// table, the route type (always `unicast`) and the device are part of it, so two routes that
-    /// differ only in their table never collapse. `onlink` is not part of it (the kernel replaces
-    /// a route in place when only its flags change).
+    /// The route's identity for diffing (contract C7), as text: [`RouteKey`] (type, masked
+    /// destination, gateway, device, source, table; not `onlink`).
     pub fn key(&self) -> String {
-        format!(
-            "unicast {} via {} dev {} src {} table {}",
-            self.dst,
-            opt(self.via),
-            self.dev,
-            opt(self.src),
-            self.table
-        )
+        RouteKey::of(self).to_string()
     }
 }
 
 impl Rule {
-    /// The rule's identity for diffing: selectors and table (upstream's rule key).
+    /// The rule's identity for diffing, as text: [`RuleKey`] (selectors and table).
     pub fn key(&self) -> String {
-        format!(
-            "from {} to {} iif {} lookup {}",
-            opt(self.from),
-            opt(self.to),
-            self.iif.as_deref().unwrap_or("-"),
-            self.table
-        )
+        RuleKey::of(self).to_string()
     }
-}
-
-fn opt<T: fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 fn table_name(table: u32) -> String {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use kilo_core::Cidr;
 use kilo_core::routes::{KILO_TABLE, MAIN_TABLE, Route, Rule};
 use kilo_net_linux::Netlink;
-use kilo_net_linux::reconcile::{RouteKey, RouteReconciler, RuleKey};
+use kilo_net_linux::reconcile::{RouteKey, RouteReconciler, RuleKey, installed_route};
 use netlink_support::Namespace;
 
 fn c(s: &str) -> Cidr {
@@ -68,7 +68,13 @@ fn desired() -> (Vec<Route>, Vec<Rule>) {
 }
 
 async fn kernel_keys(nl: &Netlink) -> (HashSet<RouteKey>, HashSet<RuleKey>) {
-    let routes = nl.routes().await.unwrap().iter().map(RouteKey::of_kernel).collect();
+    let routes = nl
+        .routes()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| RouteKey::of_installed(&installed_route(r)))
+        .collect();
     let rules = nl
         .rules()
         .await
@@ -194,7 +200,7 @@ async fn changing_one_route_is_exactly_one_delete_and_one_add() {
     routes[0].via = Some("10.4.0.3".parse().unwrap());
     let diff = rec.reconcile(&routes, &rules).await.unwrap();
     assert_eq!(diff.delete_routes.len(), 1, "{diff}");
-    assert_eq!(RouteKey::of_kernel(&diff.delete_routes[0]), RouteKey::of(&old));
+    assert_eq!(RouteKey::of_installed(&diff.delete_routes[0]), RouteKey::of(&old));
     assert_eq!(diff.add_routes, [routes[0].clone()]);
     assert!(diff.delete_rules.is_empty() && diff.add_rules.is_empty());
     assert_eq!(rec.writes(), before + 2);

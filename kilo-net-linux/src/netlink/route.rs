@@ -15,41 +15,16 @@ use rtnetlink::packet_route::route::{
 use super::Netlink;
 use crate::error::NetlinkError;
 
-/// `RTPROT_STATIC`, the protocol of every route Kilo writes.
-pub const PROTO_STATIC: u8 = 4;
+pub use kilo_core::routes::{KILO_REALM, PROTO_STATIC, RouteKind};
 
-/// The realm (`RTA_FLOW`, `ip route … realm 1107`) every IPv4 route Kilo writes carries: the mark
-/// by which an agent recognises, from the kernel alone, the routes another (killed) agent wrote
-/// on devices that are not Kilo's own. It changes nothing in forwarding (realms only feed the
-/// `route` traffic classifier, the `realm` match and `/proc/net/rt_acct`); upstream Kilo neither
-/// sets nor checks it, and its `ip route replace` and `del` match our routes all the same. The
-/// kernel has no realms for IPv6 (see [`crate::reconcile`] for what that means).
-pub const KILO_REALM: u16 = 1107;
-
-/// A route's type (`RTN_*`); Kilo writes only [`RouteKind::Unicast`] routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RouteKind {
-    /// A gateway or direct route.
-    Unicast,
-    /// `blackhole`.
-    Blackhole,
-    /// `unreachable`.
-    Unreachable,
-    /// `prohibit`.
-    Prohibit,
-    /// Any other type (`local`, `broadcast`, …), by number.
-    Other(u8),
-}
-
-impl From<RouteType> for RouteKind {
-    fn from(t: RouteType) -> RouteKind {
-        match t {
-            RouteType::Unicast => RouteKind::Unicast,
-            RouteType::BlackHole => RouteKind::Blackhole,
-            RouteType::Unreachable => RouteKind::Unreachable,
-            RouteType::Prohibit => RouteKind::Prohibit,
-            other => RouteKind::Other(u8::from(other)),
-        }
+/// A route's type from the kernel's `RTN_*`.
+fn kind_of(t: RouteType) -> RouteKind {
+    match t {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        RouteType::Unreachable => RouteKind::Unreachable,
+        RouteType::Prohibit => RouteKind::Prohibit,
+        other => RouteKind::Other(u8::from(other)),
     }
 }
 
@@ -144,7 +119,7 @@ pub(crate) fn from_message(
     };
     Some(KernelRoute {
         route,
-        kind: msg.header.kind.into(),
+        kind: kind_of(msg.header.kind),
         protocol: u8::from(msg.header.protocol),
         priority,
         oif,

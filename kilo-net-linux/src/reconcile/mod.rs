@@ -1,5 +1,8 @@
-//! Routes and policy rules: the desired set from kilo-core against the kernel's, as a typed
-//! [`Diff`] applied minimally (upstream 7.5, with contract C7's route identity).
+//! Routes and policy rules: the desired set from kilo-core against the kernel's, applied
+//! minimally (upstream 7.5, with contract C7's route identity). The reconciler reads the kernel
+//! into kilo-core's terms ([`installed_route`], [`installed_rule`]), asks kilo-core for the typed
+//! [`RouteDiff`] ([`kilo_core::routes::diff`], which also owns the identities [`RouteKey`] and
+//! [`RuleKey`], with their treatment of `onlink`, and the [`Ownership`] rules) and carries it out.
 //!
 //! A resync that finds nothing to change writes nothing ([`RouteReconciler::writes`] counts
 //! every netlink write). Only managed routes and rules are ever deleted (see [`Ownership`]).
@@ -45,18 +48,20 @@
 mod diff;
 mod monitor;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kilo_core::routes::{Route, Rule};
+use kilo_core::routes::{InstalledRoute, InstalledRule, Route, Rule};
 use tokio::sync::Mutex;
 
-pub use diff::{Diff, Ownership, RouteKey, RuleKey, diff};
+pub use diff::{installed_route, installed_rule};
+pub use kilo_core::routes::{Ownership, RouteDiff, RouteKey, RuleKey};
 pub use monitor::{LinkMonitor, RouteMonitor};
 
 use crate::error::NetlinkError;
 use crate::netlink::{KernelRoute, KernelRule, Netlink};
+use diff::Kernel;
 
 /// Why a reconcile did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,8 +81,18 @@ pub enum ReconcileError {
 
 #[derive(Debug, Default)]
 struct State {
-    desired: HashSet<RouteKey>,
+    /// The desired routes by identity (the first of each, normalised), for the monitor's
+    /// restores.
+    desired: HashMap<RouteKey, Route>,
     ownership: Ownership,
+}
+
+/// The kernel's routes and rules, as read and in kilo-core's terms.
+struct Read {
+    routes: Vec<KernelRoute>,
+    rules: Vec<KernelRule>,
+    installed_routes: Vec<InstalledRoute>,
+    installed_rules: Vec<InstalledRule>,
 }
 
 /// Keeps the kernel's routes and policy rules equal to the desired ones. Cheap to clone (clones
@@ -98,11 +113,8 @@ impl RouteReconciler {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let devices: BTreeSet<String> = owned_devices.into_iter().map(Into::into).collect();
-        let state = State {
-            desired: HashSet::new(),
-            ownership: Ownership { devices, ..Ownership::default() },
-        };
+        let state =
+            State { desired: HashMap::new(), ownership: Ownership::with_devices(owned_devices) };
         RouteReconciler {
             netlink,
             state: Arc::new(Mutex::new(state)),
@@ -122,46 +134,29 @@ impl RouteReconciler {
     }
 
     /// The changes [`RouteReconciler::reconcile`] would make now, without making them.
-    pub async fn plan(&self, routes: &[Route], rules: &[Rule]) -> Result<Diff, ReconcileError> {
+    pub async fn plan(
+        &self,
+        routes: &[Route],
+        rules: &[Rule],
+    ) -> Result<RouteDiff, ReconcileError> {
         let state = self.state.lock().await;
-        self.compute(routes, rules, &state.ownership).await
+        let kernel = self.read().await?;
+        Ok(kilo_core::routes::diff(
+            &kernel.installed_routes,
+            &kernel.installed_rules,
+            routes,
+            rules,
+            &state.ownership,
+        ))
     }
 
-    async fn compute(
-        &self,
-        routes: &[Route],
-        rules: &[Rule],
-        ownership: &Ownership,
-    ) -> Result<Diff, ReconcileError> {
-        Ok(self.compute_with_kernel(routes, rules, ownership).await?.0)
-    }
-
-    /// The diff, with the identities of the planned `proto static` routes and the planned
-    /// rules that the kernel already holds (adopted: they are Kilo's).
-    async fn compute_with_kernel(
-        &self,
-        routes: &[Route],
-        rules: &[Rule],
-        ownership: &Ownership,
-    ) -> Result<(Diff, Vec<RouteKey>, Vec<RuleKey>), ReconcileError> {
-        let kernel_routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
-        let kernel_rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
-        let diff = diff(routes, rules, &kernel_routes, &kernel_rules, ownership);
-        let wanted: HashSet<RouteKey> = routes.iter().map(RouteKey::of).collect();
-        let present_routes = kernel_routes
-            .iter()
-            .filter(|r| r.protocol == crate::netlink::PROTO_STATIC && !r.route.dev.is_empty())
-            .map(RouteKey::of_kernel)
-            .filter(|k| wanted.contains(k))
-            .collect();
-        let wanted: HashSet<RuleKey> = rules.iter().map(RuleKey::of).collect();
-        let present_rules = kernel_rules
-            .iter()
-            .filter(|r| r.lookup)
-            .map(|r| RuleKey::of(&r.rule))
-            .filter(|k| wanted.contains(k))
-            .collect();
-        Ok((diff, present_routes, present_rules))
+    /// Reads the kernel's routes and rules.
+    async fn read(&self) -> Result<Read, ReconcileError> {
+        let routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
+        let rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
+        let installed_routes = routes.iter().map(installed_route).collect();
+        let installed_rules = rules.iter().map(installed_rule).collect();
+        Ok(Read { routes, rules, installed_routes, installed_rules })
     }
 
     /// The kernel's routes and rules that this reconciler manages now (what
@@ -172,46 +167,63 @@ impl RouteReconciler {
         let routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
         let rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
         Ok((
-            routes.into_iter().filter(|r| state.ownership.owns_route(r)).collect(),
-            rules.into_iter().filter(|r| state.ownership.owns_rule(r)).collect(),
+            routes
+                .into_iter()
+                .filter(|r| state.ownership.owns_route(&installed_route(r)))
+                .collect(),
+            rules.into_iter().filter(|r| state.ownership.owns_rule(&installed_rule(r))).collect(),
         ))
     }
 
     /// Makes the kernel's managed routes and rules equal to `routes` and `rules`: reads the
-    /// kernel's state, deletes managed items that are not desired, adds desired items that are
-    /// missing (`ip rule del …; ip route del …; ip route replace …; ip rule add …`) and marks
-    /// desired IPv4 routes found unmarked. Desired items found in place are recorded as Kilo's
-    /// (they go at clean-up). Returns the diff it applied. Failed changes do not stop the
-    /// others.
+    /// kernel's state, asks kilo-core for the diff and carries it out (`ip rule del …;
+    /// ip route del …; ip route replace …; ip rule add …`). Desired items found in place are
+    /// recorded as Kilo's (they go at clean-up). Returns the diff it applied. Failed changes do
+    /// not stop the others.
     pub async fn reconcile(
         &self,
         routes: &[Route],
         rules: &[Rule],
-    ) -> Result<Diff, ReconcileError> {
+    ) -> Result<RouteDiff, ReconcileError> {
         let mut state = self.state.lock().await;
-        state.desired = routes.iter().map(RouteKey::of).collect();
-        let (diff, present_routes, present_rules) =
-            self.compute_with_kernel(routes, rules, &state.ownership).await?;
-        state.ownership.routes.extend(present_routes);
-        state.ownership.rules.extend(present_rules);
+        state.desired.clear();
+        for route in routes {
+            state
+                .desired
+                .entry(RouteKey::of(route))
+                .or_insert_with(|| InstalledRoute::written(route).route);
+        }
+        let kernel = self.read().await?;
+        let diff = kilo_core::routes::diff(
+            &kernel.installed_routes,
+            &kernel.installed_rules,
+            routes,
+            rules,
+            &state.ownership,
+        );
+        state.ownership.adopt(&kernel.installed_routes, &kernel.installed_rules, routes, rules);
         let mut failures = Vec::new();
+        let mut kernel_rules = Kernel::new(&kernel.rules);
         for rule in &diff.delete_rules {
-            match self.write(self.netlink.delete_rule(rule)).await {
+            let Some(found) = kernel_rules.take(rule, installed_rule) else { continue };
+            match self.write(self.netlink.delete_rule(found)).await {
                 Ok(()) => {
                     state.ownership.rules.remove(&RuleKey::of(&rule.rule));
                 }
                 Err(e) => failures.push(e),
             }
         }
+        let mut kernel_routes = Kernel::new(&kernel.routes);
         for route in &diff.delete_routes {
-            match self.write(self.netlink.delete_route(route)).await {
+            let Some(found) = kernel_routes.take(route, installed_route) else { continue };
+            match self.write(self.netlink.delete_route(found)).await {
                 Ok(()) => {
-                    state.ownership.routes.remove(&RouteKey::of_kernel(route));
+                    state.ownership.routes.remove(&RouteKey::of_installed(route));
                 }
                 Err(e) => failures.push(e),
             }
         }
-        for route in &diff.add_routes {
+        for route in diff.add_routes.iter().chain(&diff.replace_routes) {
             match self.write(self.netlink.replace_route(route)).await {
                 Ok(()) => {
                     state.ownership.routes.insert(RouteKey::of(route));
@@ -249,7 +261,7 @@ impl RouteReconciler {
 
     /// Deletes every managed route and rule (upstream's route table `CleanUp`, on exit with
     /// `--clean-up`), and forgets the desired set. Failed deletions do not stop the others.
-    pub async fn clean_up(&self) -> Result<Diff, ReconcileError> {
+    pub async fn clean_up(&self) -> Result<RouteDiff, ReconcileError> {
         self.reconcile(&[], &[]).await
     }
 
@@ -267,13 +279,10 @@ impl RouteReconciler {
         op.await
     }
 
-    /// Re-adds `route` if it is still desired (used by the monitor).
+    /// Re-adds the desired route of identity `key`, if there is one (used by the monitor).
     async fn restore(&self, key: &RouteKey) -> Option<Result<Route, NetlinkError>> {
         let mut state = self.state.lock().await;
-        if !state.desired.contains(key) {
-            return None;
-        }
-        let route = key.route.clone();
+        let route = state.desired.get(key)?.clone();
         Some(match self.write(self.netlink.replace_route(&route)).await {
             Ok(()) => {
                 state.ownership.routes.insert(key.clone());

@@ -7,7 +7,7 @@ use rtnetlink::MulticastGroup;
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
-use super::{RouteKey, RouteReconciler};
+use super::{RouteKey, RouteReconciler, installed_route};
 use crate::error::NetlinkError;
 use crate::netlink::Notifications;
 
@@ -48,7 +48,7 @@ impl RouteMonitor {
                 Err(e) => return Some(Err(e)),
             };
             let Some(kernel) = crate::netlink::route_from_message(&msg, &names) else { continue };
-            let key = RouteKey::of_kernel(&kernel);
+            let key = RouteKey::of_installed(&installed_route(&kernel));
             if let Some(result) = self.reconciler.restore(&key).await {
                 if let Ok(route) = &result {
                     tracing::info!(route = %crate::netlink::describe_route(route), "restored a deleted route");
