@@ -24,10 +24,12 @@
 //! ```
 
 mod backend;
+pub mod connect;
 pub mod crd;
 mod error;
 mod kubeconfig;
 mod lenient;
+pub mod snapshot;
 #[cfg(feature = "test-support")]
 #[allow(missing_docs)]
 pub mod testing;
