@@ -9,7 +9,7 @@
 //!   with a route monitor that restores deleted routes at once.
 //! - [`discovery`]: private/public IP detection and automatic MTU.
 //! - [`cni`]: the CNI conflist pod-CIDR update.
-//! - [`wireguard::Device`]: the WireGuard device, kernel (wireguard-control) or userspace
+//! - [`wireguard::Device`]: the WireGuard device, kernel (generic netlink) or userspace
 //!   (in-process gotatun with a UAPI socket), read back and changed peer by peer.
 //! - [`host::Host`]: applies a whole plan as minimal changes and reports them.
 //! - [`firewall`]: iptables or native nftables rules with upstream's rule strings.

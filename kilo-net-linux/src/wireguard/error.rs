@@ -126,7 +126,9 @@ fn kernel_advice(operation: &str, message: &str) -> &'static str {
     let errno = |n: i32| message.contains(&format!("(os error {n})"));
     if errno(1) || errno(13) {
         PERMISSION_ADVICE
-    } else if operation.contains("link add") && (errno(95) || errno(19) || errno(93)) {
+    } else if (operation.contains("link add") && (errno(95) || errno(19) || errno(93)))
+        || message.starts_with(super::genl::NO_FAMILY)
+    {
         "; this kernel has no WireGuard module: load it (`modprobe wireguard`) or use the \
          built-in userspace implementation (--wireguard userspace)"
     } else if errno(98) {
@@ -193,6 +195,16 @@ mod tests {
                 "ip link add type wireguard on WireGuard interface \"kilo0\" failed: Operation \
                  not permitted (os error 1){PERMISSION_ADVICE}"
             )
+        );
+        assert_eq!(
+            err(
+                "wg show",
+                "generic netlink family \"wireguard\" not found: No such file or directory (os error 2)"
+            ),
+            "wg show on WireGuard interface \"kilo0\" failed: generic netlink family \"wireguard\" \
+             not found: No such file or directory (os error 2); this kernel has no WireGuard module: \
+             load it (`modprobe wireguard`) or use the built-in userspace implementation \
+             (--wireguard userspace)"
         );
         assert!(err("wg set", "Address in use (os error 98)").ends_with(
             "the WireGuard UDP listen port is in use by another program: stop it or give \

@@ -1,21 +1,24 @@
 //! The kernel WireGuard device: a `wireguard` link (created with rtnetlink) configured through
-//! the kernel's generic-netlink WireGuard API via the `wireguard-control` crate.
+//! the kernel's generic-netlink WireGuard API on the same rust-netlink
+//! stack as rtnetlink (`netlink-packet-wireguard` messages over `netlink-proto`).
 //!
 //! Every operation runs on a short-lived thread that enters the device's network namespace when
-//! one is given (see [`super::netns`]), so a device in a namespace is handled like one on the
-//! host. Each change names ONE peer; `replace_peers` is never used.
+//! one is given (see [`super::netns`]) and opens its netlink sockets there, so a device in a
+//! namespace is handled like one on the host. Each change names ONE peer; `replace_peers` is
+//! never used.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use futures::TryStreamExt;
 use kilo_core::wireguard::PeerConfig;
-use kilo_core::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
+use kilo_core::{Cidr, Endpoint, Key, PrivateKey};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{LinkUnspec, LinkWireguard};
-use wireguard_control as wgc;
 
 use super::error::WireGuardError;
+use super::genl::{self, GenlError};
 use super::netns;
 use super::state::{DeviceState, PeerState};
 use super::uapi::endpoint_addr;
@@ -29,13 +32,6 @@ pub struct KernelDevice {
 
 fn kernel_err(operation: &'static str, name: &str, message: impl ToString) -> WireGuardError {
     WireGuardError::Kernel { operation, name: name.to_string(), message: message.to_string() }
-}
-
-fn iface(name: &str) -> Result<wgc::InterfaceName, WireGuardError> {
-    name.parse().map_err(|_| WireGuardError::InvalidName {
-        name: name.to_string(),
-        reason: "not a valid interface name",
-    })
 }
 
 /// Whether a link message is a `wireguard` link.
@@ -105,7 +101,7 @@ impl KernelDevice {
         mtu: u32,
         netns: Option<&Path>,
     ) -> Result<Self, WireGuardError> {
-        iface(name)?;
+        super::validate_name(name)?;
         let n = name.to_string();
         netns::run(netns.map(Path::to_path_buf), move || async move {
             let handle = connect(&n)?;
@@ -131,7 +127,7 @@ impl KernelDevice {
     /// Uses the existing `wireguard` link `name` (`--create-interface=false`); an error when it
     /// is missing or of another type.
     pub async fn open(name: &str, netns: Option<&Path>) -> Result<Self, WireGuardError> {
-        iface(name)?;
+        super::validate_name(name)?;
         let n = name.to_string();
         netns::run(netns.map(Path::to_path_buf), move || async move {
             let handle = connect(&n)?;
@@ -150,23 +146,42 @@ impl KernelDevice {
         &self.name
     }
 
-    /// Runs a blocking `wireguard-control` call in the device's namespace.
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&wgc::InterfaceName) -> std::io::Result<T> + Send + 'static,
-        operation: &'static str,
-    ) -> Result<T, WireGuardError> {
+    /// Runs `work` on a generic-netlink WireGuard connection opened in the device's namespace.
+    async fn genl<T, F, Fut>(&self, operation: &'static str, work: F) -> Result<T, WireGuardError>
+    where
+        T: Send + 'static,
+        F: FnOnce(genl::WireGuard, String) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, GenlError>>,
+    {
         let name = self.name.clone();
-        let ifname = iface(&name)?;
         netns::run(self.netns.clone(), move || async move {
-            f(&ifname).map_err(|e| kernel_err(operation, &name, e))
+            let result = match genl::WireGuard::open().await {
+                Ok(wg) => work(wg, name.clone()).await,
+                Err(e) => Err(e),
+            };
+            result.map_err(|e| kernel_err(operation, &name, e))
         })
         .await
     }
 
+    /// Sends `WG_CMD_SET_DEVICE` for the interface fields and peers given, in as many messages
+    /// as their size needs.
+    async fn set(
+        &self,
+        operation: &'static str,
+        interface: genl::InterfaceUpdate,
+        peers: Vec<genl::PeerUpdate>,
+    ) -> Result<(), WireGuardError> {
+        let messages =
+            genl::set_device_messages(&self.name, &interface, &peers, genl::MAX_MESSAGE_LEN)
+                .map_err(|e| kernel_err(operation, &self.name, e))?;
+        self.genl(operation, move |wg, _| async move { wg.set_device(messages).await }).await
+    }
+
     /// Reads the device (`wg show IFACE dump`).
     pub async fn read(&self) -> Result<DeviceState, WireGuardError> {
-        let device = self.run(|i| wgc::Device::get(i, wgc::Backend::Kernel), "wg show").await?;
+        let device =
+            self.genl("wg show", |wg, name| async move { wg.get_device(&name).await }).await?;
         Ok(from_device(&self.name, device))
     }
 
@@ -188,38 +203,40 @@ impl KernelDevice {
         if private_key.is_none() && listen_port.is_none() {
             return Ok(());
         }
-        let mut update = wgc::DeviceUpdate::new();
-        if let Some(k) = private_key {
-            update = update.set_private_key(wgc::Key(*k.expose_bytes()));
-        }
-        if let Some(p) = listen_port {
-            update = update.set_listen_port(p);
-        }
-        self.run(move |i| update.apply(i, wgc::Backend::Kernel), "wg set private-key listen-port")
-            .await
+        let interface = genl::InterfaceUpdate { private_key: private_key.cloned(), listen_port };
+        self.set("wg set private-key listen-port", interface, Vec::new()).await
     }
 
     /// Creates or updates ONE peer, replacing its allowed IPs (`wg set IFACE peer K ...`).
     pub async fn set_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
-        let update = wgc::DeviceUpdate::new().add_peer(to_builder(peer)?);
-        self.run(move |i| update.apply(i, wgc::Backend::Kernel), "wg set peer").await
+        let update = to_update(peer)?;
+        self.set("wg set peer", genl::InterfaceUpdate::default(), vec![update]).await
     }
 
-    /// Updates ONE peer only if the device has it. `wireguard-control` does not expose the
-    /// kernel's update-only flag, so the device is read first (a peer removed between the read
-    /// and the write would be re-created).
+    /// Updates ONE peer only if the device has it (the kernel's `WGPEER_F_UPDATE_ONLY`). A
+    /// kernel that does not know the flag (`EOPNOTSUPP`) gets the device read first instead (a
+    /// peer removed between the read and the write would then be re-created).
     pub async fn update_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
-        let update = wgc::DeviceUpdate::new().add_peer(to_builder(peer)?);
-        if self.read().await?.peer(&peer.public_key).is_none() {
-            return Ok(());
+        let update = to_update(peer)?;
+        let only = genl::PeerUpdate { update_only: true, ..update.clone() };
+        let result = self.set("wg set peer", genl::InterfaceUpdate::default(), vec![only]).await;
+        match result {
+            Err(WireGuardError::Kernel { message, .. })
+                if message.contains(&format!("(os error {})", nix::libc::EOPNOTSUPP)) =>
+            {
+                if self.read().await?.peer(&peer.public_key).is_none() {
+                    return Ok(());
+                }
+                self.set("wg set peer", genl::InterfaceUpdate::default(), vec![update]).await
+            }
+            other => other,
         }
-        self.run(move |i| update.apply(i, wgc::Backend::Kernel), "wg set peer").await
     }
 
     /// Removes ONE peer (`wg set IFACE peer K remove`).
     pub async fn remove_peer(&self, key: &Key) -> Result<(), WireGuardError> {
-        let update = wgc::DeviceUpdate::new().remove_peer_by_key(&wgc::Key(*key.as_bytes()));
-        self.run(move |i| update.apply(i, wgc::Backend::Kernel), "wg set peer remove").await
+        let remove = genl::PeerUpdate { public_key: *key, remove: true, ..Default::default() };
+        self.set("wg set peer remove", genl::InterfaceUpdate::default(), vec![remove]).await
     }
 
     /// Deletes the link (`ip link del IFACE`).
@@ -256,80 +273,74 @@ impl KernelDevice {
     }
 }
 
-/// The `wireguard-control` peer update for one kilo-core peer: allowed IPs replaced by the masked
+/// The `WG_CMD_SET_DEVICE` peer for one kilo-core peer: allowed IPs replaced by the masked
 /// networks, endpoint set when given (resolved), keepalive set (0 disables), pre-shared key set
 /// or cleared.
-pub fn to_builder(peer: &PeerConfig) -> Result<wgc::PeerConfigBuilder, WireGuardError> {
-    let mut b = wgc::PeerConfigBuilder::new(&wgc::Key(*peer.public_key.as_bytes()))
-        .replace_allowed_ips()
-        .set_persistent_keepalive_interval(peer.persistent_keepalive);
-    if let Some(addr) = endpoint_addr(peer)? {
-        b = b.set_endpoint(addr);
-    }
-    b = match peer.preshared_key.filter(|k| !k.is_zero()) {
-        Some(k) => b.set_preshared_key(wgc::Key(*k.expose_bytes())),
-        None => b.unset_preshared_key(),
-    };
-    for cidr in &peer.allowed_ips {
-        let net = cidr.network();
-        b = b.add_allowed_ip(net.addr(), net.prefix());
-    }
-    Ok(b)
+pub(crate) fn to_update(peer: &PeerConfig) -> Result<genl::PeerUpdate, WireGuardError> {
+    Ok(genl::PeerUpdate {
+        public_key: peer.public_key,
+        replace_allowed_ips: true,
+        preshared_key: Some(peer.preshared_key.filter(|k| !k.is_zero()).unwrap_or_default()),
+        endpoint: endpoint_addr(peer)?,
+        persistent_keepalive: Some(peer.persistent_keepalive),
+        allowed_ips: peer
+            .allowed_ips
+            .iter()
+            .map(|cidr| {
+                let net = cidr.network();
+                (net.addr(), net.prefix())
+            })
+            .collect(),
+        ..Default::default()
+    })
 }
 
-/// The state of a kernel device as `wireguard-control` reports it.
-pub fn from_device(name: &str, device: wgc::Device) -> DeviceState {
-    from_parts(name, device.private_key, device.listen_port, device.fwmark, device.peers)
-}
-
-fn from_parts(
-    name: &str,
-    private_key: Option<wgc::Key>,
-    listen_port: Option<u16>,
-    fwmark: Option<u32>,
-    peers: Vec<wgc::PeerInfo>,
-) -> DeviceState {
-    let private_key = private_key.map(|k| PrivateKey::from_bytes(k.0)).filter(|k| !k.is_zero());
+/// The state of a kernel device as `WG_CMD_GET_DEVICE` reports it: unset (all-zero) keys and
+/// a zero firewall mark are `None`, a handshake at the epoch is no handshake.
+pub(crate) fn from_device(name: &str, device: genl::DeviceInfo) -> DeviceState {
+    let private_key = device.private_key.filter(|k| !k.is_zero());
     DeviceState {
         name: name.to_string(),
         public_key: private_key.as_ref().map(PrivateKey::public_key),
         private_key,
-        listen_port,
-        fwmark: fwmark.filter(|m| *m != 0),
-        peers: peers.into_iter().map(peer_state).collect(),
+        listen_port: device.listen_port,
+        fwmark: device.fwmark.filter(|m| *m != 0),
+        peers: device.peers.into_iter().map(peer_state).collect(),
     }
 }
 
-fn peer_state(info: wgc::PeerInfo) -> PeerState {
-    let c = info.config;
+fn peer_state(info: genl::PeerInfo) -> PeerState {
     PeerState {
         config: PeerConfig {
-            public_key: Key::from_bytes(c.public_key.0),
-            preshared_key: c
-                .preshared_key
-                .map(|k| PresharedKey::from_bytes(k.0))
-                .filter(|k| !k.is_zero()),
-            endpoint: c.endpoint.map(Endpoint::from_addr),
-            allowed_ips: c
+            public_key: info.public_key,
+            preshared_key: info.preshared_key.filter(|k| !k.is_zero()),
+            endpoint: info.endpoint.map(Endpoint::from_addr),
+            allowed_ips: info
                 .allowed_ips
                 .iter()
-                .filter_map(|a| Cidr::new(a.address, a.cidr))
+                .filter_map(|(addr, prefix)| Cidr::new(*addr, *prefix))
                 .collect(),
-            persistent_keepalive: c.persistent_keepalive_interval.unwrap_or(0),
+            persistent_keepalive: info.persistent_keepalive.unwrap_or(0),
         },
-        last_handshake: info.stats.last_handshake_time.filter(|t| *t != SystemTime::UNIX_EPOCH),
-        rx_bytes: info.stats.rx_bytes,
-        tx_bytes: info.stats.tx_bytes,
+        last_handshake: info.last_handshake.filter(|t| *t != SystemTime::UNIX_EPOCH),
+        rx_bytes: info.rx_bytes,
+        tx_bytes: info.tx_bytes,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kilo_core::PresharedKey;
+    use std::net::IpAddr;
     use std::time::Duration;
 
     fn key(b: u8) -> Key {
         Key::from_bytes([b; 32])
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
@@ -341,23 +352,30 @@ mod tests {
             allowed_ips: vec!["10.4.0.1/16".parse().unwrap()],
             persistent_keepalive: 25,
         };
-        let expected = wgc::PeerConfigBuilder::new(&wgc::Key([1; 32]))
-            .replace_allowed_ips()
-            .set_persistent_keepalive_interval(25)
-            .set_endpoint("10.0.0.1:51820".parse().unwrap())
-            .set_preshared_key(wgc::Key([2; 32]))
-            .add_allowed_ip("10.4.0.0".parse().unwrap(), 16);
-        assert_eq!(to_builder(&peer).unwrap(), expected);
+        let expected = genl::PeerUpdate {
+            public_key: key(1),
+            remove: false,
+            update_only: false,
+            replace_allowed_ips: true,
+            preshared_key: Some(PresharedKey::from_bytes([2; 32])),
+            endpoint: Some("10.0.0.1:51820".parse().unwrap()),
+            persistent_keepalive: Some(25),
+            allowed_ips: vec![(ip("10.4.0.0"), 16)],
+        };
+        assert_eq!(to_update(&peer).unwrap(), expected);
     }
 
     #[test]
     fn a_peer_without_psk_clears_it_and_without_endpoint_keeps_the_device_endpoint() {
         let peer = PeerConfig { public_key: key(1), ..Default::default() };
-        let expected = wgc::PeerConfigBuilder::new(&wgc::Key([1; 32]))
-            .replace_allowed_ips()
-            .set_persistent_keepalive_interval(0)
-            .unset_preshared_key();
-        assert_eq!(to_builder(&peer).unwrap(), expected);
+        let expected = genl::PeerUpdate {
+            public_key: key(1),
+            replace_allowed_ips: true,
+            preshared_key: Some(PresharedKey::ZERO),
+            persistent_keepalive: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(to_update(&peer).unwrap(), expected);
     }
 
     #[test]
@@ -368,13 +386,22 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            to_builder(&peer),
+            to_update(&peer),
             Err(WireGuardError::UnresolvedEndpoint { key: k, .. }) if k == key(4)
         ));
     }
 
-    fn info(key: u8) -> wgc::PeerInfo {
-        wgc::PeerInfo::from_public_key(wgc::Key([key; 32]))
+    fn info(key: u8) -> genl::PeerInfo {
+        genl::PeerInfo {
+            public_key: Key::from_bytes([key; 32]),
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            allowed_ips: Vec::new(),
+        }
     }
 
     #[test]
@@ -382,37 +409,77 @@ mod tests {
         let private = PrivateKey::from_bytes([7; 32]);
         let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut a = info(1);
-        a.config.preshared_key = Some(wgc::Key([0; 32]));
-        a.config.endpoint = Some("192.168.0.1:51820".parse().unwrap());
-        a.config.persistent_keepalive_interval = Some(10);
-        a.config.allowed_ips =
-            vec![wgc::AllowedIp { address: "10.4.0.2".parse().unwrap(), cidr: 32 }];
-        a.stats.last_handshake_time = Some(when);
-        a.stats.rx_bytes = 5;
-        a.stats.tx_bytes = 6;
+        a.preshared_key = Some(PresharedKey::ZERO);
+        a.endpoint = Some("192.168.0.1:51820".parse().unwrap());
+        a.persistent_keepalive = Some(10);
+        a.allowed_ips = vec![(ip("10.4.0.2"), 32)];
+        a.last_handshake = Some(when);
+        a.rx_bytes = 5;
+        a.tx_bytes = 6;
         let mut b = info(2);
-        b.config.preshared_key = Some(wgc::Key([3; 32]));
-        let state = from_parts("kilo0", Some(wgc::Key([7; 32])), Some(51820), Some(0), vec![a, b]);
-        assert_eq!(state.public_key, Some(private.public_key()));
-        assert_eq!(state.listen_port, Some(51820));
-        assert_eq!(state.fwmark, None);
-        let a = &state.peers[0];
-        assert_eq!(a.config.preshared_key, None);
-        assert_eq!(a.config.endpoint.as_ref().unwrap().to_string(), "192.168.0.1:51820");
-        assert_eq!(a.config.allowed_ips, vec!["10.4.0.2/32".parse::<Cidr>().unwrap()]);
-        assert_eq!(a.config.persistent_keepalive, 10);
-        assert_eq!((a.last_handshake, a.rx_bytes, a.tx_bytes), (Some(when), 5, 6));
-        let b = &state.peers[1];
-        assert!(b.has_preshared_key());
-        assert_eq!(b.config.persistent_keepalive, 0);
-        assert_eq!(b.last_handshake, None);
+        b.preshared_key = Some(PresharedKey::from_bytes([3; 32]));
+        b.last_handshake = Some(SystemTime::UNIX_EPOCH);
+        let device = genl::DeviceInfo {
+            private_key: Some(PrivateKey::from_bytes([7; 32])),
+            listen_port: Some(51820),
+            fwmark: Some(0),
+            peers: vec![a, b],
+        };
+        let state = from_device("kilo0", device);
+        let expected = DeviceState {
+            name: "kilo0".into(),
+            private_key: Some(private.clone()),
+            public_key: Some(private.public_key()),
+            listen_port: Some(51820),
+            fwmark: None,
+            peers: vec![
+                PeerState {
+                    config: PeerConfig {
+                        public_key: key(1),
+                        preshared_key: None,
+                        endpoint: Some("192.168.0.1:51820".parse().unwrap()),
+                        allowed_ips: vec!["10.4.0.2/32".parse().unwrap()],
+                        persistent_keepalive: 10,
+                    },
+                    last_handshake: Some(when),
+                    rx_bytes: 5,
+                    tx_bytes: 6,
+                },
+                PeerState {
+                    config: PeerConfig {
+                        public_key: key(2),
+                        preshared_key: Some(PresharedKey::from_bytes([3; 32])),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ],
+        };
+        assert_eq!(state, expected);
         let config = state.to_config();
         assert_eq!(config.interface.unwrap().private_key, Some(private));
         assert_eq!(config.peers.len(), 2);
     }
 
     #[test]
-    fn a_round_trip_through_the_kernel_types_keeps_the_peer() {
+    fn a_zero_private_key_is_no_key() {
+        let device = genl::DeviceInfo {
+            private_key: Some(PrivateKey::from_bytes([0; 32])),
+            listen_port: Some(0),
+            fwmark: Some(7),
+            peers: Vec::new(),
+        };
+        let expected = DeviceState {
+            name: "kilo0".into(),
+            listen_port: Some(0),
+            fwmark: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(from_device("kilo0", device), expected);
+    }
+
+    #[test]
+    fn a_round_trip_through_the_kernel_messages_keeps_the_peer() {
         let peer = PeerConfig {
             public_key: key(9),
             preshared_key: Some(PresharedKey::from_bytes([8; 32])),
@@ -420,10 +487,41 @@ mod tests {
             allowed_ips: vec!["10.4.0.0/16".parse().unwrap(), "fd00:4::/64".parse().unwrap()],
             persistent_keepalive: 15,
         };
-        let config = to_builder(&peer).unwrap().into_peer_config();
-        let mut info = info(9);
-        info.config = config;
-        let back = peer_state(info);
-        assert_eq!(back.config, peer);
+        let update = to_update(&peer).unwrap();
+        let messages =
+            genl::set_device_messages("kilo0", &genl::InterfaceUpdate::default(), &[update], 4096)
+                .unwrap();
+        // What the kernel would answer: the same attributes under WG_CMD_GET_DEVICE.
+        let replies: Vec<_> = messages
+            .into_iter()
+            .map(|m| netlink_packet_wireguard::WireguardMessage {
+                cmd: netlink_packet_wireguard::WireguardCmd::GetDevice,
+                attributes: m.attributes,
+            })
+            .collect();
+        let device = genl::device_from_replies(&replies).unwrap();
+        let back: Vec<_> = device.peers.into_iter().map(|p| peer_state(p).config).collect();
+        assert_eq!(back, vec![peer]);
+    }
+
+    #[tokio::test]
+    async fn without_the_wireguard_module_an_operation_says_to_load_it() {
+        if std::path::Path::new("/sys/module/wireguard").exists() {
+            return;
+        }
+        let device = KernelDevice { name: "kilo0".into(), netns: None };
+        let err = device.read().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "wg show on WireGuard interface \"kilo0\" failed: generic netlink family \"wireguard\" \
+             not found: No such file or directory (os error 2); this kernel has no WireGuard module: \
+             load it (`modprobe wireguard`) or use the built-in userspace implementation \
+             (--wireguard userspace)"
+        );
+        let err = device.remove_peer(&key(1)).await.unwrap_err();
+        assert!(
+            matches!(&err, WireGuardError::Kernel { operation: "wg set peer remove", name, .. } if name == "kilo0"),
+            "{err}"
+        );
     }
 }

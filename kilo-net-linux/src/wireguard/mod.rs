@@ -1,7 +1,8 @@
 //! WireGuard devices, kernel and userspace, behind one [`Device`] type.
 //!
-//! - [`WireGuardKind::Kernel`]: a `wireguard` link configured over generic netlink
-//!   (`wireguard-control`); see [`kernel`].
+//! - [`WireGuardKind::Kernel`]: a `wireguard` link configured over generic netlink, on the same
+//!   rust-netlink stack as rtnetlink (`netlink-packet-wireguard` over `netlink-proto`); see
+//!   [`kernel`].
 //! - [`WireGuardKind::Userspace`]: gotatun (Mullvad's maintained boringtun fork) running in this
 //!   process on a TUN interface, serving the standard UAPI socket `<uapi_dir>/<iface>.sock` so
 //!   `wg show` / `wg set` work; or any userspace implementation already serving that socket
@@ -17,6 +18,7 @@
 
 pub mod apply;
 pub mod error;
+mod genl;
 pub mod kernel;
 pub mod netns;
 pub mod state;
