@@ -9,11 +9,30 @@
 //! - [`driver`]: the loop and the clean-up on exit.
 //! - [`metrics`]: the agent's Prometheus metrics, `/health` and `/graph` state.
 //! - [`chain`]: error messages with their causes.
+//! - [`clock`]: the system's clock, or tokio's for simulations with a manual clock.
+//! - [`host`]: what the driver needs from a host; [`linux`] and [`recording`] provide it.
 
 pub mod chain;
+pub mod clock;
+pub mod connect;
 pub mod driver;
+pub mod graph;
+pub mod host;
+pub mod http;
+pub mod keyfile;
+pub mod kube;
+pub mod linux;
+pub mod logging;
 pub mod metrics;
+pub mod node;
+pub mod recording;
+pub mod sidecar;
 
 pub use chain::chain;
-pub use driver::{Detect, RunOptions, run};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use driver::{RunOptions, run};
+pub use host::{Host, HostCounters};
+pub use linux::{Detect, LinuxHost, LinuxHostError};
 pub use metrics::{Metrics, Shared};
+pub use node::{MeshSource, NodeOptions};
+pub use recording::{Recorder, RecordingHost};

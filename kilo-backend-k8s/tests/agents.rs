@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kilo_backend_k8s::testing::{Collection, FakeApiServer};
 use kilo_backend_k8s::{KubeBackend, KubeBackendConfig};
-use kilo_core::agent::{Action, Agent, AgentConfig, HostFacts, Input, ReadinessPolicy};
+use kilo_core::agent::{Action, Agent, AgentConfig, HostFacts, Input, ReadinessPolicy, Timers};
 use kilo_core::backend::{Backend, Event};
 use kilo_core::plan::{Plan, PlanOptions};
 use kilo_core::routes::Interfaces;
@@ -75,6 +75,7 @@ fn config(index: usize) -> AgentConfig {
             encapsulation: Encapsulation::Never,
             compatibility: None,
         },
+        timers: Timers::default(),
     }
 }
 

@@ -41,6 +41,49 @@ pub const RECOVERY_SECS: i64 = CHECK_IN_PERIOD_SECS + 15;
 /// After how long without news from a live source the agent says so (seconds).
 pub const QUIET_AFTER_SECS: i64 = CHECK_IN_PERIOD_SECS + 15;
 
+/// The agent's periods, in seconds (each at least 1): the state machine owns its timers and says
+/// when it next wants to be woken ([`Agent::poll_timeout`]); the driver sleeps until then and
+/// calls [`Agent::handle_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// How often the local node checks in (its last-seen is refreshed; upstream: 30 s).
+    pub check_in: i64,
+    /// How often everything is reconciled (`--resync-period`): the host's addresses are
+    /// re-detected, the CNI configuration updated, the plan applied and the firewall repaired.
+    pub resync: i64,
+    /// How often the WireGuard device is read (NAT endpoint discovery, per-peer metrics).
+    pub device_poll: i64,
+}
+
+impl Default for Timers {
+    fn default() -> Timers {
+        Timers { check_in: CHECK_IN_PERIOD_SECS, resync: 30, device_poll: 5 }
+    }
+}
+
+impl Timers {
+    /// Periods from durations, each rounded up to whole seconds (at least 1).
+    pub fn from_durations(
+        check_in: std::time::Duration,
+        resync: std::time::Duration,
+        device_poll: std::time::Duration,
+    ) -> Timers {
+        let secs = |d: std::time::Duration| {
+            let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            i64::try_from(whole.max(1)).unwrap_or(i64::MAX)
+        };
+        Timers { check_in: secs(check_in), resync: secs(resync), device_poll: secs(device_poll) }
+    }
+}
+
+/// When each timer fires next (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Deadlines {
+    check_in: i64,
+    resync: i64,
+    device_poll: i64,
+}
+
 /// How the agent selects the nodes that take part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadinessPolicy {
@@ -84,8 +127,12 @@ pub struct AgentConfig {
     pub publishes: bool,
     /// `--prioritise-private-addresses`.
     pub prioritise_private_addresses: bool,
-    /// Options that shape the plan (interfaces, `--local`, `--cni`, encapsulation, …).
+    /// Options that shape the plan (interfaces, `--local`, `--cni`, encapsulation, …). With
+    /// `plan.cni`, the agent asks for the CNI configuration to follow the local pod subnet
+    /// ([`Action::UpdateCni`]).
     pub plan: PlanOptions,
+    /// The agent's periods.
+    pub timers: Timers,
 }
 
 /// What the agent found out about its host (upstream 9.1), re-detected by the binary.
@@ -129,10 +176,15 @@ pub enum Input {
     HostFacts(HostFacts),
     /// The WireGuard device's peers, as observed (for NAT endpoint discovery).
     Device(Vec<ObservedPeer>),
-    /// The check-in timer fired.
+    /// Check in now (publish the local node with a fresh last-seen), as the check-in timer
+    /// does.
     CheckIn,
-    /// The resync timer fired: reconcile everything.
+    /// Reconcile now (apply the plan again), e.g. because the WireGuard interface was deleted.
     Resync,
+    /// The answer to [`Action::DetectHost`]: the host's addresses, or `None` when detection is
+    /// not wanted (a mesh file is the truth about every node) or failed (the last facts stay in
+    /// force). Completes the resync that asked for it.
+    HostDetected(Option<HostFacts>),
 }
 
 impl Input {
@@ -162,6 +214,15 @@ pub enum Action {
     Blocked(String),
     /// A warning about one object (left out, field ignored).
     Warn(String),
+    /// Read the WireGuard device and report its peers as [`Input::Device`].
+    ObserveDevice,
+    /// Re-detect the host's addresses (upstream 9.1) and report them as
+    /// [`Input::HostDetected`]; the resync continues then.
+    DetectHost,
+    /// Make the CNI configuration's pod range this subnet (upstream 9.5), if it differs.
+    UpdateCni(Cidr),
+    /// Restore firewall rules someone deleted (upstream's periodic iptables reconcile).
+    ReconcileFirewall,
 }
 
 /// Counters and gauges the agent exports.
@@ -204,6 +265,10 @@ pub struct Agent {
     /// A conflicting publication of the local node already warned about (see
     /// [`Agent::handle`]), so that a cloned host is reported once per conflicting value.
     conflict: Option<(Option<Endpoint>, Option<Cidr>, Key)>,
+    /// When each timer fires next; set at the first input.
+    deadlines: Option<Deadlines>,
+    /// A resync waits for [`Input::HostDetected`].
+    resync_pending: bool,
     status: Status,
 }
 
@@ -224,6 +289,8 @@ impl Agent {
             recovery: None,
             plan_warnings: Vec::new(),
             conflict: None,
+            deadlines: None,
+            resync_pending: false,
             status: Status::default(),
         }
     }
@@ -295,9 +362,76 @@ impl Agent {
         self.config.readiness.at(self.view_time(now))
     }
 
+    /// When the agent next wants [`Agent::handle_timeout`] called (Unix seconds); `None` until
+    /// it has handled its first input.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        self.deadlines.map(|d| d.check_in.min(d.resync).min(d.device_poll))
+    }
+
+    /// Starts the timers at `now` if they have not started: each fires one period later.
+    fn start_timers(&mut self, now: i64) {
+        let t = self.config.timers;
+        self.deadlines.get_or_insert(Deadlines {
+            check_in: now.saturating_add(t.check_in.max(1)),
+            resync: now.saturating_add(t.resync.max(1)),
+            device_poll: now.saturating_add(t.device_poll.max(1)),
+        });
+    }
+
+    /// Fires the timers due at `now` and returns what to do: a check-in, [`Action::ObserveDevice`],
+    /// and for a resync [`Action::DetectHost`] (the resync completes when the answer comes back
+    /// as [`Input::HostDetected`]: CNI update, plan, firewall repair). Each timer fires again one
+    /// period after `now`. A deadline more than one period ahead (the clock was set back) is
+    /// brought back to one period from `now`, so that a clock change never stops a timer.
+    pub fn handle_timeout(&mut self, now: i64) -> Vec<Action> {
+        self.start_timers(now);
+        let t = self.config.timers;
+        let Some(d) = self.deadlines.as_mut() else { return Vec::new() };
+        let mut due = [false; 3];
+        for (i, (deadline, period)) in [
+            (&mut d.check_in, t.check_in.max(1)),
+            (&mut d.device_poll, t.device_poll.max(1)),
+            (&mut d.resync, t.resync.max(1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let next = now.saturating_add(period);
+            if *deadline <= now {
+                due[i] = true;
+                *deadline = next;
+            } else if *deadline > next {
+                *deadline = next;
+            }
+        }
+        let mut actions = Vec::new();
+        if due[0] {
+            actions.extend(self.handle(now, Input::CheckIn));
+        }
+        if due[1] {
+            actions.push(Action::ObserveDevice);
+        }
+        if due[2] {
+            self.resync_pending = true;
+            actions.push(Action::DetectHost);
+        }
+        actions
+    }
+
+    /// The local node's pod subnet for the CNI configuration, when the agent manages it.
+    fn cni_subnet(&self) -> Option<Cidr> {
+        if !self.config.plan.cni {
+            return None;
+        }
+        self.nodes.get(&self.config.hostname).and_then(Node::subnet)
+    }
+
     /// Handles one input at Unix time `now`.
     pub fn handle(&mut self, now: i64, input: Input) -> Vec<Action> {
+        self.start_timers(now);
         let mut actions = Vec::new();
+        let mut resync = false;
+        let reset = matches!(input, Input::Reset(_));
         if input.is_from_source() {
             if let Some(heard) = self.heard_at.filter(|h| now.saturating_sub(*h) > SILENCE_SECS) {
                 let since = match self.recovery {
@@ -368,7 +502,22 @@ impl Agent {
                 false
             }
             Input::Resync => true,
+            Input::HostDetected(facts) => {
+                let changed = facts.as_ref().is_some_and(|f| *f != self.host);
+                if let Some(facts) = facts {
+                    self.host = facts;
+                }
+                resync = std::mem::take(&mut self.resync_pending);
+                changed || resync
+            }
         };
+        if resync || reset {
+            // The CNI configuration follows the local pod subnet: at start (and every time the
+            // source lists the whole mesh again) and at every resync.
+            if let Some(subnet) = self.cni_subnet() {
+                actions.push(Action::UpdateCni(subnet));
+            }
+        }
         self.status.invalid = self.invalid.len();
         let quiet = self.config.readiness == ReadinessPolicy::Live
             && self.heard_at.is_some_and(|h| now.saturating_sub(h) > QUIET_AFTER_SECS);
@@ -388,6 +537,9 @@ impl Agent {
                 self.warn_once(&plan.warnings, &mut actions);
             }
             actions.push(action);
+        }
+        if resync {
+            actions.push(Action::ReconcileFirewall);
         }
         // Publish after reconciling, so that what the node publishes (its WireGuard IP above
         // all: a demoted leader must stop advertising its old one) matches the plan just made.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kilo_core::agent::{
-    Action, Agent, AgentConfig, HostFacts, Input, ObservedPeer, ReadinessPolicy,
+    Action, Agent, AgentConfig, HostFacts, Input, ObservedPeer, ReadinessPolicy, Timers,
 };
 use kilo_core::plan::{Plan, PlanOptions};
 use kilo_core::routes::Interfaces;
@@ -41,6 +41,7 @@ fn config(hostname: &str, seed: u8, readiness: ReadinessPolicy, publishes: bool)
             encapsulation: Encapsulation::Never,
             compatibility: None,
         },
+        timers: Timers::default(),
     }
 }
 
