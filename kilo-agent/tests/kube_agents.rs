@@ -1,14 +1,14 @@
-//! Three agents' state machines, each through its own `KubeBackend`, against the fake API server:
-//! they publish their nodes, converge on one topology, and pick up a Peer created through the API.
+//! Three agents on the real driver, each through its own `KubeBackend` against the fake API
+//! server and with a recording host: they publish their nodes, converge on one topology, and pick
+//! up a Peer created through the API.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use kilo_agent::{Recorder, RecordingHost, RunOptions, Shared, SystemClock};
 use kilo_backend_k8s::testing::{Collection, FakeApiServer};
 use kilo_backend_k8s::{KubeBackend, KubeBackendConfig};
-use kilo_core::agent::{Action, Agent, AgentConfig, HostFacts, Input, ReadinessPolicy, Timers};
-use kilo_core::backend::{Backend, Event};
+use kilo_core::agent::{Agent, AgentConfig, HostFacts, ReadinessPolicy, Timers};
 use kilo_core::plan::{Plan, PlanOptions};
 use kilo_core::routes::Interfaces;
 use kilo_core::{Cidr, Encapsulation, Granularity, Key, PrivateKey};
@@ -22,16 +22,9 @@ const NODES: [(&str, &str, &str, &str, &str); 3] = [
     ("c", "y", "10.2.3.0/24", "192.168.2.1/24", "203.0.113.3"),
 ];
 const PEER_KEY: [u8; 32] = [9; 32];
-/// The binary's check-in period (upstream 30 s). Nothing in this test may depend on a check-in:
-/// a node demoted from leader publishes its empty `wireguard-ip` in the same step that demotes it.
-const CHECK_IN: Duration = Duration::from_secs(30);
 
 fn cidr(s: &str) -> Cidr {
     s.parse().unwrap()
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn node_object(index: usize) -> Value {
@@ -79,98 +72,64 @@ fn config(index: usize) -> AgentConfig {
     }
 }
 
-/// What the agents did, shared with the test: each agent's latest plan, and anything that went
-/// wrong (blocked reconciles, failed publications, backend errors) for the failure messages.
+/// Each agent's latest plan, by node name.
 #[derive(Default)]
 struct Observed {
     plans: BTreeMap<String, Plan>,
-    log: Vec<String>,
 }
 
-type Shared = Arc<Mutex<Observed>>;
-
-fn input_for(event: Event) -> Input {
-    match event {
-        Event::NodeChanged(node) => Input::NodeChanged(node),
-        Event::NodeRemoved(name) => Input::NodeRemoved(name),
-        Event::PeerChanged(peer) => Input::PeerChanged(peer),
-        Event::PeerRemoved(name) => Input::PeerRemoved(name),
-        Event::Reset(snapshot) => Input::Reset(snapshot),
-        Event::Invalid(invalid) => Input::Invalid(invalid),
-    }
+/// Starts agent `index` on the driver (check-ins every 30 s: nothing in this test may depend on
+/// one; a node demoted from leader publishes its empty `wireguard-ip` in the step that demotes it).
+fn spawn_agent(server: &FakeApiServer, index: usize) -> (JoinHandle<()>, Recorder) {
+    let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
+    let (_, _, _, private, public) = NODES[index];
+    let facts = HostFacts {
+        private_ip: Some(cidr(private)),
+        public_ip: Some(public.parse().unwrap()),
+        cni_compatibility_ip: None,
+    };
+    let (host, recorder) = RecordingHost::new(Some(facts));
+    let task = tokio::spawn(async move {
+        let shutdown = std::future::pending::<()>();
+        let run = kilo_agent::run(
+            Agent::new(config(index)),
+            backend,
+            host,
+            SystemClock,
+            RunOptions::default(),
+            Shared::new(),
+            shutdown,
+        );
+        run.await.unwrap();
+    });
+    (task, recorder)
 }
 
-/// Hands `input` to the agent and carries out its actions: publications go to the API server,
-/// plans to the shared record.
-async fn deliver(agent: &mut Agent, backend: &mut KubeBackend, shared: &Shared, input: Input) {
-    let name = agent.config().hostname.clone();
-    for action in agent.handle(now(), input) {
-        match action {
-            Action::Publish(node) => {
-                if let Err(e) = backend.publish_local(&node).await {
-                    shared.lock().unwrap().log.push(format!("{name}: publish failed: {e}"));
-                }
-            }
-            Action::Apply(plan) => {
-                shared.lock().unwrap().plans.insert(name.clone(), *plan);
-            }
-            Action::Blocked(why) | Action::Warn(why) => {
-                shared.lock().unwrap().log.push(format!("{name}: {why}"));
-            }
+fn observe(recorders: &[Recorder]) -> Observed {
+    let mut observed = Observed::default();
+    for (index, recorder) in recorders.iter().enumerate() {
+        if let Some(plan) = recorder.last_plan() {
+            observed.plans.insert(NODES[index].0.to_string(), plan);
         }
     }
-}
-
-/// Runs agent `index` until its backend's events end (or the task is aborted).
-fn spawn_agent(server: &FakeApiServer, index: usize, shared: Shared) -> JoinHandle<()> {
-    let mut backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
-    tokio::spawn(async move {
-        let mut agent = Agent::new(config(index));
-        let (name, _, _, private, public) = NODES[index];
-        let facts = HostFacts {
-            private_ip: Some(cidr(private)),
-            public_ip: Some(public.parse().unwrap()),
-            cni_compatibility_ip: None,
-        };
-        deliver(&mut agent, &mut backend, &shared, Input::HostFacts(facts)).await;
-        let snapshot = match backend.snapshot().await {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                shared.lock().unwrap().log.push(format!("{name}: snapshot failed: {e}"));
-                return;
-            }
-        };
-        deliver(&mut agent, &mut backend, &shared, Input::Reset(snapshot)).await;
-        let mut check_in = tokio::time::interval(CHECK_IN);
-        check_in.tick().await;
-        loop {
-            let input = tokio::select! {
-                event = backend.next_event() => match event {
-                    Some(Ok(event)) => input_for(event),
-                    Some(Err(e)) => {
-                        shared.lock().unwrap().log.push(format!("{name}: watch error: {e}"));
-                        continue;
-                    }
-                    None => return,
-                },
-                _ = check_in.tick() => Input::CheckIn,
-            };
-            deliver(&mut agent, &mut backend, &shared, input).await;
-        }
-    })
+    observed
 }
 
 /// Waits (up to `secs`) until `done` holds for the agents' latest plans.
-async fn wait_until(shared: &Shared, secs: u64, what: &str, done: impl Fn(&Observed) -> bool) {
+async fn wait_until(
+    recorders: &[Recorder],
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Observed) -> bool,
+) {
     let waited = tokio::time::timeout(Duration::from_secs(secs), async {
-        while !done(&shared.lock().unwrap()) {
+        while !done(&observe(recorders)) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     if waited.is_err() {
-        let observed = shared.lock().unwrap();
-        panic!("{what} within {secs} s; plans: {:#?}; log: {:#?}", observed.plans, observed.log);
+        panic!("{what} within {secs} s; plans: {:#?}", observe(recorders).plans);
     }
 }
 
@@ -210,13 +169,12 @@ async fn three_agents_converge_through_the_api_server_and_the_leaders_pick_up_a_
     for index in 0..3 {
         server.put(Collection::Nodes, node_object(index));
     }
-    let shared = Shared::default();
-    let agents: Vec<JoinHandle<()>> =
-        (0..3).map(|index| spawn_agent(&server, index, shared.clone())).collect();
+    let (agents, recorders): (Vec<JoinHandle<()>>, Vec<Recorder>) =
+        (0..3).map(|index| spawn_agent(&server, index)).unzip();
 
-    wait_until(&shared, 10, "the three agents converge on one topology", converged).await;
+    wait_until(&recorders, 10, "the three agents converge on one topology", converged).await;
     {
-        let observed = shared.lock().unwrap();
+        let observed = observe(&recorders);
         let leaders: Vec<_> = observed
             .plans
             .values()
@@ -275,12 +233,12 @@ async fn three_agents_converge_through_the_api_server_and_the_leaders_pick_up_a_
     peers.create(&Default::default(), &peer).await.unwrap();
     let key = Key::from_bytes(PEER_KEY);
     let allowed = cidr("10.5.0.1/32");
-    wait_until(&shared, 5, "both leaders add the peer", |observed| {
+    wait_until(&recorders, 5, "both leaders add the peer", |observed| {
         ["a", "c"].iter().all(|n| observed.plans.get(*n).is_some_and(|p| has_peer(p, key, allowed)))
     })
     .await;
     {
-        let observed = shared.lock().unwrap();
+        let observed = observe(&recorders);
         for name in ["a", "c"] {
             let route = observed.plans[name].routes.iter().find(|r| r.dst == allowed).unwrap();
             assert_eq!(route.dev, "kilo0", "{name} routes the peer through WireGuard");
