@@ -524,4 +524,13 @@ mod tests {
             "{err}"
         );
     }
+
+    #[tokio::test]
+    async fn operations_run_inside_the_devices_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-netns");
+        let device = KernelDevice { name: "kilo0".into(), netns: Some(missing.clone()) };
+        let err = device.read().await.unwrap_err();
+        assert!(matches!(&err, WireGuardError::Netns { path, .. } if *path == missing), "{err}");
+    }
 }
