@@ -1,54 +1,27 @@
-//! `kg`, the Kilo agent (contract 6): parses flags, sets up logging, and runs the agent loop of
-//! `kilo-net-linux` around `kilo-core`'s state machine.
+//! `kg`, the Kilo agent (contract 6): parses flags, sets up logging, and runs `kilo-agent`'s
+//! node around `kilo-core`'s state machine.
 
 mod cli;
-mod graph;
-mod http;
-mod keyfile;
-mod kube;
-mod logging;
-mod run;
-mod sidecar;
+mod options;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command};
-
-/// `kg webhook` serves HTTPS only: without a certificate and its key it cannot start.
-fn webhook_tls_given(args: &cli::WebhookArgs) -> anyhow::Result<()> {
-    let missing: Vec<&str> = [("--cert-file", &args.cert_file), ("--key-file", &args.key_file)]
-        .into_iter()
-        .filter(|(_, value)| value.is_empty())
-        .map(|(flag, _)| flag)
-        .collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "kg webhook needs {}: the PEM certificate and private key it serves HTTPS with, which \
-             the API server must trust (e.g. from cert-manager, as upstream's webhook manifest)",
-            missing.join(" and ")
-        );
-    }
-    Ok(())
-}
-
-/// The error and its causes on one line, leaving out a cause its parent already quotes.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
-}
+use cli::{Cli, Command, LogFormat};
+use kilo_agent::logging::{self, Format, Stream};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// Prints the completion script for `shell` on stdout; a reader that stops early is no error.
+fn completion(shell: cli::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&shell.script(&mut Cli::command())).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -56,10 +29,14 @@ fn main() -> ExitCode {
     // The agent and the webhook log on stdout as upstream's; subcommands whose stdout is their
     // result log on stderr.
     let stream = match cli.command {
-        None | Some(Command::Webhook(_)) => logging::Stream::Stdout,
-        Some(_) => logging::Stream::Stderr,
+        None | Some(Command::Webhook(_)) => Stream::Stdout,
+        Some(_) => Stream::Stderr,
     };
-    if let Err(e) = logging::init(&cli.log_level, cli.log_format, stream) {
+    let format = match cli.log_format {
+        LogFormat::Json => Format::Json,
+        LogFormat::Human => Format::Human,
+    };
+    if let Err(e) = logging::init(&cli.log_level, format, stream) {
         eprintln!("kg: {e}");
         return ExitCode::FAILURE;
     }
@@ -70,40 +47,32 @@ fn main() -> ExitCode {
         }
         Some(Command::Pubkey { ref key_file }) => {
             let path = key_file.as_deref().unwrap_or(&cli.key_file);
-            keyfile::load_or_create(std::path::Path::new(path))
+            kilo_agent::keyfile::load_or_create(path.as_ref())
                 .map(|key| println!("{}", key.public_key()))
+                .map_err(Into::into)
         }
-        Some(Command::Completion { shell }) => {
-            use clap::CommandFactory;
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            match out.write_all(&shell.script(&mut Cli::command())).and_then(|()| out.flush()) {
-                // A reader that stops early is not an error.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            }
-        }
+        Some(Command::Completion { shell }) => completion(shell),
         Some(Command::Crds) => {
-            print!("{}", kube::crds());
+            print!("{}", kilo_agent::kube::crds());
             Ok(())
         }
-        Some(Command::Webhook(ref args)) => {
-            webhook_tls_given(args).and_then(|()| runtime()).and_then(|rt| {
-                rt.block_on(kube::webhook(args, &cli.kubeconfig, &cli.master, &cli.topology_label))
-            })
-        }
-        None => runtime().and_then(|rt| {
-            let result = rt.block_on(run::run(cli));
+        Some(Command::Webhook(ref args)) => options::webhook(&cli, args)
+            .and_then(|options| Ok(runtime()?.block_on(kilo_agent::kube::webhook(options))?)),
+        None => options::node(&cli).and_then(|options| {
+            let rt = runtime()?;
+            let result =
+                rt.block_on(kilo_agent::node::run(options, kilo_agent::node::shutdown_signal()));
             // A clean-up step abandoned after its budget, or a DNS lookup still in flight, must
             // not hold the exit up.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
-            result
+            Ok(result?)
         }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kg: {}", one_line(&e));
+            // The error and its causes on one line, leaving out a cause its parent quotes.
+            eprintln!("kg: {}", kilo_agent::chain(e.as_ref()).replace('\n', " "));
             ExitCode::FAILURE
         }
     }
