@@ -173,7 +173,7 @@ pub struct ConnectFlags {
     #[arg(long, default_value_t = 1420)]
     pub mtu: u32,
     /// How often to recompute and apply the configuration (e.g. 30s, 1m).
-    #[arg(long, default_value = "30s", value_parser = crate::connect::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = resync_period)]
     pub resync_period: std::time::Duration,
     /// The WireGuard interface.
     #[arg(short = 'i', long, default_value = "kilo0")]
@@ -232,6 +232,12 @@ pub enum PlanFormat {
     Text,
     /// JSON, for programs (the shape is in docs/kgctl.md).
     Json,
+}
+
+/// Parses a resync period: Go-style `30s`, `1m`, `1m30s`, `500ms`, `1h`, or plain seconds.
+fn resync_period(s: &str) -> Result<std::time::Duration, String> {
+    kilo_core::duration::parse_period(s)
+        .map_err(|_| format!("invalid duration {s:?}: want e.g. 30s, 1m, 1m30s or 500ms"))
 }
 
 /// Parses one `--allowed-ips` entry as upstream does: a CIDR, masked to its network.

@@ -2,8 +2,6 @@
 //! binary parses flags, loads the source and prints.
 
 mod cli;
-mod connect;
-mod kube;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -11,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use cli::{BackendKind, Cli, Command, GraphFormat, ObjectKind, PlanFormat, ShowconfFormat};
+use kilo_agent::connect;
+use kilo_backend_k8s::snapshot as k8s;
 use kilo_core::offline::{AsPeer, OfflineMesh, ShowConf};
 use kilo_core::plan::PlanOptions;
 use kilo_core::routes::Interfaces;
@@ -29,16 +29,11 @@ fn main() -> ExitCode {
             let _ = Cli::command().print_help();
             return ExitCode::SUCCESS;
         }
-        // `--help` and `--version`.
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        // A usage error: clap's whole message (what is wrong, the possible values, "did you
-        // mean", the usage line), not one line of it.
+        // `--help` and `--version` (success), or a usage error: clap's whole message (what is
+        // wrong, the possible values, "did you mean", the usage line), not one line of it.
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(USAGE_ERROR);
+            return if e.use_stderr() { ExitCode::from(USAGE_ERROR) } else { ExitCode::SUCCESS };
         }
     };
     match run(cli) {
@@ -46,26 +41,16 @@ fn main() -> ExitCode {
         // A reader that stops early (`kgctl graph | head`) is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kgctl: {}", one_line(&e));
+            eprintln!("kgctl: {}", one_line(&*e));
             ExitCode::FAILURE
         }
     }
 }
 
-/// The error and its causes on one line, leaving out a cause its parent already quotes.
-pub(crate) fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    shorten(line)
+/// The error and its causes on one line ([`kilo_agent::chain`]: a cause its parent already
+/// quotes is left out), shortened.
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    shorten(kilo_agent::chain(e).replace('\n', " "))
 }
 
 /// At most this many characters of an error or warning line: a megabyte of bad input is named,
@@ -86,26 +71,15 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn granularity(s: &str) -> Result<Option<Granularity>> {
-    match s {
-        "auto" => Ok(None),
-        s => s.parse().map(Some).map_err(|_| {
-            anyhow!(
-                "mesh granularity {s:?} unknown; possible values are: location, full, cross, auto"
-            )
-        }),
-    }
-}
-
 /// Loads the snapshot and resolves the mesh settings and readiness in force (flags, else the
 /// source's, else the defaults: [`kilo_core::settings::resolve`]).
 fn load(cli: &Cli, explicit: &Explicit) -> Result<(Snapshot, Settings, Readiness)> {
     let (snapshot, settings, now) = match cli.backend {
         BackendKind::Kubernetes => {
-            let snapshot = kube::load(cli.kubeconfig.as_deref(), &cli.topology_label)?;
+            let snapshot = k8s::load(cli.kubeconfig.as_deref(), &cli.topology_label)?;
             let source = Source::KubernetesNodes { nodes: &snapshot.nodes, live: true };
             let settings = settings::resolve(explicit, source);
-            (snapshot, settings, kube::now())
+            (snapshot, settings, k8s::now())
         }
         BackendKind::File => {
             let path = cli.file.as_deref().context("--backend file needs --file PATH")?;
@@ -119,22 +93,24 @@ fn load(cli: &Cli, explicit: &Explicit) -> Result<(Snapshot, Settings, Readiness
     Ok((snapshot, settings, readiness))
 }
 
-/// The mesh settings given on the command line.
+/// The mesh settings given on the command line (`--mesh-granularity auto`: none).
 fn explicit(cli: &Cli) -> Result<Explicit> {
-    Ok(Explicit {
-        granularity: granularity(&cli.mesh_granularity)?,
-        subnet: cli.subnet,
-        port: cli.port,
-    })
+    let granularity = match cli.mesh_granularity.as_str() {
+        "auto" => None,
+        s => Some(s.parse::<Granularity>().map_err(|_| {
+            anyhow!(
+                "mesh granularity {s:?} unknown; possible values are: location, full, cross, auto"
+            )
+        })?),
+    };
+    Ok(Explicit { granularity, subnet: cli.subnet, port: cli.port })
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match &cli.command {
         Command::Genkey => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow!("no randomness: {e}"))?;
-            writeln!(out, "{}", PrivateKey::from_random_bytes(bytes).expose_base64())?;
+            writeln!(out, "{}", connect::generate_key()?.expose_base64())?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Pubkey => {
@@ -256,30 +232,11 @@ fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
     if cli.backend != BackendKind::Kubernetes {
         bail!("connect works with --backend kubernetes only (it creates the Peer)");
     }
-    let peer = match &flags.peer_name {
-        Some(name) => name.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .context("cannot read this machine's hostname; give the peer's name")?,
-    };
-    let private_key = if flags.private_key.is_empty() {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| anyhow!("no randomness: {e}"))?;
-        PrivateKey::from_random_bytes(bytes)
-    } else {
-        let text = std::fs::read_to_string(&flags.private_key)
-            .with_context(|| format!("--private-key {}", flags.private_key))?;
-        text.trim()
-            .parse()
-            .map_err(|e| anyhow!("--private-key {}: not a private key: {e}", flags.private_key))?
-    };
     let args = connect::ConnectArgs {
-        peer,
+        peer: flags.peer_name.clone().map_or_else(connect::hostname, Ok)?,
+        private_key: connect::private_key(&flags.private_key)?,
         allowed_ip: flags.allowed_ip,
         allowed_ips: flags.allowed_ips.clone(),
-        private_key,
         clean_up: flags.clean_up,
         mtu: flags.mtu,
         resync: flags.resync_period,
@@ -292,11 +249,16 @@ fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
         topology_label: cli.topology_label.clone(),
     };
     kilo_net_linux::wireguard::validate_name(&args.interface)?;
+    let notify = |notice: connect::Notice<'_>| match notice {
+        connect::Notice::ResyncFailed(e) => eprintln!("kgctl: {}", one_line(e)),
+        notice => eprintln!("kgctl: {notice}"),
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(connect::run(args))
+        .block_on(connect::run(args, notify))?;
+    Ok(())
 }
 
 fn render_svg(dot: &str) -> Result<Vec<u8>> {
