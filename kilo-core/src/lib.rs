@@ -18,6 +18,7 @@ pub mod backend;
 pub mod cidr;
 pub mod connect;
 pub mod discovery;
+pub mod dns;
 pub mod duration;
 pub mod endpoint;
 pub mod firewall;

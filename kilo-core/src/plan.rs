@@ -9,7 +9,7 @@ use serde::ser::Serializer;
 use crate::cidr::Allocator;
 use crate::firewall::{Entry, RuleSet, encapsulation_rules};
 use crate::routes::{Encapsulator, EncapsulatorConfig, Interfaces, Route, Rule};
-use crate::wireguard::Config;
+use crate::wireguard::{Config, InterfaceConfig};
 use crate::{Cidr, Compatibility, Encapsulation, Topology};
 
 mod text;
@@ -33,15 +33,28 @@ pub struct PlanOptions {
     pub compatibility: Option<Compatibility>,
 }
 
-/// The WireGuard interface's desired state.
+/// The WireGuard interface's desired state, for both roles: everything the host sets on it.
+///
+/// | | leader | non-leader (contract C8) |
+/// |---|---|---|
+/// | [`wireguard`](PlanInterface::wireguard) | the segment's configuration | the node's key and listen port, no peers |
+/// | [`up`](PlanInterface::up) | `true` | `false` |
+/// | [`address`](PlanInterface::address) | its WireGuard CIDR, the only address | `None`: addresses left as they are |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanInterface {
     /// The device name.
     pub name: String,
-    /// Its only address: the leader's WireGuard CIDR (`10.4.0.1/16`); `None` on non-leaders.
+    /// When set, the interface's only address: the leader's WireGuard CIDR (`10.4.0.1/16`).
+    /// `None` on non-leaders: the host leaves the link's addresses as they are (as upstream;
+    /// the link is down).
     pub address: Option<Cidr>,
-    /// Whether the link is up (leaders only; non-leaders keep it down with no peers).
+    /// Whether the link is up: leaders only; a non-leader's link is down.
     pub up: bool,
+    /// The configuration the WireGuard device must hold, DNS endpoints not yet resolved: the
+    /// `[Interface]` section (private key, listen port) in both roles, and the peers of a
+    /// leader only (a non-leader has none, contract C8). The host applies it as it is, after
+    /// resolving DNS endpoints ([`crate::dns`]).
+    pub wireguard: Config,
 }
 
 /// Everything the agent applies on one node.
@@ -55,7 +68,9 @@ pub struct Plan {
     pub leader: bool,
     /// The WireGuard interface.
     pub interface: PlanInterface,
-    /// The WireGuard configuration (leaders only).
+    /// The segment's WireGuard configuration as `kgctl plan` shows it: leaders only, `None` on
+    /// non-leaders (only a segment's leader runs WireGuard). What the device gets, in both
+    /// roles, is [`PlanInterface::wireguard`].
     pub wireguard: Option<Config>,
     /// Routes, in upstream's order.
     pub routes: Vec<Route>,
@@ -75,7 +90,8 @@ pub struct Plan {
 
 impl Plan {
     /// The plan of the topology's local node. `wireguard` is the local interface's
-    /// configuration (`Topology::conf()`), kept only when the node leads its segment.
+    /// configuration (`Topology::conf_for_device()`), kept only when the node leads its
+    /// segment; see [`PlanInterface`] for what each role's interface gets.
     pub fn new(topology: &Topology, wireguard: Option<Config>, options: &PlanOptions) -> Plan {
         let leader = topology.leader;
         let encapsulator =
@@ -101,6 +117,7 @@ impl Plan {
         } else {
             None
         };
+        let wireguard = if leader { wireguard } else { None };
         Plan {
             node: options.node.clone(),
             segment: topology.location.clone(),
@@ -109,8 +126,9 @@ impl Plan {
                 name: options.interfaces.kilo.clone(),
                 address: leader.then_some(topology.wireguard_cidr),
                 up: leader,
+                wireguard: device_config(topology, wireguard.as_ref()),
             },
-            wireguard: if leader { wireguard } else { None },
+            wireguard,
             routes,
             rules,
             firewall,
@@ -131,6 +149,22 @@ impl Plan {
     /// (`ip route` syntax), Rules (`ip rule` syntax) and Firewall (`iptables-restore` input).
     pub fn to_text(&self) -> String {
         text::render(self)
+    }
+}
+
+/// What the WireGuard device holds (see [`PlanInterface`]): the leader's configuration, else no
+/// peers; the `[Interface]` section is the configuration's, else the node's own key and port.
+fn device_config(topology: &Topology, leader: Option<&Config>) -> Config {
+    let own = InterfaceConfig {
+        private_key: Some(topology.key.clone()),
+        listen_port: Some(topology.port),
+    };
+    match leader {
+        Some(config) => Config {
+            interface: Some(config.interface.clone().unwrap_or(own)),
+            peers: config.peers.clone(),
+        },
+        None => Config { interface: Some(own), peers: Vec::new() },
     }
 }
 
@@ -226,5 +260,102 @@ impl Serialize for Plan {
             },
         }
         .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fixtures;
+    use crate::{Granularity, TopologyInput};
+
+    fn topology(hostname: &str) -> Topology {
+        Topology::new(TopologyInput {
+            nodes: &fixtures::nodes(),
+            peers: &fixtures::peers(),
+            granularity: Granularity::Location,
+            hostname,
+            port: 51821,
+            key: fixtures::private_key(),
+            subnet: fixtures::subnet(),
+            service_cidrs: &[],
+            persistent_keepalive: Duration::ZERO,
+        })
+        .unwrap()
+    }
+
+    fn options(node: &str) -> PlanOptions {
+        PlanOptions {
+            node: node.into(),
+            interfaces: Interfaces {
+                kilo: "kilo0".into(),
+                private: "eth0".into(),
+                tunnel: "tunl0".into(),
+            },
+            local: true,
+            cni: true,
+            iptables_forward_rules: false,
+            encapsulation: Encapsulation::Always,
+            compatibility: None,
+        }
+    }
+
+    fn own_interface() -> Option<InterfaceConfig> {
+        Some(InterfaceConfig {
+            private_key: Some(fixtures::private_key()),
+            listen_port: Some(51821),
+        })
+    }
+
+    #[test]
+    fn a_leaders_interface_holds_the_segments_configuration_its_address_and_an_up_link() {
+        let t = topology("b");
+        assert!(t.leader);
+        let conf = t.conf_for_device();
+        let plan = Plan::new(&t, Some(conf.clone()), &options("b"));
+        assert_eq!(
+            plan.interface,
+            PlanInterface {
+                name: "kilo0".into(),
+                address: Some("10.4.0.2/16".parse().unwrap()),
+                up: true,
+                wireguard: conf.clone(),
+            }
+        );
+        assert_eq!(conf.interface, own_interface());
+        assert!(!conf.peers.is_empty());
+        assert_eq!(plan.wireguard, Some(conf));
+    }
+
+    #[test]
+    fn a_non_leaders_interface_holds_its_own_key_and_port_no_peers_no_address_and_is_down() {
+        let t = topology("c");
+        assert!(!t.leader);
+        // Even handed a configuration, a non-leader gets no peers (contract C8).
+        for given in [None, Some(t.conf_for_device())] {
+            let plan = Plan::new(&t, given, &options("c"));
+            assert_eq!(
+                plan.interface,
+                PlanInterface {
+                    name: "kilo0".into(),
+                    address: None,
+                    up: false,
+                    wireguard: Config { interface: own_interface(), peers: Vec::new() },
+                }
+            );
+            assert_eq!(plan.wireguard, None, "kgctl plan shows no configuration");
+        }
+    }
+
+    #[test]
+    fn a_leaders_configuration_without_an_interface_section_gets_the_nodes_own() {
+        let t = topology("b");
+        let peers = t.conf_for_device().peers;
+        let given = Config { interface: None, peers: peers.clone() };
+        let plan = Plan::new(&t, Some(given.clone()), &options("b"));
+        assert_eq!(plan.interface.wireguard, Config { interface: own_interface(), peers });
+        assert_eq!(plan.wireguard, Some(given));
     }
 }

@@ -3,13 +3,20 @@
 //! nothing differs it performs no write at all (no WireGuard set, no netlink write, no firewall
 //! write), so resyncs never disturb live connections.
 //!
+//! The host decides nothing: the plan states the interface's WireGuard configuration, address
+//! and link state for both roles ([`kilo_core::plan::PlanInterface`]), and the one rule for DNS
+//! endpoints that do not resolve is [`kilo_core::dns`]'s.
+//!
 //! Order of one apply (upstream 10.3 steps 5-12): the WireGuard interface itself (re-created,
-//! empty, when it was deleted: see [`Host::apply`]), MTU, then for a leader the address, the
-//! WireGuard peers (diffed peer by peer) and link up, for a non-leader its peers cleared and link
-//! down (contract C8); the encapsulation tunnel; routes and rules; firewall rules.
+//! empty, when it was deleted: see [`Host::apply`]), MTU, the WireGuard configuration (DNS
+//! endpoints resolved, diffed peer by peer), the address, the link state; the encapsulation
+//! tunnel; routes and rules; firewall rules.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
+use kilo_core::dns::{self, Resolved};
 use kilo_core::plan::Plan;
 use kilo_core::wireguard::{self, Config};
 
@@ -226,20 +233,11 @@ impl Host {
         report.links += usize::from(self.netlink.ensure_link_mtu(&name, mtu).await?);
 
         let current = self.device.read().await?.to_config();
-        let desired = if plan.leader {
-            match &plan.wireguard {
-                Some(config) => resolve(config).await,
-                None => Config::default(),
-            }
-        } else {
-            // Contract C8: a non-leader's link is down and has no peers.
-            Config { interface: current.interface.clone(), peers: Vec::new() }
-        };
-        let desired = Config {
-            interface: desired.interface.or(current.interface.clone()),
-            peers: desired.peers,
-        };
-        let diff = wireguard::diff(&current, &desired);
+        let desired = resolve_wireguard(&plan.interface.wireguard, &current).await;
+        for unresolved in &desired.unresolved {
+            tracing::warn!(interface = %name, "{unresolved}");
+        }
+        let diff = wireguard::diff(&current, &desired.config);
         if !diff.is_empty() {
             tracing::info!(interface = %name, "WireGuard changes:\n{diff}");
             report.wireguard += self.device.apply(&diff).await?;
@@ -311,20 +309,34 @@ async fn device_link(netlink: &Netlink, device: &Device) -> Result<Option<u32>, 
         .map(|l| l.index))
 }
 
-/// Resolves the DNS endpoints of `config` (WireGuard needs addresses), as `getent hosts NAME`
-/// does, through the process's [`crate::resolve::Resolver::agent`]: concurrently, the last good
-/// answer at once when DNS is slow or down, at most a short wait for a name never resolved. A
-/// peer whose name does not resolve is left without an endpoint; the names that did not
-/// resolve are returned so that the caller can warn (the agent: the rest of the mesh goes on) or
-/// fail (`kgctl connect`, as upstream).
-pub async fn resolve_endpoints(config: &Config) -> (Config, Vec<String>) {
-    crate::resolve::Resolver::agent().resolve_config(config).await
+/// Resolves the DNS endpoints of `config` (WireGuard needs addresses) with the rule of
+/// [`kilo_core::dns`]: a name that does not resolve keeps its peer's last address (its
+/// endpoint's, else the one `current`, the device's configuration, has for the peer), else
+/// leaves the peer without an endpoint; each such name is reported in [`Resolved::unresolved`]
+/// for the caller to log, and the rest of the configuration is applied. The names are looked up
+/// as `getent hosts NAME` does, through the process's [`crate::resolve::Resolver::agent`]:
+/// concurrently, the last good answer at once when DNS is slow or down, at most a short wait for
+/// a name never resolved.
+pub async fn resolve_wireguard(config: &Config, current: &Config) -> Resolved {
+    let resolver = crate::resolve::Resolver::agent();
+    let names = dns::names(config);
+    let lookups = names.iter().map(|name| first_ip(resolver, name));
+    let answers = futures::future::join_all(lookups).await;
+    let answers: BTreeMap<String, Option<IpAddr>> = names.into_iter().zip(answers).collect();
+    dns::resolve_endpoints(config, &answers, current)
 }
 
-async fn resolve(config: &Config) -> Config {
-    let (config, unresolved) = resolve_endpoints(config).await;
-    for name in unresolved {
-        tracing::warn!(endpoint = %name, "endpoint does not resolve; leaving it unset for now");
-    }
-    config
+/// [`resolve_wireguard`] knowing nothing of the device: a name that does not resolve leaves
+/// its peer without an endpoint unless the endpoint carries an address already. Returns the
+/// configuration and the endpoints (`host:port`) whose names did not resolve. Prefer
+/// [`resolve_wireguard`], which keeps the device's last address for such a peer.
+pub async fn resolve_endpoints(config: &Config) -> (Config, Vec<String>) {
+    let resolved = resolve_wireguard(config, &Config::default()).await;
+    (resolved.config, resolved.unresolved.into_iter().map(|u| u.endpoint).collect())
+}
+
+/// The first address `name` resolves to (as `getent hosts NAME` lists them), if any. The port
+/// does not matter: each endpoint keeps its own.
+async fn first_ip(resolver: &crate::resolve::Resolver, name: &str) -> Option<IpAddr> {
+    resolver.resolve(&format!("{name}:0")).await?.first().map(|a| a.ip())
 }
