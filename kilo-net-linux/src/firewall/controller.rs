@@ -2,12 +2,18 @@
 //! kernel: `set` walks the append list and diffs the prepend list, `reconcile` restores what
 //! someone deleted, `clean_up` removes everything. Every client call is counted with upstream's
 //! metric labels.
+//!
+//! What `set` and the sweep write is decided by kilo-core ([`kilo_core::firewall::set_diff`],
+//! [`kilo_core::firewall::sweep`]); the controller reads the kernel, keeps the record of what it
+//! applied and carries the changes out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use kilo_core::firewall::{Entry, Family, RuleSet};
+use kilo_core::firewall::{
+    ChainRef, Change, Entry, Family, RuleSet, TableListing, set_diff, sweep_tables,
+};
 
-use super::rule::{RuleKey, identity, is_kilo_chain};
+use super::rule::{RuleKey, identity};
 use super::{FirewallError, OpLabels, Operation};
 
 /// What the controller needs from a firewall implementation. Each method is one counted
@@ -55,10 +61,9 @@ pub(crate) trait Client {
     ) -> Result<Option<Vec<RuleKey>>, FirewallError>;
     /// The chains of a table (`ListChains`; `iptables -S`; `nft list table`).
     fn list_chains(&self, family: Family, table: &str) -> Result<Vec<String>, FirewallError>;
-    /// The chains of a table, and every rule of it that is recognisably Kilo's, whichever
-    /// process wrote it, as its chain and spec: one `iptables -t TABLE -S`, keeping the rules
-    /// [`super::rule::is_kilo_rule`] accepts; every rule of our `kilo` tables for nftables.
-    fn owned_rules(&self, family: Family, table: &str) -> Result<Owned, FirewallError>;
+    /// The chains and rules of a table, as the sweep reads them (one `iptables -t TABLE -S`;
+    /// every chain and rule of our `kilo` tables for nftables, which are Kilo's own).
+    fn table_listing(&self, family: Family, table: &str) -> Result<TableListing, FirewallError>;
     /// Deletes a built-in chain's stand-in if the implementation has one and it is empty (our
     /// nftables base chains, `nft delete chain`); returns whether it did. `iptables` cannot
     /// delete built-in chains: nothing to do.
@@ -80,17 +85,11 @@ pub(crate) trait Client {
     }
 }
 
-/// A chain's address: family, table, name.
-type ChainId = (Family, String, String);
-
-/// A table's chains, and its rules that are Kilo's as (chain, spec).
-pub(crate) type Owned = (Vec<String>, Vec<(String, Vec<String>)>);
-
 /// The per-pass listing cache of `reconcile` (upstream's `ruleCache`).
 #[derive(Default)]
 struct Cache {
     chains: HashMap<(Family, String), HashSet<String>>,
-    rules: HashMap<ChainId, HashSet<RuleKey>>,
+    rules: HashMap<ChainRef, HashSet<RuleKey>>,
 }
 
 /// Upstream's controller over a client.
@@ -102,22 +101,6 @@ pub(crate) struct Controller<C> {
     ops: BTreeMap<OpLabels, u64>,
     /// Whether the kernel has been swept of Kilo rules this controller did not plan.
     swept: bool,
-}
-
-/// The tables Kilo writes to; swept even when a plan has no entry in them.
-const TABLES: [&str; 2] = ["filter", "nat"];
-
-fn family_of(entry: &Entry) -> Family {
-    match entry {
-        Entry::Chain { family, .. } | Entry::Rule { family, .. } => *family,
-    }
-}
-
-fn chain_of(entry: &Entry) -> ChainId {
-    match entry {
-        Entry::Chain { family, table, name } => (*family, table.clone(), name.clone()),
-        Entry::Rule { family, table, chain, .. } => (*family, table.clone(), chain.clone()),
-    }
 }
 
 impl<C: Client> Controller<C> {
@@ -168,19 +151,14 @@ impl<C: Client> Controller<C> {
     }
 
     /// Appends an entry: a chain is created and flushed, a rule appended unless present.
-    fn append_entry(
-        &mut self,
-        entry: &Entry,
-        flushed: &mut BTreeSet<ChainId>,
-    ) -> Result<(), FirewallError> {
-        if !self.enabled(family_of(entry)) {
+    fn append_entry(&mut self, entry: &Entry) -> Result<(), FirewallError> {
+        if !self.enabled(entry.family()) {
             return Ok(());
         }
         match entry {
             Entry::Chain { family, table, name } => {
                 self.count(*family, Operation::ClearChain, table, name);
                 self.client.clear_chain(*family, table, name)?;
-                flushed.insert(chain_of(entry));
             }
             Entry::Rule { family, table, chain, spec } => {
                 self.count(*family, Operation::AppendUnique, table, chain);
@@ -191,13 +169,9 @@ impl<C: Client> Controller<C> {
     }
 
     /// Prepends an entry: a rule is inserted at position 1 unless present.
-    fn prepend_entry(
-        &mut self,
-        entry: &Entry,
-        flushed: &mut BTreeSet<ChainId>,
-    ) -> Result<(), FirewallError> {
+    fn prepend_entry(&mut self, entry: &Entry) -> Result<(), FirewallError> {
         match entry {
-            Entry::Chain { .. } => self.append_entry(entry, flushed),
+            Entry::Chain { .. } => self.append_entry(entry),
             Entry::Rule { family, table, chain, spec } => {
                 if !self.enabled(*family) {
                     return Ok(());
@@ -210,19 +184,14 @@ impl<C: Client> Controller<C> {
 
     /// Deletes an entry: a chain is flushed then deleted (deletion errors ignored), a rule
     /// deleted (errors ignored: it is likely gone already).
-    fn delete_entry(
-        &mut self,
-        entry: &Entry,
-        flushed: &mut BTreeSet<ChainId>,
-    ) -> Result<(), FirewallError> {
-        if !self.enabled(family_of(entry)) {
+    fn delete_entry(&mut self, entry: &Entry) -> Result<(), FirewallError> {
+        if !self.enabled(entry.family()) {
             return Ok(());
         }
         match entry {
             Entry::Chain { family, table, name } => {
                 self.count(*family, Operation::ClearChain, table, name);
                 self.client.clear_chain(*family, table, name)?;
-                flushed.insert(chain_of(entry));
                 self.count(*family, Operation::DeleteChain, table, name);
                 let _ = self.client.delete_chain(*family, table, name);
             }
@@ -236,12 +205,7 @@ impl<C: Client> Controller<C> {
 
     /// Deletes the recorded entries of `list` from index `from` on, keeping the record exact
     /// when a deletion fails.
-    fn delete_from(
-        &mut self,
-        prepend: bool,
-        from: usize,
-        flushed: &mut BTreeSet<ChainId>,
-    ) -> Result<(), FirewallError> {
+    fn delete_from(&mut self, prepend: bool, from: usize) -> Result<(), FirewallError> {
         let list = if prepend {
             std::mem::take(&mut self.prepend)
         } else {
@@ -250,7 +214,7 @@ impl<C: Client> Controller<C> {
         let mut kept: Vec<Entry> = list[..from.min(list.len())].to_vec();
         let mut result = Ok(());
         for (j, entry) in list.iter().enumerate().skip(from) {
-            if let Err(e) = self.delete_entry(entry, flushed) {
+            if let Err(e) = self.delete_entry(entry) {
                 kept.extend_from_slice(&list[j..]);
                 result = Err(e);
                 break;
@@ -281,13 +245,10 @@ impl<C: Client> Controller<C> {
         result
     }
 
-    /// Applies `rules` as a diff against what this controller applied before (upstream `Set`).
-    ///
-    /// Append list: at the first index whose identity differs, every applied entry from there on
-    /// is deleted and the rest of the new list appended; surplus old entries are deleted.
-    /// Prepend list: new rules are inserted at position 1, dropped ones deleted. One fix over
-    /// upstream: prepend rules that lived in a chain flushed by this call are re-inserted now
-    /// instead of at the next reconcile.
+    /// Applies `rules` as a diff against what this controller applied before (upstream `Set`):
+    /// kilo-core's [`set_diff`] (the append list rewritten from its first difference, the
+    /// prepend list diffed, prepend rules of chains it flushes inserted again) carried out in
+    /// order, the record kept exact when a write fails.
     ///
     /// The client may batch the writes of one call ([`Client::begin_batch`]); when the batch
     /// fails the error is returned, and the record may then hold entries the kernel lacks:
@@ -307,34 +268,27 @@ impl<C: Client> Controller<C> {
     }
 
     fn set_entries(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
-        let mut flushed = BTreeSet::new();
-        for (i, entry) in rules.append.iter().enumerate() {
-            if i < self.append.len() && identity(entry) != identity(&self.append[i]) {
-                self.delete_from(false, i, &mut flushed)?;
-            }
-            if i >= self.append.len() {
-                self.append_entry(entry, &mut flushed)?;
-                self.append.push(entry.clone());
-            }
+        let diff = set_diff(&self.applied(), rules);
+        // The record's entries after the kept ones are `diff.delete_append`.
+        self.delete_from(false, diff.kept)?;
+        for entry in &diff.append {
+            self.append_entry(entry)?;
+            self.append.push(entry.clone());
         }
-        self.delete_from(false, rules.append.len(), &mut flushed)?;
 
-        self.prepend
-            .retain(|e| matches!(e, Entry::Chain { .. }) || !flushed.contains(&chain_of(e)));
-        let recorded: HashSet<String> = self.prepend.iter().map(identity).collect();
-        for entry in &rules.prepend {
-            if !recorded.contains(&identity(entry)) {
-                self.prepend_entry(entry, &mut flushed)?;
-                self.prepend.push(entry.clone());
-            }
+        self.prepend.retain(|e| diff.survives_flush(e));
+        for entry in &diff.insert {
+            self.prepend_entry(entry)?;
+            self.prepend.push(entry.clone());
         }
-        let wanted: HashSet<String> = rules.prepend.iter().map(identity).collect();
+        let doomed: HashSet<(Family, String)> =
+            diff.delete_prepend.iter().map(|e| (e.family(), identity(e))).collect();
         let old = std::mem::take(&mut self.prepend);
         let mut kept = Vec::with_capacity(old.len());
         let mut result = Ok(());
         for entry in old {
-            if result.is_ok() && !wanted.contains(&identity(&entry)) {
-                if let Err(e) = self.delete_entry(&entry, &mut flushed) {
+            if result.is_ok() && doomed.contains(&(entry.family(), identity(&entry))) {
+                if let Err(e) = self.delete_entry(&entry) {
                     result = Err(e);
                     kept.push(entry);
                 }
@@ -349,7 +303,7 @@ impl<C: Client> Controller<C> {
     /// Whether an applied entry is still in the kernel, listing each table or chain at most
     /// once per pass.
     fn exists(&mut self, cache: &mut Cache, entry: &Entry) -> Result<bool, FirewallError> {
-        let family = family_of(entry);
+        let family = entry.family();
         if !self.enabled(family) {
             return Ok(true);
         }
@@ -364,7 +318,7 @@ impl<C: Client> Controller<C> {
                 Ok(cache.chains[&key].contains(name))
             }
             Entry::Rule { table, chain, .. } => {
-                let key = chain_of(entry);
+                let key = ChainRef::of(entry);
                 if !cache.rules.contains_key(&key) {
                     self.count(family, Operation::List, table, chain);
                     let rules = self.client.list(family, table, chain)?.unwrap_or_default();
@@ -383,7 +337,6 @@ impl<C: Client> Controller<C> {
     /// one batch of the client.
     pub(crate) fn reconcile(&mut self) -> Result<usize, FirewallError> {
         let mut cache = Cache::default();
-        let mut flushed = BTreeSet::new();
         let mut restored = 0;
         let append = self.append.clone();
         for (i, entry) in append.iter().enumerate() {
@@ -391,8 +344,8 @@ impl<C: Client> Controller<C> {
                 // The reset is one batch, committed before the prepend rules are listed.
                 self.client.begin_batch();
                 let result = append[i..].iter().try_for_each(|later| {
-                    self.delete_entry(later, &mut flushed)?;
-                    self.append_entry(later, &mut flushed)?;
+                    self.delete_entry(later)?;
+                    self.append_entry(later)?;
                     restored += 1;
                     Ok(())
                 });
@@ -406,7 +359,7 @@ impl<C: Client> Controller<C> {
         self.client.begin_batch();
         let result = self.prepend.clone().iter().try_for_each(|entry| {
             if !self.exists(&mut cache, entry)? {
-                self.prepend_entry(entry, &mut flushed)?;
+                self.prepend_entry(entry)?;
                 restored += 1;
             }
             Ok(())
@@ -420,97 +373,64 @@ impl<C: Client> Controller<C> {
     /// the kernel of every other rule and chain of Kilo's (those an earlier agent left).
     pub(crate) fn clean_up(&mut self) -> Result<(), FirewallError> {
         self.client.begin_batch();
-        let mut flushed = BTreeSet::new();
-        let result = self
-            .delete_from(true, 0, &mut flushed)
-            .and_then(|()| self.delete_from(false, 0, &mut flushed));
+        let result = self.delete_from(true, 0).and_then(|()| self.delete_from(false, 0));
         let committed = self.client.commit_batch();
         result.and(committed)?;
         self.sweep(&RuleSet::default())
     }
 
-    /// Removes from the kernel every rule and chain that is recognisably Kilo's (a `Kilo: …`
-    /// comment, a jump to or a place in a `KILO-*` chain, our nftables tables) but that `planned`
-    /// lacks, and all but one copy of each planned rule of a built-in chain. Kilo chains that
-    /// `planned` keeps are left alone: setting them flushes them. Ownership is read from the
-    /// kernel alone, so this finds what another agent wrote (one that was killed, or upstream
-    /// Kilo). The writes are one batch of the client.
+    /// Removes from the kernel every rule and chain that is recognisably Kilo's but that
+    /// `planned` lacks, and all but one copy of each planned rule of a built-in chain: reads
+    /// the tables kilo-core's [`sweep_tables`] names, asks [`kilo_core::firewall::sweep`] what
+    /// goes and carries it out. Kilo chains that `planned` keeps are left alone: setting them
+    /// flushes them. The deletions are one batch of the client; the stand-ins of built-in
+    /// chains go after it.
     pub(crate) fn sweep(&mut self, planned: &RuleSet) -> Result<(), FirewallError> {
-        let mut wanted: HashSet<RuleKey> = HashSet::new();
-        let mut chains: HashSet<ChainId> = HashSet::new();
-        let mut used: HashSet<ChainId> = HashSet::new();
-        let mut tables: BTreeSet<(Family, String)> = BTreeSet::new();
-        for entry in planned.append.iter().chain(&planned.prepend) {
-            tables.insert((family_of(entry), chain_of(entry).1));
-            match entry {
-                Entry::Chain { .. } => {
-                    chains.insert(chain_of(entry));
-                }
-                Entry::Rule { .. } => {
-                    used.insert(chain_of(entry));
-                    wanted.extend(RuleKey::of_entry(entry));
-                }
-            }
-        }
-        for family in [Family::Ipv4, Family::Ipv6] {
-            tables.extend(TABLES.iter().map(|t| (family, t.to_string())));
-        }
         let mut listed = Vec::new();
-        for (family, table) in tables {
+        for (family, table) in sweep_tables(planned) {
             if !self.enabled(family) {
                 continue;
             }
             self.count(family, Operation::ListChains, &table, "*");
-            let (names, rules) = self.client.owned_rules(family, &table)?;
-            listed.push((family, table, names, rules));
+            listed.push(self.client.table_listing(family, &table)?);
         }
+        let diff = kilo_core::firewall::sweep(planned, &listed);
         self.client.begin_batch();
-        let mut seen: HashSet<RuleKey> = HashSet::new();
         let mut stale = 0usize;
-        for (family, table, names, rules) in &listed {
-            for (chain, spec) in rules {
-                if is_kilo_chain(chain) {
-                    // Flushed when planned, deleted below when not.
-                    continue;
+        let mut base_chains = Vec::new();
+        for change in &diff.changes {
+            match change {
+                Change::Delete(Entry::Rule { family, table, chain, spec }) => {
+                    stale += 1;
+                    self.count(*family, Operation::Delete, table, chain);
+                    let _ = self.client.delete(*family, table, chain, spec);
                 }
-                let key = RuleKey::new(table, chain, spec);
-                if wanted.contains(&key) && seen.insert(key) {
-                    continue;
+                Change::Delete(Entry::Chain { family, table, name }) => {
+                    stale += 1;
+                    self.count(*family, Operation::ClearChain, table, name);
+                    if let Err(e) = self.client.clear_chain(*family, table, name) {
+                        let _ = self.client.commit_batch();
+                        return Err(e);
+                    }
+                    self.count(*family, Operation::DeleteChain, table, name);
+                    let _ = self.client.delete_chain(*family, table, name);
                 }
-                stale += 1;
-                self.count(*family, Operation::Delete, table, chain);
-                let _ = self.client.delete(*family, table, chain, spec);
-            }
-            for name in names.iter().filter(|n| is_kilo_chain(n)) {
-                if chains.contains(&(*family, table.clone(), name.clone())) {
-                    continue;
-                }
-                stale += 1;
-                self.count(*family, Operation::ClearChain, table, name);
-                if let Err(e) = self.client.clear_chain(*family, table, name) {
-                    let _ = self.client.commit_batch();
-                    return Err(e);
-                }
-                self.count(*family, Operation::DeleteChain, table, name);
-                let _ = self.client.delete_chain(*family, table, name);
+                Change::DeleteBaseChain(chain) => base_chains.push(chain),
+                Change::Append(_) | Change::Insert(_) => {}
             }
         }
         self.client.commit_batch()?;
-        for (family, table, names, _) in &listed {
-            for name in names.iter().filter(|n| !is_kilo_chain(n)) {
-                if used.contains(&(*family, table.clone(), name.clone())) {
-                    continue;
-                }
-                if self.client.remove_base_chain(*family, table, name).unwrap_or(false) {
-                    stale += 1;
-                    self.count(*family, Operation::DeleteChain, table, name);
-                }
+        for chain in base_chains {
+            let (family, table, name) = (chain.family, &chain.table, &chain.name);
+            if self.client.remove_base_chain(family, table, name).unwrap_or(false) {
+                stale += 1;
+                self.count(family, Operation::DeleteChain, table, name);
             }
         }
         if stale > 0 {
             tracing::info!(
                 entries = stale,
-                "removed Kilo firewall rules and chains that no plan of this agent wants"
+                "removed Kilo firewall rules and chains that no plan of this agent wants:\n{diff}"
             );
         }
         Ok(())

@@ -3,6 +3,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 
+/// A chain's address in the fake: family, table, name.
+type ChainId = (Family, String, String);
+
 /// An in-memory table: chains in order of creation with their rule keys in order.
 #[derive(Default)]
 struct Fake {
@@ -112,7 +115,7 @@ impl Client for Fake {
     fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
         Ok(self.with_chain(f, t, c, |rules| rules.clone()).ok())
     }
-    fn owned_rules(&self, f: Family, t: &str) -> Result<Owned, FirewallError> {
+    fn table_listing(&self, f: Family, t: &str) -> Result<TableListing, FirewallError> {
         let rules = self
             .chains
             .borrow()
@@ -121,9 +124,14 @@ impl Client for Fake {
             .flat_map(|((_, _, chain), rules)| {
                 rules.iter().map(move |k| (chain.clone(), k.spec())).collect::<Vec<_>>()
             })
-            .filter(|(chain, spec)| super::super::rule::is_kilo_rule(chain, spec))
             .collect();
-        Ok((self.list_chains(f, t)?, rules))
+        Ok(TableListing {
+            family: f,
+            table: t.to_string(),
+            chains: self.list_chains(f, t)?,
+            rules,
+            own: false,
+        })
     }
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
         Ok(self

@@ -10,11 +10,11 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
-use kilo_core::firewall::{Family, RuleSet};
+use kilo_core::firewall::{Family, RuleSet, TableListing};
 
 use super::batch::{Model, Op, restore_input};
-use super::controller::{Client, Controller, Owned};
-use super::rule::{RuleKey, is_kilo_rule, parse_listing};
+use super::controller::{Client, Controller};
+use super::rule::{RuleKey, parse_listing};
 use super::{FirewallError, OpLabels};
 
 /// How binaries are started: directly, or behind a prefix such as `ip netns exec NS`.
@@ -460,14 +460,15 @@ impl Client for IptablesClient {
         }
     }
 
-    fn owned_rules(&self, f: Family, t: &str) -> Result<Owned, FirewallError> {
+    fn table_listing(&self, f: Family, t: &str) -> Result<TableListing, FirewallError> {
         let out = self.run(f, &args(&["-t", t, "-S"], &[]))?;
-        let rules = out
-            .lines()
-            .filter_map(parse_listing)
-            .filter(|(chain, spec)| is_kilo_rule(chain, spec))
-            .collect();
-        Ok((chains_of(&out), rules))
+        Ok(TableListing {
+            family: f,
+            table: t.to_string(),
+            chains: chains_of(&out),
+            rules: out.lines().filter_map(parse_listing).collect(),
+            own: false,
+        })
     }
 
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use kilo_core::firewall::{Entry, Family, RuleSet};
+use kilo_core::firewall::{Entry, Family, RuleSet, TableListing};
 use rustables::expr::{
     Bitwise, Cmp, CmpOp, HighLevelPayload, IPv4HeaderField, IPv6HeaderField, Immediate, Masquerade,
     Meta, MetaType, NetworkHeaderField, RawExpression, VerdictKind,
@@ -31,7 +31,7 @@ use rustables::{
     list_chains_for_table, list_rules_for_chain,
 };
 
-use super::controller::{Client, Controller, Owned};
+use super::controller::{Client, Controller};
 use super::netns::in_netns;
 use super::rule::{RuleKey, identity, identity_single_quoted, parse_identity, protocol_number};
 use super::{FirewallError, OpLabels};
@@ -461,7 +461,7 @@ impl Client for NftClient {
         })
     }
 
-    fn owned_rules(&self, f: Family, t: &str) -> Result<Owned, FirewallError> {
+    fn table_listing(&self, f: Family, t: &str) -> Result<TableListing, FirewallError> {
         // Everything in our tables is ours; a rule is deleted through the identity it carries.
         let prefix = format!("{t}-");
         self.run(|| {
@@ -475,7 +475,7 @@ impl Client for NftClient {
                 }
                 chains.push(chain.to_string());
             }
-            Ok((chains, rules))
+            Ok(TableListing { family: f, table: t.to_string(), chains, rules, own: true })
         })
     }
 

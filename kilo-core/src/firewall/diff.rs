@@ -1,0 +1,390 @@
+//! What the firewall controller writes, decided purely (the same idiom as
+//! [`crate::wireguard::diff`] and [`crate::routes::diff`]): typed [`Change`]s whose `Display`
+//! reads as `iptables` commands, one line per change. `kilo-net-linux` reads the kernel, calls
+//! these and carries the changes out through `iptables` or nftables.
+//!
+//! - [`set_diff`]: a new rule set against the one applied before (upstream's `Set`): the
+//!   append list is rewritten from its first difference, the prepend list diffed by identity.
+//! - [`sweep`]: the kernel's tables against a plan: every rule and chain that is recognisably
+//!   Kilo's ([`is_kilo_rule`], [`is_kilo_chain`], or everything in a table that is Kilo's own)
+//!   and that the plan lacks goes, and all but one copy of each planned rule of a built-in
+//!   chain. Ownership is read from the kernel alone, so this finds what another agent wrote.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+
+use super::key::{RuleKey, is_kilo_chain, is_kilo_rule};
+use super::{Entry, Family, RuleSet};
+
+/// The tables Kilo writes to; swept even when a plan has no entry in them.
+pub const TABLES: [&str; 2] = ["filter", "nat"];
+
+/// A chain's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainRef {
+    /// The family.
+    pub family: Family,
+    /// The table.
+    pub table: String,
+    /// The chain's name.
+    pub name: String,
+}
+
+impl ChainRef {
+    /// The chain an entry is in (a chain entry's own chain).
+    pub fn of(entry: &Entry) -> ChainRef {
+        ChainRef {
+            family: entry.family(),
+            table: entry.table().to_string(),
+            name: entry.chain_name().to_string(),
+        }
+    }
+}
+
+/// One write to the kernel's firewall.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// An entry of the append list: a chain is created if missing and flushed, a rule appended
+    /// unless present.
+    Append(Entry),
+    /// An entry of the prepend list: a rule is inserted at position 1 unless present (a chain
+    /// is created if missing and flushed).
+    Insert(Entry),
+    /// A rule deleted, or a chain flushed then deleted.
+    Delete(Entry),
+    /// A built-in chain's stand-in that Kilo created (nftables base chains in Kilo's own
+    /// tables), deleted if empty.
+    DeleteBaseChain(ChainRef),
+}
+
+fn binary(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "iptables",
+        Family::Ipv6 => "ip6tables",
+    }
+}
+
+impl fmt::Display for Change {
+    /// As an `iptables` / `ip6tables` command: `-N` (created if missing, flushed), `-A`,
+    /// `-I CHAIN 1`, `-D`, `-X` (flushed first).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Append(Entry::Chain { family, table, name })
+            | Change::Insert(Entry::Chain { family, table, name }) => {
+                write!(f, "{} -t {table} -N {name} (flushed if present)", binary(*family))
+            }
+            Change::Append(e @ Entry::Rule { family, table, chain, .. }) => {
+                write!(f, "{} -t {table} -A {chain} {}", binary(*family), e.spec_text())
+            }
+            Change::Insert(e @ Entry::Rule { family, table, chain, .. }) => {
+                write!(f, "{} -t {table} -I {chain} 1 {}", binary(*family), e.spec_text())
+            }
+            Change::Delete(e @ Entry::Rule { family, table, chain, .. }) => {
+                write!(f, "{} -t {table} -D {chain} {}", binary(*family), e.spec_text())
+            }
+            Change::Delete(Entry::Chain { family, table, name }) => {
+                write!(f, "{} -t {table} -X {name} (flushed first)", binary(*family))
+            }
+            Change::DeleteBaseChain(c) => write!(
+                f,
+                "{} -t {} -X {} (Kilo's stand-in of a built-in chain, if empty)",
+                binary(c.family),
+                c.table,
+                c.name
+            ),
+        }
+    }
+}
+
+/// What an entry is compared by: its family and upstream's identity (which leaves the family
+/// out: an IPv4 and an IPv6 rule with the same arguments are different rules).
+fn identity(entry: &Entry) -> (Family, String) {
+    (entry.family(), entry.identity())
+}
+
+fn write_lines<'a>(
+    f: &mut fmt::Formatter<'_>,
+    changes: impl IntoIterator<Item = &'a Change>,
+) -> fmt::Result {
+    for change in changes {
+        writeln!(f, "{change}")?;
+    }
+    Ok(())
+}
+
+/// A new rule set against the one applied before, as [`set_diff`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SetDiff {
+    /// How many applied append entries stay (the common prefix, by identity).
+    pub kept: usize,
+    /// The applied append entries after the kept ones, deleted in order.
+    pub delete_append: Vec<Entry>,
+    /// The new append entries after the kept ones, appended in order.
+    pub append: Vec<Entry>,
+    /// Chains flushed by the deletions and appends above: applied prepend rules in them are
+    /// forgotten (the kernel lost them) and are in `insert` again when still wanted.
+    pub flushed: BTreeSet<ChainRef>,
+    /// New prepend entries, inserted in order.
+    pub insert: Vec<Entry>,
+    /// Applied prepend entries no longer wanted, deleted in order.
+    pub delete_prepend: Vec<Entry>,
+}
+
+impl SetDiff {
+    /// The changes in the order they are made: append deletions, appends, inserts, prepend
+    /// deletions.
+    pub fn changes(&self) -> Vec<Change> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend(self.delete_append.iter().cloned().map(Change::Delete));
+        out.extend(self.append.iter().cloned().map(Change::Append));
+        out.extend(self.insert.iter().cloned().map(Change::Insert));
+        out.extend(self.delete_prepend.iter().cloned().map(Change::Delete));
+        out
+    }
+
+    /// The number of changes.
+    pub fn len(&self) -> usize {
+        self.delete_append.len() + self.append.len() + self.insert.len() + self.delete_prepend.len()
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether an applied prepend entry survives the flushes (chains are never forgotten).
+    pub fn survives_flush(&self, entry: &Entry) -> bool {
+        matches!(entry, Entry::Chain { .. }) || !self.flushed.contains(&ChainRef::of(entry))
+    }
+
+    /// The applied rule set once every change is made: the kept append entries and the new
+    /// ones; the surviving prepend entries, then the inserted ones. Its entries' identities are
+    /// `desired`'s.
+    pub fn apply(&self, applied: &RuleSet) -> RuleSet {
+        let mut append = applied.append[..self.kept.min(applied.append.len())].to_vec();
+        append.extend(self.append.iter().cloned());
+        let deleted: HashSet<(Family, String)> = self.delete_prepend.iter().map(identity).collect();
+        let mut prepend: Vec<Entry> = applied
+            .prepend
+            .iter()
+            .filter(|e| self.survives_flush(e) && !deleted.contains(&identity(e)))
+            .cloned()
+            .collect();
+        prepend.extend(self.insert.iter().cloned());
+        RuleSet { append, prepend }
+    }
+}
+
+impl fmt::Display for SetDiff {
+    /// One line per change ([`SetDiff::changes`]), each ending in a newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_lines(f, &self.changes())
+    }
+}
+
+/// The changes that turn the rule set `applied` (what this controller applied before) into
+/// `desired` (upstream's `Set`).
+///
+/// Append list: from the first index whose identity differs, every applied entry is deleted and
+/// the rest of the new list appended. Prepend list: new rules are inserted at position 1,
+/// dropped ones deleted. Two fixes over upstream: entries are compared by family and identity
+/// (upstream's identity leaves the family out, so an IPv6 twin of an applied IPv4 rule was
+/// never inserted); prepend rules that live in a chain this diff flushes are inserted again now
+/// instead of at the next reconcile.
+pub fn set_diff(applied: &RuleSet, desired: &RuleSet) -> SetDiff {
+    let kept = applied
+        .append
+        .iter()
+        .zip(&desired.append)
+        .take_while(|(a, d)| identity(a) == identity(d))
+        .count();
+    let mut out = SetDiff {
+        kept,
+        delete_append: applied.append[kept..].to_vec(),
+        append: desired.append[kept..].to_vec(),
+        ..SetDiff::default()
+    };
+    out.flushed = out
+        .delete_append
+        .iter()
+        .chain(&out.append)
+        .filter(|e| matches!(e, Entry::Chain { .. }))
+        .map(ChainRef::of)
+        .collect();
+    let surviving: Vec<&Entry> = applied.prepend.iter().filter(|e| out.survives_flush(e)).collect();
+    let recorded: HashSet<(Family, String)> = surviving.iter().map(|e| identity(e)).collect();
+    out.insert =
+        desired.prepend.iter().filter(|e| !recorded.contains(&identity(e))).cloned().collect();
+    let wanted: HashSet<(Family, String)> = desired.prepend.iter().map(identity).collect();
+    out.delete_prepend =
+        surviving.into_iter().filter(|e| !wanted.contains(&identity(e))).cloned().collect();
+    out
+}
+
+/// One table of the kernel, as the sweep reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableListing {
+    /// The family.
+    pub family: Family,
+    /// The table.
+    pub table: String,
+    /// Its chains, built-in and user-defined.
+    pub chains: Vec<String>,
+    /// Its rules, as (chain, spec).
+    pub rules: Vec<(String, Vec<String>)>,
+    /// Whether the table is Kilo's own (nftables: `table ip kilo`): then every rule in it is
+    /// Kilo's, and its built-in chains are stand-ins Kilo may delete when they are empty.
+    /// Otherwise (`iptables`) only [`is_kilo_rule`]'s rules and [`is_kilo_chain`]'s chains are.
+    pub own: bool,
+}
+
+impl TableListing {
+    /// Whether a rule of this table is Kilo's.
+    pub fn owns_rule(&self, chain: &str, spec: &[String]) -> bool {
+        self.own || is_kilo_rule(chain, spec)
+    }
+}
+
+/// The tables [`sweep`] must read for `planned`: those its entries use and Kilo's usual ones
+/// ([`TABLES`]), in both families.
+pub fn sweep_tables(planned: &RuleSet) -> BTreeSet<(Family, String)> {
+    let mut tables: BTreeSet<(Family, String)> = planned
+        .append
+        .iter()
+        .chain(&planned.prepend)
+        .map(|e| (e.family(), e.table().to_string()))
+        .collect();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        tables.extend(TABLES.iter().map(|t| (family, t.to_string())));
+    }
+    tables
+}
+
+/// The changes of a [`sweep`], in the order they are made: per table, its stale rules then its
+/// stale chains; then the stand-ins of built-in chains the plan does not use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SweepDiff {
+    /// The changes: [`Change::Delete`] of rules and chains, then [`Change::DeleteBaseChain`].
+    pub changes: Vec<Change>,
+}
+
+impl SweepDiff {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The number of changes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// `kernel` once every change is made (a base chain goes only if no rule is left in it).
+    pub fn apply(&self, kernel: &[TableListing]) -> Vec<TableListing> {
+        let mut out = kernel.to_vec();
+        for change in &self.changes {
+            let (family, table) = match change {
+                Change::Delete(e) | Change::Append(e) | Change::Insert(e) => {
+                    (e.family(), e.table())
+                }
+                Change::DeleteBaseChain(c) => (c.family, c.table.as_str()),
+            };
+            let Some(t) = out.iter_mut().find(|t| t.family == family && t.table == table) else {
+                continue;
+            };
+            match change {
+                Change::Delete(Entry::Rule { chain, spec, .. }) => {
+                    let key = RuleKey::new(table, chain, spec);
+                    if let Some(i) = t
+                        .rules
+                        .iter()
+                        .position(|(c, s)| c == chain && RuleKey::new(table, c, s) == key)
+                    {
+                        t.rules.remove(i);
+                    }
+                }
+                Change::Delete(Entry::Chain { name, .. }) => {
+                    t.rules.retain(|(c, _)| c != name);
+                    t.chains.retain(|c| c != name);
+                }
+                Change::DeleteBaseChain(c) => {
+                    if !t.rules.iter().any(|(chain, _)| *chain == c.name) {
+                        t.chains.retain(|n| *n != c.name);
+                    }
+                }
+                Change::Append(_) | Change::Insert(_) => {}
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for SweepDiff {
+    /// One line per change, each ending in a newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_lines(f, &self.changes)
+    }
+}
+
+/// The changes that rid `kernel` of every rule and chain that is Kilo's (see
+/// [`TableListing::own`]) but that `planned` lacks, and of all but one copy of each planned rule
+/// of a built-in chain (per family: the IPv4 and IPv6 copies of a rule are two rules). Rules in Kilo chains are left to the chains: a planned Kilo chain is
+/// flushed when set, an unplanned one deleted whole. Built-in chains' stand-ins that no planned
+/// rule uses go too (when empty).
+pub fn sweep(planned: &RuleSet, kernel: &[TableListing]) -> SweepDiff {
+    let mut wanted: HashSet<(Family, RuleKey)> = HashSet::new();
+    let mut chains: HashSet<ChainRef> = HashSet::new();
+    let mut used: HashSet<ChainRef> = HashSet::new();
+    for entry in planned.append.iter().chain(&planned.prepend) {
+        match entry {
+            Entry::Chain { .. } => {
+                chains.insert(ChainRef::of(entry));
+            }
+            Entry::Rule { .. } => {
+                used.insert(ChainRef::of(entry));
+                wanted.extend(RuleKey::of_entry(entry).map(|k| (entry.family(), k)));
+            }
+        }
+    }
+    let chain_ref = |t: &TableListing, name: &str| ChainRef {
+        family: t.family,
+        table: t.table.clone(),
+        name: name.to_string(),
+    };
+    let mut out = SweepDiff::default();
+    let mut seen: HashSet<(Family, RuleKey)> = HashSet::new();
+    for t in kernel {
+        for (chain, spec) in &t.rules {
+            if is_kilo_chain(chain) || !t.owns_rule(chain, spec) {
+                continue;
+            }
+            let key = (t.family, RuleKey::new(&t.table, chain, spec));
+            if wanted.contains(&key) && seen.insert(key) {
+                continue;
+            }
+            out.changes.push(Change::Delete(Entry::Rule {
+                family: t.family,
+                table: t.table.clone(),
+                chain: chain.clone(),
+                spec: spec.clone(),
+            }));
+        }
+        for name in t.chains.iter().filter(|n| is_kilo_chain(n)) {
+            if !chains.contains(&chain_ref(t, name)) {
+                out.changes.push(Change::Delete(Entry::chain(t.family, &t.table, name)));
+            }
+        }
+    }
+    for t in kernel.iter().filter(|t| t.own) {
+        for name in t.chains.iter().filter(|n| !is_kilo_chain(n)) {
+            if !used.contains(&chain_ref(t, name)) {
+                out.changes.push(Change::DeleteBaseChain(chain_ref(t, name)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "diff_tests.rs"]
+mod tests;
