@@ -251,33 +251,11 @@ pub struct WebhookArgs {
     pub service_cidr: Vec<String>,
 }
 
-/// Parses Go-style durations: `30s`, `1m`, `1m30s`, `500ms`, `2h`.
+/// Parses Go-style durations: `30s`, `1m`, `1m30s`, `500ms`, `2h`
+/// ([`kilo_core::duration::parse`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (use e.g. 30s, 1m, 1m30s)");
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(err());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(err()),
-        };
-        total = total.saturating_add(unit);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    kilo_core::duration::parse(s)
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 1m, 1m30s)"))
 }
 
 #[cfg(test)]
