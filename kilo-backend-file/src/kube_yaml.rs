@@ -16,7 +16,8 @@ use std::fmt;
 
 use kilo_core::annotations::{AnnotationIssue, NodeObject, node_from_object};
 use kilo_core::peer_spec::{PeerSpec, peer_from_spec, validate};
-use kilo_core::{Invalid, Node, ObjectKind, Snapshot};
+use kilo_core::settings::{KubernetesDump, Listed};
+use kilo_core::{Invalid, ObjectKind, Snapshot};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::budget::BudgetBreach;
@@ -27,20 +28,29 @@ use crate::fast_yaml::{self, Yaml};
 
 const PEER_API_VERSION: &str = "kilo.squat.ai/v1alpha1";
 
-/// Parses Kubernetes YAML (or JSON) into a [`Snapshot`]; `file` names the input in errors.
-///
-/// Nodes translate as upstream's `translateNode` (annotations, `force-*`, the topology label of
-/// `options`); a node that is not ready (no endpoint, key or pod CIDR; last-seen is not checked,
-/// and nodes get [`crate::SNAPSHOT_LAST_SEEN`]) is left out with an [`Invalid`] entry, as are
-/// peers that fail upstream's `Validate()` or are not ready, objects of other kinds, and objects
-/// whose name was seen before.
-///
-/// Settings as `kgctl` derives them (upstream 12.1): `subnet` is the `wireguard-ip` annotation,
-/// masked to its network, of the last listed node that has one, translated or not; `granularity`
-/// is the first listed node's `granularity` annotation; `port` is never set.
-/// Annotations that were ignored are listed in [`Snapshot::ignored`] (node kept).
+/// Parses Kubernetes YAML (or JSON) into the [`Snapshot`] every command reads; `file` names the
+/// input in errors: the objects as [`read_kube_yaml`] reads them, settled by
+/// [`KubernetesDump::settle`] (settings derived from the nodes as `kgctl` derives them, upstream
+/// 12.1; nodes and peers that are not ready left out with an [`Invalid`] entry; last-seen is not
+/// checked).
 pub fn parse_kube_yaml(text: &str, file: &str, options: &Options) -> Result<Snapshot, FileError> {
     parse_kube_yaml_with_issues(text, file, options).map(|(snapshot, _)| snapshot)
+}
+
+/// Reads Kubernetes YAML (or JSON) as it is, deciding nothing ([`KubernetesDump`]).
+///
+/// Nodes translate as upstream's `translateNode` (annotations, `force-*`, the topology label of
+/// `options`) and get [`crate::SNAPSHOT_LAST_SEEN`]; peers that pass upstream's `Validate()`
+/// translate. Every node and peer that translates is listed, ready or not; objects of other
+/// kinds, objects without a name and objects whose name was seen before are listed as
+/// [`Listed::Unread`] with the reason. The annotations that were ignored are listed in
+/// [`KubernetesDump::ignored`] (node kept).
+pub fn read_kube_yaml(
+    text: &str,
+    file: &str,
+    options: &Options,
+) -> Result<KubernetesDump, FileError> {
+    read_with_issues(text, file, options).map(|(dump, _)| dump)
 }
 
 /// One annotation of a node that did not parse and was ignored (the node may still be in the
@@ -66,13 +76,22 @@ pub fn parse_kube_yaml_with_issues(
     file: &str,
     options: &Options,
 ) -> Result<(Snapshot, Vec<NodeIssue>), FileError> {
+    let (dump, issues) = read_with_issues(text, file, options)?;
+    Ok((dump.settle(), issues))
+}
+
+/// [`read_kube_yaml`], with the ignored annotations as [`NodeIssue`]s too.
+fn read_with_issues(
+    text: &str,
+    file: &str,
+    options: &Options,
+) -> Result<(KubernetesDump, Vec<NodeIssue>), FileError> {
     let mut builder = Builder {
         options,
         issues: Vec::new(),
-        snapshot: Snapshot::default(),
+        objects: Vec::new(),
         node_names: HashSet::new(),
         peer_names: HashSet::new(),
-        seen_first_node: false,
         position: 0,
     };
     let objects = match objects_fast(text) {
@@ -82,13 +101,16 @@ pub fn parse_kube_yaml_with_issues(
     for object in objects {
         builder.object(object);
     }
-    let mut snapshot = builder.snapshot;
-    snapshot.ignored.extend(builder.issues.iter().map(|i| kilo_core::Invalid {
-        kind: kilo_core::ObjectKind::Node,
-        name: i.node.clone(),
-        message: i.issue.to_string(),
-    }));
-    Ok((snapshot, builder.issues))
+    let ignored = builder
+        .issues
+        .iter()
+        .map(|i| Invalid {
+            kind: ObjectKind::Node,
+            name: i.node.clone(),
+            message: i.issue.to_string(),
+        })
+        .collect();
+    Ok((KubernetesDump { objects: builder.objects, ignored }, builder.issues))
 }
 
 /// The objects, read by the fast reader; `None` when it cannot read the text.
@@ -345,16 +367,15 @@ impl<'de> Deserialize<'de> for Scalar {
 struct Builder<'a> {
     options: &'a Options,
     issues: Vec<NodeIssue>,
-    snapshot: Snapshot,
+    objects: Vec<Listed>,
     node_names: HashSet<String>,
     peer_names: HashSet<String>,
-    seen_first_node: bool,
     position: usize,
 }
 
 impl Builder<'_> {
     fn invalid(&mut self, kind: ObjectKind, name: String, message: String) {
-        self.snapshot.invalid.push(Invalid { kind, name, message });
+        self.objects.push(Listed::Unread(Invalid { kind, name, message }));
     }
 
     fn object(&mut self, object: Object) {
@@ -406,25 +427,12 @@ impl Builder<'_> {
         };
         let (mut node, issues) = node_from_object(&obj, &self.options.topology_label);
         node.last_seen = crate::SNAPSHOT_LAST_SEEN;
-        self.issues.extend(
-            issues.iter().map(|issue| NodeIssue { node: name.clone(), issue: issue.clone() }),
-        );
-        if let Some(ip) = node.wireguard_ip {
-            self.snapshot.settings.subnet = Some(ip.network());
-        }
-        if !self.seen_first_node {
-            self.seen_first_node = true;
-            self.snapshot.settings.granularity = node.granularity;
-        }
+        self.issues.extend(issues.into_iter().map(|issue| NodeIssue { node: name.clone(), issue }));
         if !self.node_names.insert(name.clone()) {
             let message = "a node of this name was listed before; skipped".to_string();
             return self.invalid(ObjectKind::Node, name, message);
         }
-        if !node.is_ready_ignoring_last_seen() {
-            let message = not_ready(&node, &issues);
-            return self.invalid(ObjectKind::Node, name, message);
-        }
-        self.snapshot.nodes.push(node);
+        self.objects.push(Listed::Node(node));
     }
 
     fn peer(&mut self, object: Object) {
@@ -444,16 +452,7 @@ impl Builder<'_> {
         if let Err(e) = validate(&spec) {
             return self.invalid(ObjectKind::Peer, name, e.to_string());
         }
-        let peer = peer_from_spec(&name, &spec);
-        if !peer.is_ready() {
-            let message = if peer.public_key.is_zero() {
-                "not ready: publicKey is the all-zero key"
-            } else {
-                "not ready: allowedIPs is empty"
-            };
-            return self.invalid(ObjectKind::Peer, name, message.to_string());
-        }
-        self.snapshot.peers.push(peer);
+        self.objects.push(Listed::Peer(peer_from_spec(&name, &spec)));
     }
 }
 
@@ -475,25 +474,6 @@ fn pod_cidrs(spec: Option<&serde_json::Value>) -> Vec<String> {
         .collect()
 }
 
-/// Why a translated node is not ready, with the annotations that were ignored.
-fn not_ready(node: &Node, issues: &[AnnotationIssue]) -> String {
-    let mut missing = Vec::new();
-    if !node.endpoint.as_ref().is_some_and(kilo_core::Endpoint::is_ready) {
-        missing.push("endpoint (kilo.squat.ai/endpoint or force-endpoint)");
-    }
-    if node.key.is_zero() {
-        missing.push("WireGuard key (kilo.squat.ai/key)");
-    }
-    if node.subnets.is_empty() {
-        missing.push("pod CIDR (spec.podCIDR)");
-    }
-    let mut message = format!("not ready: it has no {}", missing.join(", no "));
-    for issue in issues {
-        message.push_str(&format!("; {issue}"));
-    }
-    message
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,16 +483,15 @@ mod tests {
         let mut builder = Builder {
             options: &options,
             issues: Vec::new(),
-            snapshot: Snapshot::default(),
+            objects: Vec::new(),
             node_names: HashSet::new(),
             peer_names: HashSet::new(),
-            seen_first_node: false,
             position: 0,
         };
         for object in objects {
             builder.object(object);
         }
-        builder.snapshot
+        KubernetesDump { objects: builder.objects, ignored: Vec::new() }.settle()
     }
 
     fn scalar_piece() -> impl proptest::strategy::Strategy<Value = String> {
@@ -617,5 +596,43 @@ mod tests {
         assert_eq!(fast.nodes.len(), 1, "{:?}", fast.invalid);
         assert!(fast.nodes[0].leader);
         assert_eq!(fast.peers[0].endpoint.as_ref().unwrap().to_string(), "example.com:51820");
+    }
+
+    #[test]
+    fn the_reader_lists_every_object_ready_or_not_in_order_and_derives_no_settings() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: kilo.squat.ai/v1alpha1\n  \
+                    kind: Peer\n  metadata:\n    name: q\n  spec:\n    allowedIPs: []\n    \
+                    publicKey: a2V5NQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n- apiVersion: v1\n  \
+                    kind: Pod\n  metadata:\n    name: web\n- apiVersion: v1\n  kind: Node\n  \
+                    metadata:\n    name: a\n    annotations:\n      \
+                    kilo.squat.ai/wireguard-ip: 10.9.0.7/24\n      \
+                    kilo.squat.ai/persistent-keepalive: x\n";
+        let dump = read_kube_yaml(text, "f", &Options::default()).unwrap();
+        let kinds: Vec<String> = dump
+            .objects
+            .iter()
+            .map(|o| match o {
+                Listed::Node(n) => format!("node {}", n.name),
+                Listed::Peer(p) => format!("peer {}", p.name),
+                Listed::Unread(i) => i.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "peer q".to_string(),
+                "object \"web\": kind \"Pod\" (apiVersion \"v1\") is neither a v1 Node nor a \
+                 kilo.squat.ai/v1alpha1 Peer; skipped"
+                    .to_string(),
+                "node a".to_string(),
+            ]
+        );
+        assert_eq!(dump.ignored.len(), 1, "{:?}", dump.ignored);
+        assert_eq!(dump.ignored[0].name, "a");
+        // Settled, neither the peer nor the node is ready; the subnet comes from the node.
+        let settled = dump.settle();
+        assert!(settled.nodes.is_empty() && settled.peers.is_empty());
+        assert_eq!(settled.settings.subnet, Some("10.9.0.0/24".parse().unwrap()));
+        assert_eq!(settled.invalid.len(), 3);
     }
 }

@@ -23,8 +23,12 @@
 //! # Kubernetes YAML ([`parse_kube_yaml`])
 //!
 //! Objects that do not translate are left out with an [`kilo_core::Invalid`] entry, never
-//! failing the file: nodes that are not ready (upstream's rules minus last-seen), peers that fail
-//! upstream's `Validate()` or are not ready, other kinds, repeated names. Block-style YAML as
+//! failing the file: peers that fail upstream's `Validate()`, other kinds, repeated names. The
+//! reader decides nothing else ([`read_kube_yaml`]): which nodes and peers are ready and which
+//! settings the nodes imply is [`kilo_core::settings`]'s decision
+//! ([`kilo_core::settings::KubernetesDump::settle`]), which [`parse_kube_yaml`], [`parse_str`],
+//! [`load`] and [`FileBackend`] apply for their callers: nodes that are not ready (upstream's
+//! rules minus last-seen) and peers that are not ready are left out there. Block-style YAML as
 //! kubectl prints it is read by a fast reader that builds only what Kilo reads (10,000 nodes,
 //! 25 MB: about 0.1 s of CPU in release builds; `cargo run --release -p kilo-backend-file
 //! --example bench_parse`); it does not check the fields it skips (`status`, …). Other YAML,
@@ -54,7 +58,7 @@ use kilo_core::{Node, Snapshot};
 
 pub use error::{FileError, UniqueKey};
 pub use input::{Format, MAX_FILE_SIZE, detect_format, display_name, read_reader, read_text};
-pub use kube_yaml::{NodeIssue, parse_kube_yaml, parse_kube_yaml_with_issues};
+pub use kube_yaml::{NodeIssue, parse_kube_yaml, parse_kube_yaml_with_issues, read_kube_yaml};
 pub use mesh_toml::parse_mesh_toml;
 pub use watch::{DEBOUNCE, FileBackend};
 
@@ -82,7 +86,8 @@ pub fn load(path: &Path, options: &Options) -> Result<Snapshot, FileError> {
     parse_str(&text, &display_name(path), options)
 }
 
-/// Parses `text`, choosing the format by content; `file` names the input in errors.
+/// Parses `text`, choosing the format by content; `file` names the input in errors. Kubernetes
+/// YAML is settled as every command reads it ([`parse_kube_yaml`]).
 pub fn parse_str(text: &str, file: &str, options: &Options) -> Result<Snapshot, FileError> {
     match detect_format(text, file)? {
         Format::MeshToml => parse_mesh_toml(text, file),

@@ -17,10 +17,16 @@
 //!   whenever the nodes agree on the subnet, and kilo-rs applies this one rule to every command;
 //! - the Kubernetes agent (`kg`, upstream 4.1): its own flags and the defaults, nothing derived
 //!   from other nodes (each agent publishes its WireGuard IP from its own `--subnet`).
+//!
+//! A dump of Kubernetes objects read from a file (`kubectl get nodes,peers -o yaml`) is read raw
+//! by the file backend ([`KubernetesDump`]); [`KubernetesDump::settle`] turns it into what every
+//! command sees: the settings derived from its nodes, and the nodes and peers that are not ready
+//! left out with the reason ([`not_ready`], [`peer_not_ready`]).
 
 use crate::agent::ReadinessPolicy;
 use crate::backend::MeshSettings;
-use crate::{Cidr, Granularity, Node, Readiness};
+use crate::mesh::READINESS_WINDOW_SECS;
+use crate::{Cidr, Endpoint, Granularity, Invalid, Node, ObjectKind, Peer, Readiness, Snapshot};
 
 /// The default listen port.
 pub const DEFAULT_PORT: u16 = 51820;
@@ -104,9 +110,128 @@ impl Settings {
 pub fn from_kubernetes_nodes(nodes: &[Node]) -> MeshSettings {
     MeshSettings {
         granularity: nodes.first().and_then(|n| n.granularity),
-        subnet: nodes.iter().rev().find_map(|n| n.wireguard_ip),
+        subnet: nodes.iter().rev().find_map(|n| n.wireguard_ip).map(|c| c.network()),
         port: None,
         static_mesh: false,
+    }
+}
+
+/// What a node lacks to take part in the mesh under `readiness`, as the message of its
+/// [`Invalid`] entry (`not ready: it has no endpoint (…), no WireGuard key (…)`); `None` when it
+/// takes part. `issues` are the node's annotations that were ignored, appended to the message.
+pub fn not_ready<'a>(
+    node: &Node,
+    readiness: Readiness,
+    issues: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    if node.is_ready(readiness) {
+        return None;
+    }
+    let mut missing = Vec::new();
+    let upstream = !matches!(readiness, Readiness::StaticMesh);
+    if upstream && !node.endpoint.as_ref().is_some_and(Endpoint::is_ready) {
+        missing.push("endpoint (kilo.squat.ai/endpoint or force-endpoint)".to_string());
+    }
+    if node.key.is_zero() {
+        missing.push("WireGuard key (kilo.squat.ai/key)".to_string());
+    }
+    if upstream && node.subnets.is_empty() {
+        missing.push("pod CIDR (spec.podCIDR)".to_string());
+    }
+    if let Readiness::At(now) = readiness
+        && now.saturating_sub(node.last_seen) >= READINESS_WINDOW_SECS
+    {
+        missing.push(format!(
+            "check-in in the last {READINESS_WINDOW_SECS} s (kilo.squat.ai/last-seen)"
+        ));
+    }
+    let mut message = format!("not ready: it has no {}", missing.join(", no "));
+    for issue in issues {
+        message.push_str("; ");
+        message.push_str(issue);
+    }
+    Some(message)
+}
+
+/// Why a peer does not take part in the mesh (upstream's readiness), as the message of its
+/// [`Invalid`] entry; `None` when it takes part.
+pub fn peer_not_ready(peer: &Peer) -> Option<&'static str> {
+    if peer.public_key.is_zero() {
+        Some("not ready: publicKey is the all-zero key")
+    } else if peer.allowed_ips.is_empty() {
+        Some("not ready: allowedIPs is empty")
+    } else {
+        None
+    }
+}
+
+/// One object of a dump of Kubernetes objects, as the file backend read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// A node that translated, ready or not.
+    Node(Node),
+    /// A peer that translated, ready or not.
+    Peer(Peer),
+    /// An object the backend could not read (another kind, no name, a repeated name, a peer
+    /// that fails upstream's `Validate()`), with the reason.
+    Unread(Invalid),
+}
+
+/// A dump of Kubernetes objects (`kubectl get nodes,peers -o yaml` saved to a file) as the file
+/// backend read it, deciding nothing: every object in listing order, and the annotations it
+/// ignored because they do not parse (their nodes kept). [`KubernetesDump::settle`] makes it
+/// what every command reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubernetesDump {
+    /// The objects, in listing order (items of a `List` in place).
+    pub objects: Vec<Listed>,
+    /// Node annotations that were ignored, by node name, in listing order.
+    pub ignored: Vec<Invalid>,
+}
+
+impl KubernetesDump {
+    /// The snapshot every command reads from the dump:
+    ///
+    /// - the settings derived from all its nodes, ready or not ([`from_kubernetes_nodes`]);
+    /// - nodes that are not ready without the last-seen check ([`Readiness::IgnoringLastSeen`]:
+    ///   a file is a snapshot) and peers that are not ready left out, each with an [`Invalid`]
+    ///   entry saying what it lacks ([`not_ready`], with the node's ignored annotations;
+    ///   [`peer_not_ready`]), in listing order among the objects the backend could not read.
+    pub fn settle(self) -> Snapshot {
+        let KubernetesDump { objects, ignored } = self;
+        let mut snapshot = Snapshot::default();
+        let mut all_nodes = Vec::new();
+        for object in objects {
+            match object {
+                Listed::Node(node) => {
+                    let issues = ignored
+                        .iter()
+                        .filter(|i| i.kind == ObjectKind::Node && i.name == node.name)
+                        .map(|i| i.message.as_str());
+                    match not_ready(&node, Readiness::IgnoringLastSeen, issues) {
+                        Some(message) => snapshot.invalid.push(Invalid {
+                            kind: ObjectKind::Node,
+                            name: node.name.clone(),
+                            message,
+                        }),
+                        None => snapshot.nodes.push(node.clone()),
+                    }
+                    all_nodes.push(node);
+                }
+                Listed::Peer(peer) => match peer_not_ready(&peer) {
+                    Some(message) => snapshot.invalid.push(Invalid {
+                        kind: ObjectKind::Peer,
+                        name: peer.name,
+                        message: message.to_string(),
+                    }),
+                    None => snapshot.peers.push(peer),
+                },
+                Listed::Unread(invalid) => snapshot.invalid.push(invalid),
+            }
+        }
+        snapshot.settings = from_kubernetes_nodes(&all_nodes);
+        snapshot.ignored = ignored;
+        snapshot
     }
 }
 
@@ -293,6 +418,116 @@ mod tests {
                 subnet_origin: Origin::Default,
                 port: 6000,
                 readiness: ReadinessPolicy::Live,
+            }
+        );
+    }
+
+    fn ready(name: &str, wireguard_ip: Option<&str>) -> Node {
+        Node {
+            endpoint: Some("10.1.0.1:51820".parse().unwrap()),
+            key: crate::fixtures::key(1),
+            subnets: vec![cidr("10.2.1.0/24")],
+            last_seen: i64::MAX,
+            ..node(name, None, wireguard_ip)
+        }
+    }
+
+    #[test]
+    fn not_ready_names_what_a_node_lacks_under_each_readiness() {
+        let bare = Node { last_seen: 100, ..node("a", None, None) };
+        assert_eq!(
+            not_ready(&bare, Readiness::IgnoringLastSeen, ["kilo.squat.ai/key=\"x\": bad"]),
+            Some(
+                "not ready: it has no endpoint (kilo.squat.ai/endpoint or force-endpoint), no \
+                 WireGuard key (kilo.squat.ai/key), no pod CIDR (spec.podCIDR); \
+                 kilo.squat.ai/key=\"x\": bad"
+                    .into()
+            )
+        );
+        assert_eq!(
+            not_ready(&bare, Readiness::StaticMesh, []),
+            Some("not ready: it has no WireGuard key (kilo.squat.ai/key)".into())
+        );
+        let stale = Node { last_seen: 100, ..ready("a", None) };
+        assert_eq!(not_ready(&stale, Readiness::At(159), []), None);
+        assert_eq!(
+            not_ready(&stale, Readiness::At(160), []),
+            Some("not ready: it has no check-in in the last 60 s (kilo.squat.ai/last-seen)".into())
+        );
+        assert_eq!(not_ready(&stale, Readiness::IgnoringLastSeen, []), None);
+    }
+
+    #[test]
+    fn peer_not_ready_names_the_zero_key_first_then_missing_allowed_ips() {
+        let ok = Peer {
+            public_key: crate::fixtures::key(5),
+            allowed_ips: vec![cidr("10.5.0.1/32")],
+            ..Peer::default()
+        };
+        assert_eq!(peer_not_ready(&ok), None);
+        let no_ips = Peer { allowed_ips: Vec::new(), ..ok.clone() };
+        assert_eq!(peer_not_ready(&no_ips), Some("not ready: allowedIPs is empty"));
+        assert_eq!(
+            peer_not_ready(&Peer::default()),
+            Some("not ready: publicKey is the all-zero key")
+        );
+    }
+
+    #[test]
+    fn a_settled_dump_gets_settings_from_all_its_nodes_and_leaves_out_what_is_not_ready_in_order() {
+        let first = Node { granularity: Some(Granularity::Full), ..ready("a", None) };
+        let not_ready_last = Node { endpoint: None, ..ready("b", Some("10.9.0.7/24")) };
+        let peer_ok = Peer {
+            name: "p".into(),
+            public_key: crate::fixtures::key(5),
+            allowed_ips: vec![cidr("10.5.0.1/32")],
+            ..Peer::default()
+        };
+        let peer_bad = Peer { name: "q".into(), allowed_ips: Vec::new(), ..peer_ok.clone() };
+        let earlier =
+            Invalid { kind: ObjectKind::Other, name: "web".into(), message: "kind \"Pod\"".into() };
+        let issue = Invalid {
+            kind: ObjectKind::Node,
+            name: "b".into(),
+            message: "kilo.squat.ai/location: bad".into(),
+        };
+        let dump = KubernetesDump {
+            objects: vec![
+                Listed::Peer(peer_bad),
+                Listed::Node(first.clone()),
+                Listed::Unread(earlier.clone()),
+                Listed::Node(not_ready_last),
+                Listed::Peer(peer_ok.clone()),
+            ],
+            ignored: vec![issue.clone()],
+        };
+        assert_eq!(
+            dump.settle(),
+            Snapshot {
+                settings: MeshSettings {
+                    granularity: Some(Granularity::Full),
+                    subnet: Some(cidr("10.9.0.0/24")),
+                    port: None,
+                    static_mesh: false,
+                },
+                nodes: vec![first],
+                peers: vec![peer_ok],
+                invalid: vec![
+                    Invalid {
+                        kind: ObjectKind::Peer,
+                        name: "q".into(),
+                        message: "not ready: allowedIPs is empty".into(),
+                    },
+                    earlier,
+                    Invalid {
+                        kind: ObjectKind::Node,
+                        name: "b".into(),
+                        message: "not ready: it has no endpoint (kilo.squat.ai/endpoint or \
+                                  force-endpoint); kilo.squat.ai/location: bad"
+                            .into(),
+                    },
+                ],
+                ignored: vec![issue],
             }
         );
     }
