@@ -1,7 +1,7 @@
 //! Firewall rules as data carrying upstream's iptables rule strings (upstream-kilo.md 8), so that
 //! either agent finds and cleans up the other's rules; their canonical keys and Kilo's ownership
 //! marks ([`RuleKey`], [`is_kilo_rule`]); and the pure decisions of the firewall controller
-//! ([`set_diff`], [`sweep`]) as typed [`Change`]s.
+//! ([`set_diff`], [`restore_diff`], [`sweep`]) as typed [`Change`]s.
 
 use std::net::IpAddr;
 
@@ -55,7 +55,8 @@ mod key;
 mod rules;
 
 pub use diff::{
-    ChainRef, Change, SetDiff, SweepDiff, TABLES, TableListing, set_diff, sweep, sweep_tables,
+    ChainRef, Change, Listed, RestoreDiff, SetDiff, SweepDiff, TABLES, TableListing, restore_diff,
+    restore_reads, set_diff, sweep, sweep_tables,
 };
 pub use key::{
     COMMENT_PREFIX, RuleKey, canonical_address, canonical_protocol, is_kilo_chain, is_kilo_rule,

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kilo_core::firewall::{
-    Change, Entry, Family, RuleKey, RuleSet, SetDiff, TableListing, is_kilo_chain, is_kilo_rule,
-    set_diff, split_args, sweep,
+    Change, Entry, Family, Listed, RestoreDiff, RuleKey, RuleSet, SetDiff, TableListing,
+    is_kilo_chain, is_kilo_rule, restore_diff, restore_reads, set_diff, split_args, sweep,
 };
 use proptest::prelude::*;
 
@@ -183,6 +183,49 @@ impl Kernel {
     }
 }
 
+/// A rule set as Kilo builds them: chains before the rules that use them, prepend rules only
+/// in built-in chains or chains the set creates.
+fn well_formed() -> impl Strategy<Value = RuleSet> {
+    ruleset().prop_map(|mut rules| {
+        rules.append.sort_by_key(|e| matches!(e, Entry::Rule { .. }));
+        let made: HashSet<(Family, String, String)> = rules
+            .append
+            .iter()
+            .filter(|e| matches!(e, Entry::Chain { .. }))
+            .map(|e| (e.family(), e.table().to_string(), e.chain_name().to_string()))
+            .collect();
+        let exists = |e: &Entry| {
+            BUILTIN.contains(&e.chain_name())
+                || made.contains(&(e.family(), e.table().to_string(), e.chain_name().to_string()))
+        };
+        rules.append.retain(|e| exists(e));
+        rules.prepend.retain(|e| exists(e));
+        rules
+    })
+}
+
+impl Kernel {
+    /// What a controller that applied `applied` lists of the kernel for a restore.
+    fn listed(&self, applied: &RuleSet) -> Listed {
+        let (tables, chains) = restore_reads(applied);
+        let mut listed = Listed::default();
+        for (f, t) in tables {
+            let names = self
+                .0
+                .keys()
+                .filter(|(cf, ct, _)| *cf == f && *ct == t)
+                .map(|(_, _, n)| n.clone())
+                .collect();
+            listed.chains.insert((f, t), names);
+        }
+        for c in chains {
+            let rules = self.0.get(&(c.family, c.table.clone(), c.name.clone()));
+            listed.rules.insert(c, rules.into_iter().flatten().cloned().collect());
+        }
+        listed
+    }
+}
+
 fn foreign() -> Vec<(Family, &'static str, &'static str, &'static str)> {
     vec![
         (Family::Ipv4, "nat", "POSTROUTING", "-s 10.9.0.0/16 -j MASQUERADE"),
@@ -276,6 +319,30 @@ proptest! {
             .filter(|(c, s)| !is_kilo_chain(c) && !is_kilo_rule(c, s))
             .count();
         prop_assert_eq!(foreign_after, foreign().len());
+        one_line_per_change(&d.to_string(), d.len())?;
+    }
+
+    #[test]
+    fn a_restore_brings_back_what_someone_deleted_and_finds_nothing_to_do_otherwise(
+        rules in well_formed(),
+        lost in proptest::collection::vec((any::<bool>(), 0usize..16), 0..4),
+    ) {
+        let planned = Kernel::of(&rules);
+        prop_assert_eq!(restore_diff(&rules, &planned.listed(&rules)), RestoreDiff::default());
+        let mut kernel = planned.clone();
+        for (whole_chain, n) in lost {
+            let chains: Vec<_> = kernel.0.keys().cloned().collect();
+            let chain = &chains[n % chains.len()];
+            if whole_chain && !BUILTIN.contains(&chain.2.as_str()) {
+                kernel.0.remove(chain);
+            } else if let Some(rules) = kernel.0.get_mut(chain) && !rules.is_empty() {
+                rules.remove(n % rules.len());
+            }
+        }
+        let d = restore_diff(&rules, &kernel.listed(&rules));
+        kernel.execute(&d.changes());
+        prop_assert_eq!(kernel.sorted(), planned.sorted());
+        prop_assert!(restore_diff(&rules, &kernel.listed(&rules)).is_empty());
         one_line_per_change(&d.to_string(), d.len())?;
     }
 }

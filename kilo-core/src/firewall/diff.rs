@@ -5,12 +5,14 @@
 //!
 //! - [`set_diff`]: a new rule set against the one applied before (upstream's `Set`): the
 //!   append list is rewritten from its first difference, the prepend list diffed by identity.
+//! - [`restore_diff`]: what the kernel holds against the applied rule set (upstream's
+//!   `reconcile`): what someone deleted is restored.
 //! - [`sweep`]: the kernel's tables against a plan: every rule and chain that is recognisably
 //!   Kilo's ([`is_kilo_rule`], [`is_kilo_chain`], or everything in a table that is Kilo's own)
 //!   and that the plan lacks goes, and all but one copy of each planned rule of a built-in
 //!   chain. Ownership is read from the kernel alone, so this finds what another agent wrote.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use super::key::{RuleKey, is_kilo_chain, is_kilo_rule};
@@ -219,6 +221,126 @@ pub fn set_diff(applied: &RuleSet, desired: &RuleSet) -> SetDiff {
     out.delete_prepend =
         surviving.into_iter().filter(|e| !wanted.contains(&identity(e))).cloned().collect();
     out
+}
+
+/// What the kernel holds of the entries a controller applied, as it listed them for a
+/// restore ([`restore_reads`] names the listings).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// The chains of each listed table.
+    pub chains: HashMap<(Family, String), HashSet<String>>,
+    /// The rules of each listed chain (empty for a missing chain).
+    pub rules: HashMap<ChainRef, HashSet<RuleKey>>,
+}
+
+impl Listed {
+    /// Whether the kernel holds `entry`; `None` when its table or chain was not listed (an
+    /// entry of a disabled family, say: then it is left alone).
+    pub fn holds(&self, entry: &Entry) -> Option<bool> {
+        match entry {
+            Entry::Chain { family, table, name } => {
+                self.chains.get(&(*family, table.clone())).map(|chains| chains.contains(name))
+            }
+            Entry::Rule { .. } => {
+                let rules = self.rules.get(&ChainRef::of(entry))?;
+                Some(RuleKey::of_entry(entry).is_some_and(|k| rules.contains(&k)))
+            }
+        }
+    }
+}
+
+/// The listings [`restore_diff`] needs for `applied`: the tables of its chain entries and the
+/// chains of its rules.
+pub fn restore_reads(applied: &RuleSet) -> (BTreeSet<(Family, String)>, BTreeSet<ChainRef>) {
+    let mut tables = BTreeSet::new();
+    let mut chains = BTreeSet::new();
+    for entry in applied.append.iter().chain(&applied.prepend) {
+        match entry {
+            Entry::Chain { family, table, .. } => {
+                tables.insert((*family, table.clone()));
+            }
+            Entry::Rule { .. } => {
+                chains.insert(ChainRef::of(entry));
+            }
+        }
+    }
+    (tables, chains)
+}
+
+/// What restores the applied entries someone removed, as [`restore_diff`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestoreDiff {
+    /// The applied append entries from the first missing one on: each deleted and appended
+    /// again, in order (the append list's order matters: MASQUERADE last).
+    pub reset: Vec<Entry>,
+    /// Applied prepend entries missing (or in a chain the reset flushes), inserted in order.
+    pub insert: Vec<Entry>,
+}
+
+impl RestoreDiff {
+    /// The changes in the order they are made.
+    pub fn changes(&self) -> Vec<Change> {
+        let mut out = Vec::with_capacity(self.len());
+        for entry in &self.reset {
+            out.push(Change::Delete(entry.clone()));
+            out.push(Change::Append(entry.clone()));
+        }
+        out.extend(self.insert.iter().cloned().map(Change::Insert));
+        out
+    }
+
+    /// The number of changes.
+    pub fn len(&self) -> usize {
+        2 * self.reset.len() + self.insert.len()
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many entries are restored (upstream's count: each reset entry once).
+    pub fn restored(&self) -> usize {
+        self.reset.len() + self.insert.len()
+    }
+}
+
+impl fmt::Display for RestoreDiff {
+    /// One line per change ([`RestoreDiff::changes`]), each ending in a newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_lines(f, &self.changes())
+    }
+}
+
+/// The changes that restore the applied rule set where the kernel lost some of it (upstream's
+/// `reconcile`): the first missing append entry and every one after it are deleted and
+/// appended again; missing prepend entries inserted again, and so are the prepend rules of the
+/// chains that reset flushes. Entries whose table or chain `kernel` did not list are left
+/// alone. Finding everything present changes nothing.
+pub fn restore_diff(applied: &RuleSet, kernel: &Listed) -> RestoreDiff {
+    let reset = applied
+        .append
+        .iter()
+        .position(|e| kernel.holds(e) == Some(false))
+        .map_or_else(Vec::new, |i| applied.append[i..].to_vec());
+    let flushed: HashSet<ChainRef> =
+        reset.iter().filter(|e| matches!(e, Entry::Chain { .. })).map(ChainRef::of).collect();
+    let insert = applied
+        .prepend
+        .iter()
+        .filter(|e| match kernel.holds(e) {
+            None => false,
+            Some(present) => {
+                let flushed = flushed.contains(&ChainRef::of(e));
+                match e {
+                    Entry::Rule { .. } => !present || flushed,
+                    Entry::Chain { .. } => !present && !flushed,
+                }
+            }
+        })
+        .cloned()
+        .collect();
+    RestoreDiff { reset, insert }
 }
 
 /// One table of the kernel, as the sweep reads it.

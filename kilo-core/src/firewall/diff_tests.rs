@@ -209,3 +209,69 @@ fn the_sweep_reads_the_planned_tables_and_kilos_usual_ones() {
         sweep_tables(&planned).into_iter().map(|(f, t)| format!("{} {t}", f.as_str())).collect();
     assert_eq!(tables, ["IPv4 filter", "IPv4 nat", "IPv6 filter", "IPv6 mangle", "IPv6 nat"]);
 }
+
+/// What the kernel holds of `rules` when everything is there, but for `missing`.
+fn listed(rules: &RuleSet, missing: &[&Entry]) -> Listed {
+    let mut listed = Listed::default();
+    let (tables, chains) = restore_reads(rules);
+    for t in tables {
+        listed.chains.insert(t, HashSet::new());
+    }
+    for c in chains {
+        listed.rules.insert(c, HashSet::new());
+    }
+    for e in rules.append.iter().chain(&rules.prepend) {
+        if missing.contains(&e) {
+            continue;
+        }
+        match e {
+            Entry::Chain { family, table, name } => {
+                listed.chains.entry((*family, table.clone())).or_default().insert(name.clone());
+            }
+            Entry::Rule { .. } => {
+                listed.rules.entry(ChainRef::of(e)).or_default().extend(RuleKey::of_entry(e));
+            }
+        }
+    }
+    listed
+}
+
+#[test]
+fn a_restore_that_finds_everything_changes_nothing() {
+    let rules = ruleset(&["10.5.0.1/32"]);
+    assert_eq!(restore_diff(&rules, &listed(&rules, &[])), RestoreDiff::default());
+}
+
+#[test]
+fn a_restore_resets_the_append_list_from_the_first_missing_entry_and_reinserts_missing_prepend_rules()
+ {
+    let rules = ruleset(&["10.5.0.1/32"]);
+    let d = restore_diff(&rules, &listed(&rules, &[&rules.append[2], &rules.prepend[0]]));
+    assert_eq!(d, RestoreDiff { reset: rules.append[2..].to_vec(), insert: vec![jump()] });
+    assert_eq!(d.restored(), 3);
+    assert_eq!(
+        d.to_string(),
+        format!(
+            "iptables -t nat -D KILO-NAT {m}\niptables -t nat -A KILO-NAT {m}\n\
+             ip6tables -t nat -D KILO-NAT {m}\nip6tables -t nat -A KILO-NAT {m}\n\
+             iptables -t nat -I POSTROUTING 1 {}\n",
+            jump().spec_text(),
+            m = masquerade(Family::Ipv4).spec_text(),
+        )
+    );
+}
+
+#[test]
+fn a_vanished_chain_is_recreated_and_its_prepend_rules_come_back_and_unlisted_entries_are_left_alone()
+ {
+    let rules = ruleset(&["10.5.0.1/32"]);
+    let mut kernel = listed(&rules, &[&rules.append[0]]);
+    // Its rules went with it.
+    kernel.rules.insert(ChainRef::of(&rules.append[0]), HashSet::new());
+    let d = restore_diff(&rules, &kernel);
+    assert_eq!(d, RestoreDiff { reset: rules.append.clone(), insert: vec![peer("10.5.0.1/32")] });
+    // IPv6 not listed (disabled): nothing of it is restored.
+    let mut only_v6_missing = listed(&rules, &[&rules.append[3]]);
+    only_v6_missing.rules.retain(|c, _| c.family == Family::Ipv4);
+    assert!(restore_diff(&rules, &only_v6_missing).is_empty());
+}

@@ -3,14 +3,16 @@
 //! someone deleted, `clean_up` removes everything. Every client call is counted with upstream's
 //! metric labels.
 //!
-//! What `set` and the sweep write is decided by kilo-core ([`kilo_core::firewall::set_diff`],
+//! What `set`, `reconcile` and the sweep write is decided by kilo-core
+//! ([`kilo_core::firewall::set_diff`], [`kilo_core::firewall::restore_diff`],
 //! [`kilo_core::firewall::sweep`]); the controller reads the kernel, keeps the record of what it
 //! applied and carries the changes out.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use kilo_core::firewall::{
-    ChainRef, Change, Entry, Family, RuleSet, TableListing, set_diff, sweep_tables,
+    Change, Entry, Family, Listed, RuleSet, TableListing, restore_diff, restore_reads, set_diff,
+    sweep_tables,
 };
 
 use super::rule::{RuleKey, identity};
@@ -83,13 +85,6 @@ pub(crate) trait Client {
     fn commit_batch(&self) -> Result<(), FirewallError> {
         Ok(())
     }
-}
-
-/// The per-pass listing cache of `reconcile` (upstream's `ruleCache`).
-#[derive(Default)]
-struct Cache {
-    chains: HashMap<(Family, String), HashSet<String>>,
-    rules: HashMap<ChainRef, HashSet<RuleKey>>,
 }
 
 /// Upstream's controller over a client.
@@ -300,72 +295,63 @@ impl<C: Client> Controller<C> {
         result
     }
 
-    /// Whether an applied entry is still in the kernel, listing each table or chain at most
-    /// once per pass.
-    fn exists(&mut self, cache: &mut Cache, entry: &Entry) -> Result<bool, FirewallError> {
-        let family = entry.family();
-        if !self.enabled(family) {
-            return Ok(true);
-        }
-        match entry {
-            Entry::Chain { table, name, .. } => {
-                let key = (family, table.clone());
-                if !cache.chains.contains_key(&key) {
-                    self.count(family, Operation::ListChains, table, "*");
-                    let chains = self.client.list_chains(family, table)?;
-                    cache.chains.insert(key.clone(), chains.into_iter().collect());
-                }
-                Ok(cache.chains[&key].contains(name))
+    /// Lists what [`kilo_core::firewall::restore_diff`] needs to know of the applied entries
+    /// (each table's chains and each chain's rules once; nothing of a disabled family).
+    fn list_applied(&mut self) -> Result<Listed, FirewallError> {
+        let (tables, chains) = restore_reads(&self.applied());
+        let mut listed = Listed::default();
+        for (family, table) in tables {
+            if !self.enabled(family) {
+                continue;
             }
-            Entry::Rule { table, chain, .. } => {
-                let key = ChainRef::of(entry);
-                if !cache.rules.contains_key(&key) {
-                    self.count(family, Operation::List, table, chain);
-                    let rules = self.client.list(family, table, chain)?.unwrap_or_default();
-                    cache.rules.insert(key.clone(), rules.into_iter().collect());
-                }
-                let wanted = RuleKey::of_entry(entry);
-                Ok(wanted.is_some_and(|k| cache.rules[&key].contains(&k)))
-            }
+            self.count(family, Operation::ListChains, &table, "*");
+            let names = self.client.list_chains(family, &table)?;
+            listed.chains.insert((family, table), names.into_iter().collect());
         }
+        for chain in chains {
+            if !self.enabled(chain.family) {
+                continue;
+            }
+            self.count(chain.family, Operation::List, &chain.table, &chain.name);
+            let rules = self.client.list(chain.family, &chain.table, &chain.name)?;
+            listed.rules.insert(chain, rules.unwrap_or_default().into_iter().collect());
+        }
+        Ok(listed)
     }
 
-    /// Restores entries someone removed (upstream `reconcile`): the first missing append entry
-    /// and every one after it are deleted and re-appended; missing prepend rules re-inserted.
-    /// Finding everything present costs only listings, no writes. Returns how many entries it
-    /// re-applied. The writes of the append reset, then those of the prepend rules, may each be
-    /// one batch of the client.
+    /// Restores entries someone removed (upstream `reconcile`): lists what the kernel holds of
+    /// the applied entries and carries out kilo-core's [`kilo_core::firewall::restore_diff`]
+    /// (the first missing append entry and every one after it deleted and re-appended; missing
+    /// prepend rules, and those of chains the reset flushes, re-inserted). Finding everything
+    /// present costs only listings, no writes. Returns how many entries it re-applied. The
+    /// writes of the append reset, then those of the prepend rules, may each be one batch of
+    /// the client.
     pub(crate) fn reconcile(&mut self) -> Result<usize, FirewallError> {
-        let mut cache = Cache::default();
+        let listed = self.list_applied()?;
+        let diff = restore_diff(&self.applied(), &listed);
         let mut restored = 0;
-        let append = self.append.clone();
-        for (i, entry) in append.iter().enumerate() {
-            if !self.exists(&mut cache, entry)? {
-                // The reset is one batch, committed before the prepend rules are listed.
-                self.client.begin_batch();
-                let result = append[i..].iter().try_for_each(|later| {
-                    self.delete_entry(later)?;
-                    self.append_entry(later)?;
-                    restored += 1;
-                    Ok(())
-                });
-                let committed = self.client.commit_batch();
-                result.and(committed)?;
-                // What was listed before the reset may be stale now.
-                cache = Cache::default();
-                break;
-            }
+        if !diff.reset.is_empty() {
+            self.client.begin_batch();
+            let result = diff.reset.iter().try_for_each(|entry| {
+                self.delete_entry(entry)?;
+                self.append_entry(entry)?;
+                restored += 1;
+                Ok(())
+            });
+            let committed = self.client.commit_batch();
+            result.and(committed)?;
         }
         self.client.begin_batch();
-        let result = self.prepend.clone().iter().try_for_each(|entry| {
-            if !self.exists(&mut cache, entry)? {
-                self.prepend_entry(entry)?;
-                restored += 1;
-            }
+        let result = diff.insert.iter().try_for_each(|entry| {
+            self.prepend_entry(entry)?;
+            restored += 1;
             Ok(())
         });
         let committed = self.client.commit_batch();
         result.and(committed)?;
+        if restored > 0 {
+            tracing::info!(entries = restored, "restored Kilo firewall rules:\n{diff}");
+        }
         Ok(restored)
     }
 
