@@ -340,3 +340,63 @@ pub async fn resolve_endpoints(config: &Config) -> (Config, Vec<String>) {
 async fn first_ip(resolver: &crate::resolve::Resolver, name: &str) -> Option<IpAddr> {
     resolver.resolve(&format!("{name}:0")).await?.first().map(|a| a.ip())
 }
+
+#[cfg(test)]
+mod tests {
+    use kilo_core::Key;
+    use kilo_core::dns::Unresolved;
+    use kilo_core::wireguard::PeerConfig;
+
+    use super::*;
+
+    fn peer(n: u8, endpoint: &str) -> PeerConfig {
+        PeerConfig {
+            public_key: Key::from_bytes([n; 32]),
+            endpoint: Some(endpoint.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn resolving_a_configuration_applies_the_cores_rule_to_the_resolvers_answers() {
+        // `.invalid` never resolves (RFC 6761); `localhost` does, from /etc/hosts.
+        let config = Config {
+            interface: None,
+            peers: vec![
+                peer(1, "localhost:51820"),
+                peer(2, "kilo-test.invalid:51821"),
+                peer(3, "kilo-test.invalid:51822"),
+            ],
+        };
+        let current = Config { interface: None, peers: vec![peer(2, "192.0.2.2:51821")] };
+        let resolved = resolve_wireguard(&config, &current).await;
+        let addrs: Vec<Option<std::net::SocketAddr>> = resolved
+            .config
+            .peers
+            .iter()
+            .map(|p| p.endpoint.as_ref().and_then(|e| e.addr()))
+            .collect();
+        let localhost = addrs[0].expect("localhost resolves");
+        assert!(localhost.ip().is_loopback() && localhost.port() == 51820, "{localhost}");
+        assert_eq!(addrs[1..], [Some("192.0.2.2:51821".parse().unwrap()), None]);
+        assert_eq!(
+            resolved.unresolved,
+            [
+                Unresolved {
+                    peer: Key::from_bytes([2; 32]),
+                    endpoint: "kilo-test.invalid:51821".into(),
+                    kept: Some("192.0.2.2:51821".parse().unwrap()),
+                },
+                Unresolved {
+                    peer: Key::from_bytes([3; 32]),
+                    endpoint: "kilo-test.invalid:51822".into(),
+                    kept: None,
+                },
+            ]
+        );
+        // Without the device's configuration, as kgctl connect used to ask.
+        let (config, names) = resolve_endpoints(&config).await;
+        assert_eq!(config.peers[1].endpoint, None);
+        assert_eq!(names, ["kilo-test.invalid:51821", "kilo-test.invalid:51822"]);
+    }
+}

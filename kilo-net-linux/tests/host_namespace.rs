@@ -1,0 +1,184 @@
+//! `Host::apply` against the real kernel, inside a network namespace the test creates and deletes
+//! (even when it fails): the host applies what the plan states for the WireGuard interface, in
+//! both roles. Needs root (CI runs as root); without it the test skips, saying so.
+//!
+//! The host runs on a thread that entered the namespace before building its tokio runtime, so
+//! its netlink sockets, WireGuard device and firewall are all inside the namespace. The plans'
+//! routes, rules, firewall rules and tunnel are emptied: this test is about the interface.
+
+mod root_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use kilo_core::firewall::RuleSet;
+use kilo_core::plan::{Plan, PlanOptions};
+use kilo_core::routes::Interfaces;
+use kilo_core::wireguard::{Config, InterfaceConfig};
+use kilo_core::{Encapsulation, Granularity, Topology, TopologyInput, fixtures};
+use kilo_net_linux::host::{FirewallKind, Host, HostOptions};
+use kilo_net_linux::wireguard::{WireGuardChoice, netns};
+
+/// A network namespace deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Result<Netns> {
+        let name = format!("khost-{}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip").args(args).output().context("cannot run ip")?;
+    ensure!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The plan of fixture node `hostname` (location granularity: `b` leads location 2, `c` does
+/// not), with only the interface part left.
+fn plan(hostname: &str) -> Plan {
+    let topology = Topology::new(TopologyInput {
+        nodes: &fixtures::nodes(),
+        peers: &fixtures::peers(),
+        granularity: Granularity::Location,
+        hostname,
+        port: 51821,
+        key: fixtures::private_key(),
+        subnet: fixtures::subnet(),
+        service_cidrs: &[],
+        persistent_keepalive: Duration::ZERO,
+    })
+    .expect("the fixture's topology");
+    let options = PlanOptions {
+        node: hostname.into(),
+        interfaces: Interfaces {
+            kilo: "kilo0".into(),
+            private: "eth0".into(),
+            tunnel: "tunl0".into(),
+        },
+        local: false,
+        cni: false,
+        iptables_forward_rules: false,
+        encapsulation: Encapsulation::Never,
+        compatibility: None,
+    };
+    let wireguard = topology.leader.then(|| topology.conf_for_device());
+    let mut plan = Plan::new(&topology, wireguard, &options);
+    plan.routes.clear();
+    plan.rules.clear();
+    plan.firewall = RuleSet::default();
+    plan.tunnel_address = None;
+    plan
+}
+
+/// The link as `ip -details link show` prints it (flags `<…,UP,…>`).
+fn link(ns: &Netns) -> Result<String> {
+    ns.ip(&["-details", "link", "show", "kilo0"])
+}
+
+/// The link's addresses, as `ip -brief addr show` prints them.
+fn addresses(ns: &Netns) -> Result<String> {
+    ns.ip(&["-brief", "addr", "show", "kilo0"])
+}
+
+#[test]
+fn a_leader_turned_non_leader_gets_exactly_what_its_plan_states_for_the_interface() {
+    if root_support::skip_unless_root() {
+        return;
+    }
+    let ns = Netns::new().unwrap();
+    let uapi = tempfile::tempdir().unwrap();
+    let (path, uapi_dir) = (ns.path(), uapi.path().to_path_buf());
+    let leader = plan("b");
+    let follower = plan("c");
+    assert!(leader.leader && !follower.leader);
+    let leader_wireguard = leader.interface.wireguard.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<(&'static str, Config)>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let host_thread = std::thread::spawn(move || -> Result<()> {
+        netns::enter(&path)?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        runtime.block_on(async move {
+            let mut host = Host::open(HostOptions {
+                interface: "kilo0".into(),
+                wireguard: WireGuardChoice::Auto,
+                uapi_dir,
+                mtu: Some(1420),
+                create_interface: true,
+                firewall: FirewallKind::Nftables,
+                tunnel: "tunl0".into(),
+            })
+            .await?;
+            host.apply(&leader).await?;
+            tx.send(("leader", host.observe().await?.to_config()))?;
+            go_rx.recv()?;
+            host.apply(&follower).await?;
+            tx.send(("follower", host.observe().await?.to_config()))?;
+            go_rx.recv()?;
+            let again = host.apply(&follower).await?;
+            ensure!(again.is_noop(), "applying the same plan again wrote: {again:?}");
+            host.clean_up(true).await?;
+            Ok(())
+        })
+    });
+    let own = Some(InterfaceConfig {
+        private_key: Some(fixtures::private_key()),
+        listen_port: Some(51821),
+    });
+
+    let Ok((role, device)) = rx.recv() else {
+        panic!("the leader's apply: {:?}", host_thread.join());
+    };
+    assert_eq!(role, "leader");
+    assert_eq!(device.interface, own);
+    assert_eq!(device.normalized(), leader_wireguard.normalized());
+    assert!(!device.peers.is_empty());
+    let flags = link(&ns).unwrap();
+    assert!(flags.contains(",UP") || flags.contains("<UP"), "the leader's link is up: {flags}");
+    assert!(addresses(&ns).unwrap().contains("10.4.0.2/16"), "{}", addresses(&ns).unwrap());
+    go_tx.send(()).unwrap();
+
+    let Ok((role, device)) = rx.recv() else {
+        panic!("the follower's apply: {:?}", host_thread.join());
+    };
+    assert_eq!(role, "follower");
+    assert_eq!(device, Config { interface: own, peers: Vec::new() });
+    let flags = link(&ns).unwrap();
+    assert!(
+        !flags.contains(",UP") && !flags.contains("<UP"),
+        "a non-leader's link is down: {flags}"
+    );
+    go_tx.send(()).unwrap();
+
+    host_thread.join().expect("the host thread").unwrap();
+}
