@@ -9,13 +9,21 @@ use std::time::Duration;
 use ::kube::api::{Api, DeleteParams, PostParams};
 use kilo_backend_k8s::Peer as PeerObject;
 use kilo_backend_k8s::snapshot::{self, SnapshotError};
-use kilo_core::connect::{ConnectError, ConnectInput, peer_plan};
-use kilo_core::settings::Explicit;
-use kilo_core::wireguard::Config;
-use kilo_core::{Cidr, PrivateKey, Readiness};
+use kilo_backend_k8s::{KubeBackend, KubeBackendConfig};
+use kilo_core::agent::{Agent, AgentConfig, ConnectRole, HostFacts, ReadinessPolicy, Timers};
+use kilo_core::plan::{Plan, PlanOptions};
+use kilo_core::routes::Interfaces;
+use kilo_core::settings::{self, Explicit};
+use kilo_core::{Cidr, Encapsulation, PrivateKey};
+use kilo_net_linux::host::ApplyReport;
 use kilo_net_linux::reconcile::{ReconcileError, RouteReconciler};
-use kilo_net_linux::wireguard::{Device, DeviceOptions, WireGuardChoice, WireGuardError};
+use kilo_net_linux::wireguard::{
+    Device, DeviceOptions, DeviceState, WireGuardChoice, WireGuardError,
+};
 use kilo_net_linux::{Netlink, NetlinkError};
+
+use crate::RunOptions;
+use crate::host::{Host, HostCounters};
 
 /// Everything `connect` needs from the command line.
 #[derive(Debug, Clone)]
@@ -111,27 +119,12 @@ pub enum RunError {
     /// No netlink connection.
     #[error("cannot open a netlink connection")]
     NetlinkConnect(#[source] NetlinkError),
-    /// A link or address change failed.
-    #[error(transparent)]
-    Netlink(#[from] NetlinkError),
     /// SIGTERM cannot be caught.
     #[error("cannot handle SIGTERM")]
     Signal(#[source] std::io::Error),
-    /// The configuration cannot be computed.
-    #[error(transparent)]
-    Plan(#[from] ConnectError),
-    /// An endpoint's name does not resolve (as upstream, this fails the resync).
-    #[error("endpoint {0} does not resolve")]
-    Unresolved(String),
-    /// The interface's configuration cannot be read.
-    #[error(transparent)]
-    ReadDevice(#[from] WireGuardError),
-    /// The configuration cannot be applied.
-    #[error("cannot configure WireGuard")]
-    Configure(#[source] WireGuardError),
-    /// The routes cannot be applied.
-    #[error("cannot apply routes")]
-    Routes(#[source] ReconcileError),
+    /// Cleaning up on exit failed (the loop itself logs its failures and retries).
+    #[error("clean-up")]
+    Host(#[source] PeerHostError),
 }
 
 /// What [`run`] reports while it runs, for the caller to print.
@@ -139,21 +132,15 @@ pub enum RunError {
 pub enum Notice<'a> {
     /// The Peer did not exist and was created.
     Created(&'a str),
-    /// A resync failed; the next one retries.
-    ResyncFailed(&'a RunError),
     /// Deleting the created Peer on exit failed.
     DeleteFailed(&'a str, &'a ::kube::Error),
-    /// A clean-up step (`routes`, `link down`, `interface`) failed.
-    CleanUpFailed(&'static str, &'a (dyn std::error::Error + 'static)),
 }
 
 impl std::fmt::Display for Notice<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Notice::Created(peer) => write!(f, "created Peer {peer:?}"),
-            Notice::ResyncFailed(e) => write!(f, "{}", crate::chain(*e)),
             Notice::DeleteFailed(peer, e) => write!(f, "cannot delete Peer {peer:?}: {e}"),
-            Notice::CleanUpFailed(what, e) => write!(f, "clean-up: {what}: {e}"),
         }
     }
 }
@@ -186,7 +173,11 @@ pub fn private_key(path: &str) -> Result<PrivateKey, RunError> {
         .map_err(|e| RunError::BadKey { path: path.to_string(), reason: format!("{e}") })
 }
 
-/// Runs `connect` until interrupted (SIGINT or SIGTERM), reporting through `notify`.
+/// Runs `kgctl connect` until SIGTERM or SIGINT: creates the Peer if it is missing, opens the
+/// interface, then runs the agent's driver ([`crate::run`]) as a Peer
+/// ([`kilo_core::agent::ConnectRole`]): the cluster is watched, the peer's plan recomputed on
+/// every change and every resync period, and applied by a [`PeerHost`]. With `--clean-up` the
+/// routes and the interface go, and a Peer this run created is deleted.
 pub async fn run(args: ConnectArgs, notify: impl Fn(Notice<'_>)) -> Result<(), RunError> {
     let (client, url) = snapshot::client(args.kubeconfig.as_deref()).await?;
     let peers: Api<PeerObject> = Api::all(client.clone());
@@ -212,7 +203,7 @@ pub async fn run(args: ConnectArgs, notify: impl Fn(Notice<'_>)) -> Result<(), R
             true
         }
     };
-    let result = connected(&args, client, &url, &notify).await;
+    let result = connected(&args, client).await;
     if created
         && args.clean_up
         && let Err(e) = peers.delete(&args.peer, &DeleteParams::default()).await
@@ -222,94 +213,169 @@ pub async fn run(args: ConnectArgs, notify: impl Fn(Notice<'_>)) -> Result<(), R
     result
 }
 
-async fn connected(
-    args: &ConnectArgs,
-    client: ::kube::Client,
-    url: &str,
-    notify: &impl Fn(Notice<'_>),
-) -> Result<(), RunError> {
+/// The agent's settings for a Peer: readiness judged live, nothing published (the Peer object
+/// is the peer's publication), the mesh settings from the flags and the nodes.
+pub fn agent_config(args: &ConnectArgs) -> AgentConfig {
+    // The flags and defaults; each plan resolves the rest from the nodes (connect::peer_plan).
+    let settings = settings::resolve(&args.flags, settings::Source::KubernetesAgent);
+    AgentConfig {
+        hostname: args.peer.clone(),
+        granularity: settings.granularity,
+        port: settings.port,
+        subnet: settings.subnet,
+        service_cidrs: Vec::new(),
+        private_key: args.private_key.clone(),
+        readiness: ReadinessPolicy::Live,
+        publishes: false,
+        prioritise_private_addresses: false,
+        plan: PlanOptions {
+            node: args.peer.clone(),
+            interfaces: Interfaces {
+                kilo: args.interface.clone(),
+                private: String::new(),
+                tunnel: String::new(),
+            },
+            local: false,
+            cni: false,
+            iptables_forward_rules: false,
+            encapsulation: Encapsulation::Never,
+            compatibility: None,
+        },
+        timers: Timers::default().with_resync(args.resync),
+        connect: Some(ConnectRole {
+            address: args.allowed_ip,
+            allowed_ips: args.allowed_ips.clone(),
+            flags: args.flags,
+        }),
+    }
+}
+
+async fn connected(args: &ConnectArgs, client: ::kube::Client) -> Result<(), RunError> {
     let options = DeviceOptions { uapi_dir: args.socket_dir.clone(), netns: None };
     let kind = kilo_net_linux::wireguard::select(args.wireguard, &options).await;
     let device = Device::open_or_create(kind, &args.interface, args.mtu, &options)
         .await
         .map_err(|source| RunError::Device { interface: args.interface.clone(), source })?;
     let netlink = Netlink::connect().map_err(RunError::NetlinkConnect)?;
-    let link = netlink.link(&args.interface).await?;
-    netlink.set_only_address(&link, args.allowed_ip).await?;
-    netlink.set_link_up(&link).await?;
     let routes = RouteReconciler::new(netlink.clone(), [args.interface.clone()]);
-    let result = resync_loop(args, client, url, &device, &routes, notify).await;
-    if args.clean_up {
-        if let Err(e) = routes.clean_up().await {
-            notify(Notice::CleanUpFailed("routes", &e));
-        }
-        if let Err(e) = netlink.set_link_down(&link).await {
-            notify(Notice::CleanUpFailed("link down", &e));
-        }
-        if let Err(e) = device.delete().await {
-            notify(Notice::CleanUpFailed("interface", &e));
-        }
-    }
-    result
-}
-
-async fn resync_loop(
-    args: &ConnectArgs,
-    client: ::kube::Client,
-    url: &str,
-    device: &Device,
-    routes: &RouteReconciler,
-    notify: &impl Fn(Notice<'_>),
-) -> Result<(), RunError> {
-    let mut interval = tokio::time::interval(args.resync);
+    let host = PeerHost { device, netlink, routes, interface: args.interface.clone() };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(RunError::Signal)?;
-    loop {
+    let shutdown = async move {
         tokio::select! {
-            _ = interval.tick() => {
-                if let Err(e) = resync(args, client.clone(), url, device, routes).await {
-                    notify(Notice::ResyncFailed(&e));
-                }
-            }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = terminate.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
         }
+    };
+    let backend = KubeBackend::new(
+        client,
+        KubeBackendConfig { topology_label: args.topology_label.clone(), ..Default::default() },
+    );
+    let options = RunOptions { clean_up: args.clean_up, clean_up_interface: args.clean_up };
+    crate::run(
+        Agent::new(agent_config(args)),
+        backend,
+        host,
+        crate::SystemClock,
+        options,
+        crate::Shared::new(),
+        shutdown,
+    )
+    .await
+    .map_err(RunError::Host)
+}
+
+/// What goes wrong on a Peer's host.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerHostError {
+    /// Reading or configuring the WireGuard device.
+    #[error("cannot configure WireGuard")]
+    WireGuard(#[from] WireGuardError),
+    /// The interface's link and address.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// Routes.
+    #[error("cannot apply routes")]
+    Routes(#[from] ReconcileError),
+}
+
+/// This machine as a Kilo Peer: one WireGuard interface with the peer's address, and routes to
+/// the mesh through it. No firewall rules, no policy rules, no CNI.
+pub struct PeerHost {
+    device: Device,
+    netlink: Netlink,
+    routes: RouteReconciler,
+    interface: String,
+}
+
+impl std::fmt::Debug for PeerHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerHost").field("interface", &self.interface).finish_non_exhaustive()
     }
 }
 
-async fn resync(
-    args: &ConnectArgs,
-    client: ::kube::Client,
-    url: &str,
-    device: &Device,
-    routes: &RouteReconciler,
-) -> Result<(), RunError> {
-    let snapshot = snapshot::list(client, url, &args.topology_label).await?;
-    let plan = peer_plan(
-        &snapshot,
-        Readiness::At(snapshot::now()),
-        &ConnectInput {
-            peer: &args.peer,
-            flags: args.flags,
-            private_key: &args.private_key,
-            interface: &args.interface,
-            allowed_ips: &args.allowed_ips,
-        },
-    )?;
-    let desired = resolve(&plan.config).await?;
-    let current = device.read().await?.to_config();
-    let diff = kilo_core::wireguard::diff(&current, &desired);
-    device.apply(&diff).await.map_err(RunError::Configure)?;
-    routes.reconcile(&plan.routes, &[]).await.map_err(RunError::Routes)?;
-    Ok(())
-}
+impl Host for PeerHost {
+    type Error = PeerHostError;
 
-/// Resolves DNS endpoints; as upstream, a name that does not resolve fails the resync.
-async fn resolve(config: &Config) -> Result<Config, RunError> {
-    let (config, unresolved) = kilo_net_linux::host::resolve_endpoints(config).await;
-    match unresolved.first() {
-        Some(name) => Err(RunError::Unresolved(name.clone())),
-        None => Ok(config),
+    async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, PeerHostError> {
+        let mut report = ApplyReport::default();
+        let current = self.device.read().await?.to_config();
+        // DNS endpoints as the agent resolves them (kilo_core::dns): a name that does not
+        // resolve keeps its last address, else its peer goes without an endpoint, with a warning.
+        let desired =
+            kilo_net_linux::host::resolve_wireguard(&plan.interface.wireguard, &current).await;
+        for unresolved in &desired.unresolved {
+            tracing::warn!(interface = %self.interface, "{unresolved}");
+        }
+        let diff = kilo_core::wireguard::diff(&current, &desired.config);
+        if !diff.is_empty() {
+            report.wireguard += self.device.apply(&diff).await?;
+        }
+        let link = self.netlink.link(&self.interface).await?;
+        if let Some(address) = plan.interface.address {
+            report.links += self.netlink.set_only_address(&link, address).await?;
+        }
+        report.links +=
+            usize::from(self.netlink.ensure_link_state(&self.interface, plan.interface.up).await?);
+        report.routes += self.routes.reconcile(&plan.routes, &plan.rules).await?.len();
+        Ok(report)
+    }
+
+    async fn observe(&mut self) -> Result<DeviceState, PeerHostError> {
+        Ok(self.device.read().await?)
+    }
+
+    async fn detect(&mut self) -> Option<HostFacts> {
+        None
+    }
+
+    fn update_cni(&mut self, _subnet: Cidr) -> Result<bool, PeerHostError> {
+        Ok(false)
+    }
+
+    fn reconcile_firewall(&mut self) -> Result<(), PeerHostError> {
+        Ok(())
+    }
+
+    async fn interface_deleted(&mut self) {
+        std::future::pending::<()>().await
+    }
+
+    fn counters(&self) -> HostCounters {
+        HostCounters { route_writes: self.routes.writes(), ..HostCounters::default() }
+    }
+
+    async fn clean_up(self, interface: bool) -> Result<(), PeerHostError> {
+        let mut first: Option<PeerHostError> = None;
+        if let Err(e) = self.routes.clean_up().await {
+            tracing::error!(error = %crate::chain(&e), "clean-up: routes");
+            first.get_or_insert(e.into());
+        }
+        if interface && let Err(e) = self.device.delete().await {
+            tracing::error!(error = %crate::chain(&e), "clean-up: interface");
+            first.get_or_insert(e.into());
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -336,12 +402,5 @@ mod tests {
     #[test]
     fn notices_read_as_kgctl_printed_them() {
         assert_eq!(Notice::Created("laptop").to_string(), "created Peer \"laptop\"");
-        let e = RunError::Unresolved("example.invalid".into());
-        assert_eq!(
-            Notice::ResyncFailed(&e).to_string(),
-            "endpoint example.invalid does not resolve"
-        );
-        let io = std::io::Error::other("busy");
-        assert_eq!(Notice::CleanUpFailed("routes", &io).to_string(), "clean-up: routes: busy");
     }
 }

@@ -243,11 +243,8 @@ fn agent_config(o: &NodeOptions, key: PrivateKey, mode: Mode) -> AgentConfig {
             encapsulation: o.encapsulation,
             compatibility: o.compatibility,
         },
-        timers: {
-            let defaults = Timers::default();
-            let secs = |s: i64| Duration::from_secs(s.unsigned_abs());
-            Timers::from_durations(secs(defaults.check_in), o.resync, secs(defaults.device_poll))
-        },
+        timers: Timers::default().with_resync(o.resync),
+        connect: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn config(index: usize) -> AgentConfig {
             compatibility: None,
         },
         timers: Timers::default(),
+        connect: None,
     }
 }
 

@@ -62,17 +62,11 @@ impl Default for Timers {
 }
 
 impl Timers {
-    /// Periods from durations, each rounded up to whole seconds (at least 1).
-    pub fn from_durations(
-        check_in: std::time::Duration,
-        resync: std::time::Duration,
-        device_poll: std::time::Duration,
-    ) -> Timers {
-        let secs = |d: std::time::Duration| {
-            let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            i64::try_from(whole.max(1)).unwrap_or(i64::MAX)
-        };
-        Timers { check_in: secs(check_in), resync: secs(resync), device_poll: secs(device_poll) }
+    /// These periods with `resync` (`--resync-period`) as the resync period, rounded up to
+    /// whole seconds (at least 1).
+    pub fn with_resync(self, resync: std::time::Duration) -> Timers {
+        let whole = resync.as_secs().saturating_add(u64::from(resync.subsec_nanos() > 0));
+        Timers { resync: i64::try_from(whole.max(1)).unwrap_or(i64::MAX), ..self }
     }
 }
 
@@ -133,6 +127,22 @@ pub struct AgentConfig {
     pub plan: PlanOptions,
     /// The agent's periods.
     pub timers: Timers,
+    /// `Some` when this machine joins the mesh as a Kilo Peer (`kgctl connect`) rather than as a
+    /// node: `hostname` is then the Peer's name and each plan is the peer's
+    /// ([`crate::connect::peer_plan`]).
+    pub connect: Option<ConnectRole>,
+}
+
+/// What a machine that joins the mesh as a Peer (`kgctl connect`) needs besides the agent's
+/// settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRole {
+    /// `--allowed-ip`: the peer's own address, the interface's only address.
+    pub address: Cidr,
+    /// `--allowed-ips`: further ranges routed to the mesh through it.
+    pub allowed_ips: Vec<Cidr>,
+    /// The mesh settings given on the command line (the rest comes from the nodes).
+    pub flags: crate::settings::Explicit,
 }
 
 /// What the agent found out about its host (upstream 9.1), re-detected by the binary.
@@ -663,9 +673,43 @@ impl Agent {
         }
     }
 
+    /// Computes the plan of a machine that joined as a Peer (upstream 12.4's resync step).
+    fn reconcile_peer(&mut self, now: i64, role: &ConnectRole) -> Action {
+        let readiness = self.readiness(now);
+        let snapshot = crate::Snapshot {
+            nodes: self.nodes.values().cloned().collect(),
+            peers: self.peers.values().cloned().collect(),
+            ..crate::Snapshot::default()
+        };
+        self.status.nodes = snapshot.nodes.iter().filter(|n| n.is_ready(readiness)).count();
+        self.status.peers = snapshot.peers.iter().filter(|p| p.is_ready()).count();
+        let interface = self.config.plan.interfaces.kilo.clone();
+        let input = crate::connect::ConnectInput {
+            peer: &self.config.hostname,
+            flags: role.flags,
+            private_key: &self.config.private_key,
+            interface: &interface,
+            allowed_ips: &role.allowed_ips,
+        };
+        match crate::connect::peer_plan(&snapshot, readiness, &input) {
+            Ok(plan) => Action::Apply(Box::new(plan.into_plan(
+                &self.config.hostname,
+                &interface,
+                role.address,
+            ))),
+            Err(e) => {
+                self.status.errors += 1;
+                Action::Blocked(e.to_string())
+            }
+        }
+    }
+
     /// Computes the plan (upstream `applyTopology`).
     fn reconcile(&mut self, now: i64) -> Action {
         self.status.reconciles += 1;
+        if let Some(role) = self.config.connect.clone() {
+            return self.reconcile_peer(now, &role);
+        }
         let readiness = self.readiness(now);
         let Some(local) = self.local_node(now) else {
             return Action::Blocked(format!(

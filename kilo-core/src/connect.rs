@@ -3,10 +3,14 @@
 //! from the cluster's nodes and peers. The runtime (the Peer object, the device, the loop) is
 //! `kilo-agent`'s.
 
-use crate::routes::Route;
+use crate::firewall::RuleSet;
+use crate::plan::{Plan, PlanInterface};
+use crate::routes::{Encapsulator, EncapsulatorConfig, Route};
 use crate::settings::{self, Explicit, Origin, Source};
 use crate::wireguard::{Config, InterfaceConfig};
-use crate::{Cidr, Node, Peer, PrivateKey, Readiness, Snapshot, Topology, TopologyInput};
+use crate::{
+    Cidr, Encapsulation, Node, Peer, PrivateKey, Readiness, Snapshot, Topology, TopologyInput,
+};
 
 /// Why the peer's configuration cannot be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +52,35 @@ pub struct ConnectPlan {
     pub config: Config,
     /// `PeerRoutes(peer, interface, allowed IPs)`.
     pub routes: Vec<Route>,
+}
+
+impl ConnectPlan {
+    /// The plan as the agent's driver applies it on this machine: the WireGuard configuration
+    /// on `interface` (up, with `address`, the peer's own allowed IP, as its only address) and
+    /// the routes; no policy rules, no firewall rules, no tunnel (a peer is not a node).
+    pub fn into_plan(self, peer: &str, interface: &str, address: Cidr) -> Plan {
+        Plan {
+            node: peer.to_string(),
+            segment: format!("peer:{peer}"),
+            leader: false,
+            interface: PlanInterface {
+                name: interface.to_string(),
+                address: Some(address),
+                up: true,
+                wireguard: self.config.clone(),
+            },
+            wireguard: Some(self.config),
+            routes: self.routes,
+            rules: Vec::new(),
+            firewall: RuleSet::default(),
+            encapsulation: EncapsulatorConfig {
+                encapsulator: Encapsulator::Noop,
+                strategy: Encapsulation::Never,
+            },
+            tunnel_address: None,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// Upstream's resync step (12.4): ready nodes; settings from the flags and the nodes as every

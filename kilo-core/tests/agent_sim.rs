@@ -42,6 +42,7 @@ fn config(hostname: &str, seed: u8, readiness: ReadinessPolicy, publishes: bool)
             compatibility: None,
         },
         timers: Timers::default(),
+        connect: None,
     }
 }
 
@@ -114,6 +115,12 @@ impl Sim {
                         self.plans.insert(plan.node.clone(), *plan);
                     }
                     Action::Blocked(why) | Action::Warn(why) => self.warnings.push(why),
+                    // Requests to a host; this simulation has none (kilo-agent's driver runs
+                    // them: see kilo-agent/tests/sim.rs).
+                    Action::ObserveDevice
+                    | Action::DetectHost
+                    | Action::UpdateCni(_)
+                    | Action::ReconcileFirewall => {}
                 }
             }
         }
@@ -430,4 +437,44 @@ fn peer_routes_that_would_take_over_a_node_are_refused_in_every_family() {
         3
     );
     assert_eq!(refused("route to fd05::/64 left out"), 1, "{:?}", sim.warnings);
+}
+
+#[test]
+fn the_timers_fire_each_at_its_period_and_a_resync_completes_once_the_host_is_detected() {
+    let mut agent = Agent::new(config("a", 1, ReadinessPolicy::Live, true));
+    assert_eq!(agent.poll_timeout(), None, "no timer before the first input");
+    let start = 1_000_000;
+    agent.handle(start, Input::Reset(Snapshot::default()));
+    // Device poll every 5 s, check-in and resync every 30 s.
+    assert_eq!(agent.poll_timeout(), Some(start + 5));
+    assert!(agent.handle_timeout(start + 4).is_empty(), "nothing is due yet");
+    assert_eq!(agent.handle_timeout(start + 5), [Action::ObserveDevice]);
+    assert_eq!(agent.poll_timeout(), Some(start + 10));
+    for t in (10..30).step_by(5) {
+        assert_eq!(agent.handle_timeout(start + t), [Action::ObserveDevice]);
+    }
+    // At 30 s: the check-in (the local node is not in the mesh: nothing to publish), the device
+    // read and the resync, which first asks for the host's addresses.
+    assert_eq!(agent.handle_timeout(start + 30), [Action::ObserveDevice, Action::DetectHost]);
+    let actions = agent.handle(start + 30, Input::HostDetected(None));
+    assert_eq!(
+        actions,
+        [
+            Action::Blocked("the local node \"a\" is not in the mesh yet".into()),
+            Action::ReconcileFirewall
+        ]
+    );
+    // A detection nobody asked for does not reconcile the firewall.
+    assert!(agent.handle(start + 31, Input::HostDetected(None)).is_empty());
+}
+
+#[test]
+fn a_clock_set_back_never_stops_the_timers() {
+    let mut agent = Agent::new(config("a", 1, ReadinessPolicy::Live, true));
+    let start = 1_000_000;
+    agent.handle(start, Input::Reset(Snapshot::default()));
+    // The clock goes back an hour: the deadlines come back to one period from then.
+    assert!(agent.handle_timeout(start - 3600).is_empty());
+    assert_eq!(agent.poll_timeout(), Some(start - 3600 + 5));
+    assert_eq!(agent.handle_timeout(start - 3600 + 5), [Action::ObserveDevice]);
 }

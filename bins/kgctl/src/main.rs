@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use cli::{BackendKind, Cli, Command, GraphFormat, ObjectKind, PlanFormat, ShowconfFormat};
 use kilo_agent::connect;
+use kilo_agent::logging::Stream;
 use kilo_backend_k8s::snapshot as k8s;
 use kilo_core::offline::{AsPeer, OfflineMesh, ShowConf};
 use kilo_core::plan::PlanOptions;
@@ -249,10 +250,9 @@ fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
         topology_label: cli.topology_label.clone(),
     };
     kilo_net_linux::wireguard::validate_name(&args.interface)?;
-    let notify = |notice: connect::Notice<'_>| match notice {
-        connect::Notice::ResyncFailed(e) => eprintln!("kgctl: {}", one_line(e)),
-        notice => eprintln!("kgctl: {notice}"),
-    };
+    // The loop reports on stderr what it applies, and why it cannot (no ready nodes yet, say).
+    kilo_agent::logging::init("info", kilo_agent::logging::Format::Human, Stream::Stderr)?;
+    let notify = |notice: connect::Notice<'_>| eprintln!("kgctl: {notice}");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

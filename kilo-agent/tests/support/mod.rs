@@ -161,6 +161,7 @@ pub fn config(hostname: &str, seed: u8) -> AgentConfig {
             compatibility: None,
         },
         timers: Timers::default(),
+        connect: None,
     }
 }
 
