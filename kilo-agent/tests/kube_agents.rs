@@ -258,3 +258,84 @@ async fn three_agents_converge_through_the_api_server_and_the_leaders_pick_up_a_
     }
     assert!(server.get(Collection::Peers, "laptop").is_none(), "the peer is gone");
 }
+
+/// `kgctl connect`'s loop: the same driver, with the agent in the Peer role.
+#[tokio::test]
+async fn a_connecting_peer_gets_every_segment_and_routes_through_the_same_driver() {
+    let server = FakeApiServer::start().await;
+    for index in 0..3 {
+        server.put(Collection::Nodes, node_object(index));
+    }
+    let (agents, recorders): (Vec<JoinHandle<()>>, Vec<Recorder>) =
+        (0..3).map(|index| spawn_agent(&server, index)).unzip();
+    wait_until(&recorders, 10, "the three agents converge on one topology", converged).await;
+
+    let key = PrivateKey::from_random_bytes(PEER_KEY);
+    let peers: kube::Api<kilo_backend_k8s::Peer> = kube::Api::all(server.client());
+    let object =
+        kilo_backend_k8s::connect::new_peer_object("laptop", cidr("10.5.0.1/32"), 10, &key);
+    peers.create(&Default::default(), &object).await.unwrap();
+    let args = kilo_agent::connect::ConnectArgs {
+        peer: "laptop".into(),
+        allowed_ip: cidr("10.5.0.1/32"),
+        allowed_ips: vec![],
+        private_key: key.clone(),
+        clean_up: false,
+        mtu: 1420,
+        resync: Duration::from_secs(30),
+        interface: "kilo0".into(),
+        keepalive: 10,
+        wireguard: kilo_net_linux::wireguard::WireGuardChoice::Auto,
+        socket_dir: "/nonexistent".into(),
+        flags: kilo_core::settings::Explicit::default(),
+        kubeconfig: None,
+        topology_label: "topology.kubernetes.io/region".into(),
+    };
+    let (host, recorder) = RecordingHost::new(None);
+    let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
+    let peer = tokio::spawn(async move {
+        let run = kilo_agent::run(
+            Agent::new(kilo_agent::connect::agent_config(&args)),
+            backend,
+            host,
+            SystemClock,
+            RunOptions::default(),
+            Shared::new(),
+            std::future::pending::<()>(),
+        );
+        run.await.unwrap();
+    });
+    let planned = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(plan) =
+                recorder.last_plan().filter(|p| p.interface.wireguard.peers.len() == 2)
+            {
+                return plan;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the peer's plan within 10 s");
+    // One WireGuard peer per segment (x through a, y through c), with their pod subnets; the
+    // interface is up with the peer's own address; routes to every pod subnet through it.
+    let wg = &planned.interface.wireguard;
+    assert_eq!(
+        wg.peers.iter().map(|p| p.public_key).collect::<Vec<_>>(),
+        [private_key(0).public_key(), private_key(2).public_key()]
+    );
+    assert!(wg.peers[0].allowed_ips.contains(&cidr("10.2.2.0/24")));
+    assert!(wg.peers[1].allowed_ips.contains(&cidr("10.2.3.0/24")));
+    assert_eq!(wg.interface.as_ref().unwrap().private_key, Some(key));
+    assert_eq!(planned.interface.address, Some(cidr("10.5.0.1/32")));
+    assert!(planned.interface.up);
+    for pod in ["10.2.1.0/24", "10.2.2.0/24", "10.2.3.0/24"] {
+        let route = planned.routes.iter().find(|r| r.dst == cidr(pod));
+        assert_eq!(route.map(|r| r.dev.as_str()), Some("kilo0"), "{pod}: {:?}", planned.routes);
+    }
+    assert!(planned.rules.is_empty() && planned.firewall == Default::default());
+    peer.abort();
+    for agent in agents {
+        agent.abort();
+    }
+}
