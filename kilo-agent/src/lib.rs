@@ -8,7 +8,7 @@
 //!
 //! - [`driver`]: the loop and the clean-up on exit.
 //! - [`metrics`]: the agent's Prometheus metrics, `/health` and `/graph` state.
-//! - [`chain`]: error messages with their causes.
+//! - [`chain`](mod@chain): error messages with their causes.
 //! - [`clock`]: the system's clock, or tokio's for simulations with a manual clock.
 //! - [`host`]: what the driver needs from a host; [`linux`] and [`recording`] provide it.
 

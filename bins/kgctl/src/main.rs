@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line ([`kilo_agent::chain`]: a cause its parent already
+/// The error and its causes on one line ([`kilo_agent::chain()`]: a cause its parent already
 /// quotes is left out), shortened.
 fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     shorten(kilo_agent::chain(e).replace('\n', " "))
