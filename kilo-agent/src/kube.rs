@@ -14,9 +14,6 @@ use kilo_net_linux::{Netlink, NetlinkError};
 use crate::chain::chain;
 use crate::linux::Detect;
 
-/// The CNI bridge, whose addresses are never the node's IP (upstream 1.6).
-const CNI_BRIDGE: &str = "kube-bridge";
-
 /// Why the agent or the webhook cannot work with the cluster or the host.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -84,7 +81,7 @@ pub async fn detect_once(
 /// The interfaces whose addresses are never the node's: Kilo's own (`interface` and the
 /// encapsulation tunnel) and the CNI bridge.
 pub fn ignored_interfaces(interface: &str) -> Vec<String> {
-    vec![interface.to_string(), "tunl0".to_string(), CNI_BRIDGE.to_string()]
+    kilo_core::routes::Interfaces::ignored_by_discovery(interface)
 }
 
 /// Re-detection on every resync; a failure keeps the last facts.

@@ -203,7 +203,7 @@ async fn open_host(o: &NodeOptions) -> Result<Host, HostError> {
         mtu: o.mtu,
         create_interface: o.create_interface,
         firewall: o.firewall,
-        tunnel: "tunl0".into(),
+        tunnel: kilo_core::routes::IPIP_TUNNEL.into(),
     })
     .await
 }
@@ -216,10 +216,6 @@ struct Mode {
 }
 
 fn agent_config(o: &NodeOptions, key: PrivateKey, mode: Mode) -> AgentConfig {
-    let tunnel = match o.compatibility {
-        Some(Compatibility::Flannel) => "flannel.1",
-        _ => "tunl0",
-    };
     AgentConfig {
         hostname: o.hostname.clone(),
         granularity: mode.settings.granularity,
@@ -232,11 +228,7 @@ fn agent_config(o: &NodeOptions, key: PrivateKey, mode: Mode) -> AgentConfig {
         prioritise_private_addresses: o.prioritise_private_addresses,
         plan: PlanOptions {
             node: o.hostname.clone(),
-            interfaces: Interfaces {
-                kilo: o.interface.clone(),
-                private: mode.private_interface.unwrap_or_else(|| "eth0".into()),
-                tunnel: tunnel.into(),
-            },
+            interfaces: Interfaces::of_agent(&o.interface, mode.private_interface, o.compatibility),
             local: o.local,
             cni: o.cni.is_some(),
             iptables_forward_rules: o.iptables_forward_rules,

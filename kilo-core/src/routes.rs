@@ -52,6 +52,39 @@ pub struct Interfaces {
     pub tunnel: String,
 }
 
+/// Kilo's own IPIP tunnel device (the kernel's fallback `tunl0`).
+pub const IPIP_TUNNEL: &str = "tunl0";
+
+/// The bridge of Kilo's CNI configuration (upstream's `kube-bridge`).
+pub const CNI_BRIDGE: &str = "kube-bridge";
+
+impl Interfaces {
+    /// An agent's interfaces: `kilo` (`--interface`), `private` (the interface carrying the
+    /// private IP; `eth0` when there is none), and the tunnel traffic is encapsulated through:
+    /// flannel's `flannel.1` in flannel compatibility, else Kilo's own [`IPIP_TUNNEL`].
+    pub fn of_agent(
+        kilo: &str,
+        private: Option<String>,
+        compatibility: Option<crate::Compatibility>,
+    ) -> Interfaces {
+        let tunnel = match compatibility {
+            Some(crate::Compatibility::Flannel) => "flannel.1",
+            _ => IPIP_TUNNEL,
+        };
+        Interfaces {
+            kilo: kilo.to_string(),
+            private: private.unwrap_or_else(|| "eth0".to_string()),
+            tunnel: tunnel.to_string(),
+        }
+    }
+
+    /// The interfaces whose addresses are never a node's own (upstream 9.1): the WireGuard
+    /// interface `kilo`, Kilo's IPIP tunnel and the CNI bridge.
+    pub fn ignored_by_discovery(kilo: &str) -> Vec<String> {
+        vec![kilo.to_string(), IPIP_TUNNEL.to_string(), CNI_BRIDGE.to_string()]
+    }
+}
+
 mod build;
 mod diff;
 mod encap;

@@ -8,7 +8,7 @@ use super::Netlink;
 use crate::error::NetlinkError;
 
 /// The IPIP tunnel device Kilo uses (`tunl0`, created with the `ipip` module).
-pub const IPIP_TUNNEL: &str = "tunl0";
+pub const IPIP_TUNNEL: &str = kilo_core::routes::IPIP_TUNNEL;
 
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
