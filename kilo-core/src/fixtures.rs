@@ -1,5 +1,8 @@
-//! Upstream Kilo's shared test fixture (`setup()` in `topology_test.go`, upstream-kilo.md 13.1),
-//! public so that every crate's tests, benchmarks and examples can use the same mesh.
+//! Upstream Kilo's shared test fixture (`setup()` in `topology_test.go`), public so that every
+//! crate's tests, benchmarks and examples can use the same mesh.
+//!
+//! Only built with the `fixtures` feature (and in this crate's own unit tests): enable it in a
+//! dev-dependency, `kilo-core = { ..., features = ["fixtures"] }`.
 
 use std::time::Duration;
 

@@ -22,6 +22,7 @@ pub mod dns;
 pub mod duration;
 pub mod endpoint;
 pub mod firewall;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod graph;
 pub mod key;
