@@ -1,12 +1,15 @@
 //! Where the driver reads the time: the system's clock, or tokio's (which tests pause and
 //! advance, so that a multi-node simulation runs minutes of agent time in milliseconds).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of Unix time in seconds.
 pub trait Clock: Send + Sync + 'static {
     /// Now, in Unix seconds.
     fn now(&self) -> i64;
+
+    /// How long from now until Unix second `deadline` begins; zero if it has.
+    fn until(&self, deadline: i64) -> Duration;
 }
 
 /// The system's wall clock: other nodes' last-seen values are wall-clock times too.
@@ -18,6 +21,11 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    fn until(&self, deadline: i64) -> Duration {
+        let deadline = UNIX_EPOCH + Duration::from_secs(u64::try_from(deadline).unwrap_or(0));
+        deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
     }
 }
 
@@ -42,15 +50,10 @@ impl Clock for TokioClock {
         let elapsed = i64::try_from(self.origin.elapsed().as_secs()).unwrap_or(i64::MAX);
         self.start.saturating_add(elapsed)
     }
-}
 
-/// How long from now (by `clock`) until Unix second `deadline` begins; zero if it has.
-pub(crate) fn until(clock: &dyn Clock, deadline: i64) -> std::time::Duration {
-    let now = clock.now();
-    if deadline <= now {
-        return std::time::Duration::ZERO;
+    fn until(&self, deadline: i64) -> Duration {
+        let offset = u64::try_from(deadline.saturating_sub(self.start)).unwrap_or(0);
+        (self.origin + Duration::from_secs(offset))
+            .saturating_duration_since(tokio::time::Instant::now())
     }
-    // Whole seconds suffice: `now` truncates, so waking at the start of `deadline` by this clock
-    // is never early.
-    std::time::Duration::from_secs(u64::try_from(deadline - now).unwrap_or(u64::MAX))
 }

@@ -7,12 +7,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use kilo_core::Backend;
 use kilo_core::agent::{Action, Agent, Input, ObservedPeer};
-use kilo_core::{Backend, Event};
 use kilo_net_linux::wireguard::DeviceState;
 
 use crate::chain::chain;
-use crate::clock::{self, Clock};
+use crate::clock::Clock;
 use crate::host::Host;
 use crate::metrics::Shared;
 
@@ -49,17 +49,6 @@ fn observed(state: &DeviceState) -> Vec<ObservedPeer> {
                 .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
         })
         .collect()
-}
-
-fn input_of(event: Event) -> Input {
-    match event {
-        Event::NodeChanged(n) => Input::NodeChanged(n),
-        Event::NodeRemoved(n) => Input::NodeRemoved(n),
-        Event::PeerChanged(p) => Input::PeerChanged(p),
-        Event::PeerRemoved(p) => Input::PeerRemoved(p),
-        Event::Reset(s) => Input::Reset(s),
-        Event::Invalid(i) => Input::Invalid(i),
-    }
 }
 
 struct Loop<B: Backend, H: Host, C: Clock> {
@@ -237,18 +226,21 @@ pub async fn run<B: Backend, H: Host, C: Clock>(
             l.shared.metrics.error("run");
         }
     }
+    // Scrapes of `/metrics` ask for the device's per-peer figures; a second driver on the same
+    // `Shared` (none in practice) would find the receiver taken and leave them to the first.
+    let mut device_reads = l.shared.take_device_reads();
     tokio::pin!(shutdown);
     // The shutdown signal ends the loop even in the middle of a step (a publication waiting on a
     // slow API, say): what was half done is cleaned up below or reconciled at the next start.
     let events = async {
         loop {
             let wait = match l.agent.poll_timeout() {
-                Some(deadline) => clock::until(&l.clock, deadline),
+                Some(deadline) => l.clock.until(deadline),
                 None => Duration::from_secs(1),
             };
             tokio::select! {
                 event = l.backend.next_event() => match event {
-                    Some(Ok(event)) => l.feed(input_of(event)).await,
+                    Some(Ok(event)) => l.feed(Input::from(event)).await,
                     Some(Err(e)) => {
                         tracing::error!(error = %chain(&e), "the mesh source reported an error; keeping the last good state");
                         l.shared.metrics.error("run");
@@ -259,6 +251,15 @@ pub async fn run<B: Backend, H: Host, C: Clock>(
                     }
                 },
                 () = tokio::time::sleep(wait) => l.timeout().await,
+                Some(done) = async {
+                    match device_reads.as_mut() {
+                        Some(reads) => reads.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    l.execute(vec![Action::ObserveDevice]).await;
+                    let _ = done.send(());
+                }
                 () = l.host.interface_deleted() => {
                     tracing::warn!("the WireGuard interface was deleted; applying the plan again");
                     l.feed(Input::Resync).await;

@@ -34,6 +34,7 @@ async fn index() -> &'static str {
 /// `/metrics`: Prometheus text 0.0.4, or OpenMetrics when the scraper's `Accept` asks for it;
 /// the content type says which.
 async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    shared.refresh_device().await;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Exposition::negotiate(accept);
     ([(header::CONTENT_TYPE, format.content_type())], shared.metrics.encode_as(format))

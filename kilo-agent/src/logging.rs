@@ -16,6 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The shape of log lines (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// go-kit's JSON lines (upstream's).
     Json,
@@ -46,6 +47,18 @@ pub fn init(level: &str, format: Format, stream: Stream) -> Result<(), UnknownLe
         "none" => "off",
         other => return Err(UnknownLevel(other.to_string())),
     };
+    install(filter, format, stream);
+    Ok(())
+}
+
+/// Installs the global subscriber for a command-line tool that runs the agent's loop
+/// (`kgctl connect`): Kilo's own messages from `info` up, nothing from the libraries below
+/// (their failures reach the user as the command's error).
+pub fn init_for_command(format: Format, stream: Stream) {
+    install("off,kilo_agent=info,kilo_net_linux=info,kilo_backend_k8s=warn", format, stream);
+}
+
+fn install(filter: &str, format: Format, stream: Stream) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match (format, stream) {
         (Format::Json, Stream::Stdout) => {
@@ -61,7 +74,6 @@ pub fn init(level: &str, format: Format, stream: Stream) -> Result<(), UnknownLe
             builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init()
         }
     }
-    Ok(())
 }
 
 /// go-kit's JSON line.

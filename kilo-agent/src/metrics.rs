@@ -484,6 +484,26 @@ impl prometheus_client::collector::Collector for ProcessCollector {
     }
 }
 
+/// A scrape's request for fresh per-peer figures, answered once the driver has read the device.
+pub type DeviceRead = tokio::sync::oneshot::Sender<()>;
+
+/// How long a scrape waits for the driver to read the device before it shows what it has.
+pub const SCRAPE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Scrapes' requests to the driver (see [`Shared::refresh_device`]).
+#[derive(Debug)]
+pub struct DeviceReads {
+    sender: tokio::sync::mpsc::Sender<DeviceRead>,
+    receiver: Mutex<Option<tokio::sync::mpsc::Receiver<DeviceRead>>>,
+}
+
+impl Default for DeviceReads {
+    fn default() -> DeviceReads {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        DeviceReads { sender, receiver: Mutex::new(Some(receiver)) }
+    }
+}
+
 /// What the HTTP surface shows besides metrics.
 #[derive(Debug, Default)]
 pub struct Shared {
@@ -497,6 +517,9 @@ pub struct Shared {
     /// The agent as of its last reconcile, for `/graph` (computed on request: the DOT of a big
     /// full mesh is megabytes, too much to rebuild on every event).
     pub mesh: Mutex<Option<Arc<kilo_core::agent::Agent>>>,
+    /// The per-peer WireGuard figures are read when `/metrics` is scraped, not on a timer: the
+    /// scrape asks the driver, which owns the device.
+    pub device_reads: DeviceReads,
 }
 
 impl Shared {
@@ -528,6 +551,21 @@ impl Shared {
             return Ok(());
         }
         Err(reason.clone().unwrap_or_else(|| "no plan applied yet".to_string()))
+    }
+
+    /// Has the driver read the WireGuard device into the per-peer metrics, waiting at most
+    /// [`SCRAPE_READ_TIMEOUT`]; without a running driver (or while it is busy for longer) the
+    /// last figures stay.
+    pub async fn refresh_device(&self) {
+        let (done, read) = tokio::sync::oneshot::channel();
+        if self.device_reads.sender.try_send(done).is_ok() {
+            let _ = tokio::time::timeout(SCRAPE_READ_TIMEOUT, read).await;
+        }
+    }
+
+    /// The driver's end of the scrapes' requests; `None` once taken.
+    pub fn take_device_reads(&self) -> Option<tokio::sync::mpsc::Receiver<DeviceRead>> {
+        self.device_reads.receiver.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The current mesh in DOT (`/graph`); `None` while the local node is not ready.

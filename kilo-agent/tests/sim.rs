@@ -51,8 +51,8 @@ async fn the_timers_check_in_resync_and_poll_on_their_own() {
     assert_eq!(r.firewall_reconciles, 2);
     assert_eq!(r.cni.len(), 1 + 2);
     assert!(r.plans.len() >= applied + 2, "{} plans", r.plans.len());
-    // The device is read every 5 s.
-    assert_eq!(r.observes, 12);
+    // Nothing to discover (no node behind NAT, no peer): the device is never read.
+    assert_eq!(r.observes, 0);
     drop(r);
     // Every agent checked in twice: last-seen is the simulated time of the last check-in.
     assert_eq!(cluster.node("c").last_seen, START + 60);
@@ -118,4 +118,23 @@ async fn sigterm_cleans_the_host_up_when_asked() {
     let recorder = agent.recorder.clone();
     agent.stop().await;
     assert_eq!(recorder.lock().cleaned_up, Some(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_starts_the_device_poll_and_a_scrape_reads_the_device_at_once() {
+    let cluster = Cluster::default();
+    let agents = three_nodes(&cluster).await;
+    cluster.put_peer(kilo_core::Peer {
+        name: "laptop".into(),
+        allowed_ips: vec![cidr("10.5.0.1/32")],
+        public_key: kilo_core::Key::from_bytes([9; 32]),
+        ..kilo_core::Peer::default()
+    });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // A leader with a peer reads its device every 5 s (NAT discovery); b leads nothing.
+    assert_eq!(agents[0].recorder.lock().observes, 2);
+    assert_eq!(agents[1].recorder.lock().observes, 0);
+    // A scrape of /metrics asks the driver for fresh per-peer figures.
+    agents[1].shared.refresh_device().await;
+    assert_eq!(agents[1].recorder.lock().observes, 1);
 }

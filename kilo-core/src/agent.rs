@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::backend::{Invalid, ObjectKind, Snapshot};
+use crate::backend::{Event, Invalid, ObjectKind, Snapshot};
 use crate::plan::{Plan, PlanOptions};
 use crate::topology::TopologyError;
 use crate::{
@@ -51,7 +51,9 @@ pub struct Timers {
     /// How often everything is reconciled (`--resync-period`): the host's addresses are
     /// re-detected, the CNI configuration updated, the plan applied and the firewall repaired.
     pub resync: i64,
-    /// How often the WireGuard device is read (NAT endpoint discovery, per-peer metrics).
+    /// How often the WireGuard device is read for NAT endpoint discovery, while there is
+    /// something to discover (a node with a keepalive, a peer); per-peer metrics are read when
+    /// scraped.
     pub device_poll: i64,
 }
 
@@ -80,6 +82,7 @@ struct Deadlines {
 
 /// How the agent selects the nodes that take part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadinessPolicy {
     /// Kubernetes: upstream's readiness, with last-seen checked against `now`.
     Live,
@@ -168,6 +171,9 @@ pub struct ObservedPeer {
 }
 
 /// Something that happened.
+///
+/// Exhaustive on purpose: a new input is a change every driver must make, so it breaks them at
+/// compile time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// The backend's whole state (start-up, or a re-read file).
@@ -197,6 +203,20 @@ pub enum Input {
     HostDetected(Option<HostFacts>),
 }
 
+impl From<Event> for Input {
+    /// The input a backend's event is.
+    fn from(event: Event) -> Input {
+        match event {
+            Event::NodeChanged(n) => Input::NodeChanged(n),
+            Event::NodeRemoved(n) => Input::NodeRemoved(n),
+            Event::PeerChanged(p) => Input::PeerChanged(p),
+            Event::PeerRemoved(p) => Input::PeerRemoved(p),
+            Event::Reset(s) => Input::Reset(s),
+            Event::Invalid(i) => Input::Invalid(i),
+        }
+    }
+}
+
 impl Input {
     /// Whether the input comes from the mesh source (the backend), which tells the agent its view
     /// of the mesh is current.
@@ -214,6 +234,9 @@ impl Input {
 }
 
 /// Something the agent must do.
+///
+/// Exhaustive on purpose: a driver must carry out every action, so a new one breaks it at
+/// compile time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Publish the local node (Kubernetes: patch the annotations kg owns).
@@ -418,7 +441,7 @@ impl Agent {
         if due[0] {
             actions.extend(self.handle(now, Input::CheckIn));
         }
-        if due[1] {
+        if due[1] && self.discovers() {
             actions.push(Action::ObserveDevice);
         }
         if due[2] {
@@ -426,6 +449,19 @@ impl Agent {
             actions.push(Action::DetectHost);
         }
         actions
+    }
+
+    /// Whether NAT endpoint discovery has anything to learn from the device (upstream 10.3 step
+    /// 6): a leader with a node of keepalive (behind NAT) or a peer among its WireGuard peers.
+    /// Without one, the device poll is skipped: an idle mesh reads nothing (per-peer metrics are
+    /// read when they are scraped).
+    fn discovers(&self) -> bool {
+        self.status.leader
+            && (self.peers.values().any(Peer::is_ready)
+                || self
+                    .nodes
+                    .values()
+                    .any(|n| n.name != self.config.hostname && !n.persistent_keepalive.is_zero()))
     }
 
     /// The local node's pod subnet for the CNI configuration, when the agent manages it.

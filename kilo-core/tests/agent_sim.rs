@@ -448,14 +448,15 @@ fn the_timers_fire_each_at_its_period_and_a_resync_completes_once_the_host_is_de
     // Device poll every 5 s, check-in and resync every 30 s.
     assert_eq!(agent.poll_timeout(), Some(start + 5));
     assert!(agent.handle_timeout(start + 4).is_empty(), "nothing is due yet");
-    assert_eq!(agent.handle_timeout(start + 5), [Action::ObserveDevice]);
+    // The device poll finds nothing to discover (the agent leads nothing): it reads nothing.
+    assert!(agent.handle_timeout(start + 5).is_empty());
     assert_eq!(agent.poll_timeout(), Some(start + 10));
     for t in (10..30).step_by(5) {
-        assert_eq!(agent.handle_timeout(start + t), [Action::ObserveDevice]);
+        assert!(agent.handle_timeout(start + t).is_empty());
     }
-    // At 30 s: the check-in (the local node is not in the mesh: nothing to publish), the device
-    // read and the resync, which first asks for the host's addresses.
-    assert_eq!(agent.handle_timeout(start + 30), [Action::ObserveDevice, Action::DetectHost]);
+    // At 30 s: the check-in (the local node is not in the mesh: nothing to publish) and the
+    // resync, which first asks for the host's addresses.
+    assert_eq!(agent.handle_timeout(start + 30), [Action::DetectHost]);
     let actions = agent.handle(start + 30, Input::HostDetected(None));
     assert_eq!(
         actions,
@@ -476,5 +477,21 @@ fn a_clock_set_back_never_stops_the_timers() {
     // The clock goes back an hour: the deadlines come back to one period from then.
     assert!(agent.handle_timeout(start - 3600).is_empty());
     assert_eq!(agent.poll_timeout(), Some(start - 3600 + 5));
-    assert_eq!(agent.handle_timeout(start - 3600 + 5), [Action::ObserveDevice]);
+    assert_eq!(agent.handle_timeout(start - 3600 + 30), [Action::DetectHost]);
+}
+
+#[test]
+fn the_device_is_polled_only_while_a_leader_has_something_to_discover() {
+    let mut sim = three_nodes();
+    let a = 0;
+    let due = |sim: &mut Sim, t: i64| sim.agents[a].handle_timeout(sim.now + t);
+    // a leads x, but no node has a keepalive and there is no peer: nothing to learn.
+    assert!(!due(&mut sim, 5).contains(&Action::ObserveDevice));
+    // A node behind NAT (keepalive) makes a poll worth it.
+    let mut c = sim.cluster["c"].clone();
+    c.persistent_keepalive = Duration::from_secs(25);
+    sim.broadcast(Input::NodeChanged(c));
+    assert!(due(&mut sim, 10).contains(&Action::ObserveDevice));
+    // b does not lead: its device has no peers to learn from.
+    assert!(!sim.agents[1].handle_timeout(sim.now + 10).contains(&Action::ObserveDevice));
 }

@@ -187,6 +187,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ShowConf::Peer(object) => {
                     out.write_all(kilo_backend_k8s::yaml::to_yaml(&object)?.as_bytes())?
                 }
+                other => bail!("showconf: cannot print {other:?}"),
             }
         }
         Command::Plan {
@@ -251,7 +252,7 @@ fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
     };
     kilo_net_linux::wireguard::validate_name(&args.interface)?;
     // The loop reports on stderr what it applies, and why it cannot (no ready nodes yet, say).
-    kilo_agent::logging::init("info", kilo_agent::logging::Format::Human, Stream::Stderr)?;
+    kilo_agent::logging::init_for_command(kilo_agent::logging::Format::Human, Stream::Stderr);
     let notify = |notice: connect::Notice<'_>| eprintln!("kgctl: {notice}");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
