@@ -60,6 +60,7 @@ pub struct ConnectArgs {
 
 /// Why `connect` stopped, or why one resync failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The machine's hostname (the default peer name) is unknown.
     #[error("cannot read this machine's hostname; give the peer's name")]
@@ -129,6 +130,7 @@ pub enum RunError {
 
 /// What [`run`] reports while it runs, for the caller to print.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Notice<'a> {
     /// The Peer did not exist and was created.
     Created(&'a str),
@@ -287,6 +289,7 @@ async fn connected(args: &ConnectArgs, client: ::kube::Client) -> Result<(), Run
 
 /// What goes wrong on a Peer's host.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PeerHostError {
     /// Reading or configuring the WireGuard device.
     #[error("cannot configure WireGuard")]

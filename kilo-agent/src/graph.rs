@@ -19,6 +19,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a graph was not rendered.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RenderError {
     /// Another render held the slot for longer than [`WAIT`].
     #[error("another graph is being rendered")]

@@ -10,6 +10,7 @@ use kilo_core::{PrivateKey, key::KeyError};
 
 /// Why the key file cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyFileError {
     /// A file operation failed (`action` is e.g. `creating`, `reading`).
     #[error("{action} {}", path.display())]

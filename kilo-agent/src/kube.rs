@@ -16,6 +16,7 @@ use crate::linux::Detect;
 
 /// Why the agent or the webhook cannot work with the cluster or the host.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KubeError {
     /// No Kubernetes client could be built.
     #[error("cannot reach the Kubernetes API (--kubeconfig, --master)")]

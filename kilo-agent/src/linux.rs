@@ -23,6 +23,7 @@ pub type Detect =
 
 /// What can go wrong on the Linux host.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LinuxHostError {
     /// Applying, reading or cleaning up the host.
     #[error(transparent)]

@@ -30,6 +30,7 @@ use crate::metrics::Shared;
 
 /// Why the agent stopped or could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The mesh file cannot be read or watched.
     #[error(transparent)]
@@ -105,6 +106,7 @@ pub enum Error {
 
 /// Where the mesh comes from.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum MeshSource {
     /// A mesh file, re-read when it changes.
     File {

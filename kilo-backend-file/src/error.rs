@@ -6,6 +6,7 @@
 /// Messages follow `FILE:LINE: OBJECT: KEY: what is wrong`, for example
 /// `mesh.toml:14: node "gcp-2": public-key: invalid base64`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FileError {
     /// The file could not be opened or read (missing, permission denied, …).
     #[error("{file}: {message}")]
@@ -130,6 +131,7 @@ pub enum FileError {
 
 /// A key whose value must be unique in a mesh file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UniqueKey {
     /// `name`: unique among nodes, and among peers.
     Name,

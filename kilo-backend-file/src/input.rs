@@ -11,6 +11,7 @@ pub const MAX_FILE_SIZE: u64 = 64 << 20;
 
 /// The two formats the file backend reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// The static mesh file (contract 3).
     MeshToml,

@@ -615,6 +615,7 @@ mod tests {
                 Listed::Node(n) => format!("node {}", n.name),
                 Listed::Peer(p) => format!("peer {}", p.name),
                 Listed::Unread(i) => i.to_string(),
+                other => format!("{other:?}"),
             })
             .collect();
         assert_eq!(

@@ -451,6 +451,7 @@ fn key_message(e: &KeyError) -> String {
     match e {
         KeyError::NotBase64 => "invalid base64".to_string(),
         KeyError::InvalidLength(n) => format!("invalid length: decodes to {n} bytes, want 32"),
+        other => other.to_string(),
     }
 }
 

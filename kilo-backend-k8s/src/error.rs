@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// What went wrong talking to Kubernetes.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KubeError {
     /// The kubeconfig file could not be read or used.
     #[error("cannot use the kubeconfig {}", path.display())]

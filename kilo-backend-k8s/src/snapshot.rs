@@ -15,6 +15,7 @@ pub const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the cluster could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// No client: the kubeconfig or the in-cluster configuration is unusable.
     #[error(transparent)]

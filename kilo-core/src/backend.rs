@@ -10,6 +10,7 @@ use crate::{Cidr, Granularity, Node, Peer};
 /// What kind of object a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ObjectKind {
     /// A node.
     Node,
@@ -73,6 +74,7 @@ pub struct Snapshot {
 
 /// A change reported by a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A node was added or changed.
     NodeChanged(Node),

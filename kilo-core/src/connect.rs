@@ -14,6 +14,7 @@ use crate::{
 
 /// Why the peer's configuration cannot be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// No node takes part in the mesh.
     #[error("did not find any valid Kilo nodes in the cluster")]

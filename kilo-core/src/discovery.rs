@@ -14,6 +14,7 @@ pub const WIREGUARD_OVERHEAD: u32 = 80;
 
 /// Why no address could be selected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SelectError {
     /// The main table has no default route.
     #[error("failed to find default route")]

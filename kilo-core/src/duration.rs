@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Why a duration does not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DurationError {
     /// The text is empty.
     #[error("the duration is empty")]

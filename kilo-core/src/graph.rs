@@ -30,6 +30,7 @@ pub struct Vertex {
 
 /// What an edge means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EdgeKind {
     /// A segment leader to a member of its segment (WireGuard or private network).
     Member,

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 
 /// Why a string is not a WireGuard key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The text is not standard base64.
     #[error("key is not base64 encoded")]

@@ -76,6 +76,7 @@ impl Node {
 
 /// Which nodes take part in a mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Readiness {
     /// Upstream's rule at Unix time `now`: endpoint, key, pod CIDR and a fresh check-in.
     At(i64),

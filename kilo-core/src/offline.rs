@@ -19,6 +19,7 @@ pub fn default_subnet() -> Cidr {
 
 /// Why an offline command cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OfflineError {
     /// No node takes part in the mesh.
     #[error("did not find any valid Kilo nodes in the cluster")]
@@ -53,6 +54,7 @@ impl Overrides {
 
 /// What `showconf` prints.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ShowConf {
     /// WireGuard INI text.
     Text(String),

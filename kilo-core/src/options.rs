@@ -21,6 +21,7 @@ macro_rules! word_enum {
         #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "lowercase")]
+        #[non_exhaustive]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
         }

@@ -88,6 +88,7 @@ where
 
 /// Why a Peer spec is invalid; the messages are upstream's `Validate()` messages, word for word.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PeerSpecError {
     /// An `allowedIPs` entry is not a CIDR.
     #[error("failed to parse {} as a valid IP address: invalid CIDR address: {ip}", go::quote(ip))]

@@ -167,6 +167,7 @@ pub fn peer_not_ready(peer: &Peer) -> Option<&'static str> {
 
 /// One object of a dump of Kubernetes objects, as the file backend read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Listed {
     /// A node that translated, ready or not.
     Node(Node),

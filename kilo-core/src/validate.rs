@@ -13,6 +13,7 @@ use crate::{Cidr, Granularity, Node, Peer};
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Severity {
     /// Works, but probably not as meant.
     Warning,

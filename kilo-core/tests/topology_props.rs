@@ -206,6 +206,7 @@ fn segment_count(mesh: &Mesh) -> usize {
             locations.len() + mesh.nodes.iter().filter(|n| n.internal_ip.is_none()).count()
         }
         Granularity::Full | Granularity::Cross => mesh.nodes.len(),
+        other => panic!("no model of the segment count in granularity {other}"),
     }
 }
 

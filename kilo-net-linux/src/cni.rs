@@ -14,6 +14,7 @@ pub const DEFAULT_CNI_PATH: &str = "/etc/cni/net.d/10-kilo.conflist";
 
 /// Why the CNI configuration could not be updated. Every variant names the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CniError {
     /// The file could not be read.
     #[error("cannot read CNI configuration {}: {message}", path.display())]

@@ -19,6 +19,7 @@ pub use kilo_core::discovery::{
 
 /// Why the node's IPs could not be discovered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// The main table has no default route.
     #[error("failed to find default route")]
@@ -35,6 +36,9 @@ pub enum DiscoveryError {
     /// Reading the host's state failed.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// The selection failed for a reason this crate does not name (a newer core's).
+    #[error(transparent)]
+    Select(SelectError),
 }
 
 impl From<SelectError> for DiscoveryError {
@@ -42,6 +46,7 @@ impl From<SelectError> for DiscoveryError {
         match e {
             SelectError::NoDefaultRoute => DiscoveryError::NoDefaultRoute,
             SelectError::NoValidIp => DiscoveryError::NoValidIp,
+            other => DiscoveryError::Select(other),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Why a netlink operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetlinkError {
     /// The netlink socket could not be opened (or the namespace could not be entered).
     #[error("cannot open a netlink connection{}: {message}", namespace_suffix(.namespace))]

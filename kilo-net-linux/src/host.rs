@@ -30,6 +30,7 @@ use crate::{Netlink, NetlinkError};
 
 /// Which firewall implementation to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FirewallKind {
     /// The `iptables`/`ip6tables` binaries (the variant the host already uses).
     Iptables,
@@ -58,6 +59,7 @@ pub struct HostOptions {
 
 /// Why the host could not be opened or a plan applied.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostError {
     /// A netlink operation failed.
     #[error("netlink: {0}")]

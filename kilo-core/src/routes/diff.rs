@@ -51,6 +51,7 @@ pub const KILO_REALM: u16 = 1107;
 
 /// A route's type (`RTN_*`); Kilo writes only [`RouteKind::Unicast`] routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum RouteKind {
     /// A gateway or direct route.
     Unicast,

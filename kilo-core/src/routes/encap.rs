@@ -7,6 +7,7 @@ use crate::{Cidr, Compatibility, Encapsulation};
 
 /// The encapsulator a node uses inside its location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Encapsulator {
     /// Kilo's own IPIP tunnel (`tunl0`); the default.
     Ipip,

@@ -18,6 +18,7 @@ pub use filter::Filtered;
 
 /// Why a topology cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TopologyError {
     /// The local node is not among the nodes.
     #[error("the local node {hostname:?} is not among the {nodes} nodes of the mesh")]

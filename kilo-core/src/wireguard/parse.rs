@@ -10,6 +10,7 @@ use crate::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
 ///
 /// Messages never contain the value of `PrivateKey` or `PresharedKey`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IniError {
     /// A `[Section]` header other than `[Interface]` or `[Peer]`.
     #[error("line {line}: unknown section [{section}] (want [Interface] or [Peer])")]

@@ -133,6 +133,7 @@ impl Runner {
 
 /// Which `iptables` the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Variant {
     /// Whatever `iptables` / `ip6tables` on the `PATH` are.
     Default,

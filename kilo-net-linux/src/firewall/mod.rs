@@ -60,6 +60,7 @@ pub use nftables::{Nftables, TABLE_NAME as NFT_TABLE, TABLE_NAME_IPV6 as NFT_TAB
 
 /// An error from a firewall operation. Each names what it was doing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FirewallError {
     /// A binary ran and failed.
     #[error("`{command}` failed (exit code {code:?}): {stderr}")]
@@ -107,6 +108,7 @@ pub enum FirewallError {
 
 /// A client operation, named as upstream's metric label `operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Operation {
     /// Check, then append (`iptables -C`, `-A`).
     AppendUnique,
@@ -180,6 +182,7 @@ impl OpLabels {
 }
 
 /// The firewall implementation in use.
+#[non_exhaustive]
 pub enum Firewall {
     /// The `iptables` / `ip6tables` binaries.
     Iptables(Iptables),

@@ -65,6 +65,7 @@ use diff::Kernel;
 
 /// Why a reconcile did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReconcileError {
     /// The kernel's routes or rules could not be read; nothing was changed.
     #[error("cannot read the kernel's routes and rules: {0}")]

@@ -15,6 +15,7 @@ use super::error::WireGuardError;
 
 /// One device operation, planned from a diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Operation {
     /// Set these interface fields (`None`: leave alone; an all-zero key removes the key).
     Interface {

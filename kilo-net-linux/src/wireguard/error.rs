@@ -6,6 +6,7 @@ use kilo_core::Key;
 
 /// Why a WireGuard device operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireGuardError {
     /// The interface name is not a valid Linux interface name.
     #[error("invalid interface name {name:?}: {reason}")]

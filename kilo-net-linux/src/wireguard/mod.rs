@@ -43,6 +43,7 @@ pub const DEFAULT_UAPI_DIR: &str = "/run/wireguard";
 
 /// Which WireGuard implementation runs a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WireGuardKind {
     /// The kernel module.
     Kernel,
@@ -62,6 +63,7 @@ impl fmt::Display for WireGuardKind {
 /// The `--wireguard` flag: a kind, or `auto` (kernel when the kernel can create a `wireguard`
 /// link, else userspace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum WireGuardChoice {
     /// Probe the kernel.
     #[default]
@@ -150,6 +152,7 @@ pub fn validate_name(name: &str) -> Result<(), WireGuardError> {
 /// implementation in-process stops it, and its TUN interface and socket disappear (a kernel
 /// link, or another process's userspace device, stays).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Device {
     /// A kernel device.
     Kernel(KernelDevice),
