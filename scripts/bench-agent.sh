@@ -10,7 +10,8 @@
 #      operations it costs (1 expected) and the time until it is applied;
 #   3. the agent's RSS once settled (VmRSS), and its CPU time over 30 s without events
 #      (utime+stime; --resync-period 30s, upstream's default, so one resync falls in the window).
-# PROFILE=release (default) or debug picks the build. No packet leaves the namespace.
+# PROFILE=release (default) or debug picks the build; FIREWALL=nftables (or iptables) is passed
+# to kg as --firewall (unset: kg's default). No packet leaves the namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "bench: run as root (it creates a network namespace)" >&2; exit 1; }
@@ -74,7 +75,7 @@ ms() { date +%s%N | cut -b1-13; }
 START=$(ms)
 ip netns exec "$NS" "$KG" --backend file --file "$WORK/mesh/mesh.toml" --hostname node0 \
   --wireguard userspace --wireguard-socket-dir "$WORK/wg" --encapsulate never --cni=false \
-  --key-file "$WORK/key" --listen 127.0.0.1:1107 --log-level "${LOG_LEVEL:-warn}" --log-format human >"$WORK/kg.log" 2>&1 &
+  --key-file "$WORK/key" ${FIREWALL:+--firewall "$FIREWALL"} --listen 127.0.0.1:1107 --log-level "${LOG_LEVEL:-warn}" --log-format human >"$WORK/kg.log" 2>&1 &
 PID=$!
 until ip netns exec "$NS" curl -sf -o /dev/null http://127.0.0.1:1107/health; do
   kill -0 "$PID" 2>/dev/null || { cat "$WORK/kg.log"; exit 1; }

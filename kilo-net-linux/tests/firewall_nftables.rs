@@ -229,3 +229,83 @@ fn a_restarted_agent_adopts_the_nftables_rules_it_finds() {
     let ruleset = ns.run(&["nft", "list", "ruleset"]);
     assert!(!ruleset.contains("kilo"), "{ruleset}");
 }
+
+/// A leader's rule set with `n` IPv4 peers (two rules each, `10.128.0.0/16` onwards).
+fn many_peer_rules(n: usize) -> RuleSet {
+    let mut rules = leader_rules(&PEERS);
+    for i in 0..n {
+        let aip = format!("10.{}.{}.{}/32", 128 + i / 65536, (i / 256) % 256, i % 256);
+        rules.prepend.push(rule(
+            Family::Ipv4,
+            "nat",
+            "POSTROUTING",
+            &format!(r#"-s {aip} -m comment --comment "Kilo: jump to NAT chain" -j KILO-NAT"#),
+        ));
+        rules.prepend.push(rule(Family::Ipv4, "nat", "KILO-NAT", &format!(r#"-d {aip} -m comment --comment "Kilo: do not NAT packets destined for peers" -j RETURN"#)));
+    }
+    rules
+}
+
+#[test]
+fn a_transaction_the_kernel_refuses_changes_nothing() {
+    if root_support::skip_unless_root() {
+        return;
+    }
+    let ns = Netns::new("nftatomic");
+    let mut fw = Nftables::with_options(Some(ns.path()), true);
+    fw.set(&many_peer_rules(10)).unwrap();
+    let before = ns.run(&["nft", "list", "ruleset"]);
+    let sent = fw.transactions();
+
+    // A new plan: a peer gone, 200 new ones, and last a jump to a chain that does not exist,
+    // which the kernel refuses only when it reaches that message.
+    let mut refused = many_peer_rules(200);
+    refused.prepend.remove(rules_of_first_extra_peer());
+    refused.prepend.push(rule(
+        Family::Ipv4,
+        "filter",
+        "FORWARD",
+        r#"-m comment --comment "Kilo: jump to a chain nobody made" -j KILO-MISSING"#,
+    ));
+    let err = fw.set(&refused).unwrap_err().to_string();
+    assert!(err.contains("refused by the kernel") && err.contains("KILO-MISSING"), "{err}");
+    assert_eq!(fw.transactions(), sent + 1, "one transaction, refused whole");
+    assert_eq!(ns.run(&["nft", "list", "ruleset"]), before);
+}
+
+/// The index, in `many_peer_rules(n).prepend`, of the first extra peer's jump rule.
+fn rules_of_first_extra_peer() -> usize {
+    many_peer_rules(0).prepend.len()
+}
+
+#[test]
+fn a_thousand_peer_plan_is_one_transaction_and_so_is_each_change() {
+    if root_support::skip_unless_root() {
+        return;
+    }
+    let ns = Netns::new("nftbig");
+    let mut fw = Nftables::with_options(Some(ns.path()), true);
+    let rules = many_peer_rules(1000);
+    fw.set(&rules).unwrap();
+    assert_eq!(fw.transactions(), 1);
+    assert_applied(&ns, &rules);
+
+    // A peer leaves and another joins: one more transaction.
+    let mut changed = many_peer_rules(1001);
+    changed.prepend.drain(rules_of_first_extra_peer()..rules_of_first_extra_peer() + 2);
+    fw.set(&changed).unwrap();
+    assert_eq!(fw.transactions(), 2);
+    assert_applied(&ns, &changed);
+
+    // Nothing missing: reconcile sends nothing; a rule deleted by hand: one transaction.
+    assert_eq!(fw.reconcile().unwrap(), 0);
+    assert_eq!(fw.transactions(), 2);
+    delete_by_hand(&ns, Family::Ipv4, "nat", "KILO-NAT", &changed.append[3]);
+    assert!(fw.reconcile().unwrap() > 0);
+    assert_eq!(fw.transactions(), 3);
+    assert_applied(&ns, &changed);
+
+    fw.clean_up().unwrap();
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    assert!(!ruleset.contains("kilo"), "{ruleset}");
+}

@@ -13,12 +13,20 @@
 //! `-m comment --comment`; targets `ACCEPT`, `DROP`, `RETURN`, `MASQUERADE` and a jump to
 //! another chain of the same table. Anything else is [`FirewallError::Unsupported`].
 //!
+//! Writes: the writes of one controller batch (a `set`, a reconcile's reset, the sweep, …) are
+//! one netlink transaction (one [`Batch`], table and chain creation included), which the kernel
+//! applies whole or not at all. What to send is decided on a model of our tables, read once per
+//! transaction and family, as the per-rule path would have (present rules not added again, absent
+//! ones not deleted, chains deleted only when empty and unreferenced).
+//!
 //! Note: an `accept` in our table ends only our chain; another table's base chain at the same
 //! hook (e.g. iptables-nft's `FORWARD` with policy drop) still sees the packet.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use ipnet::IpNet;
 use kilo_core::firewall::{Entry, Family, RuleSet, TableListing};
@@ -33,7 +41,9 @@ use rustables::{
 
 use super::controller::{Client, Controller};
 use super::netns::in_netns;
-use super::rule::{RuleKey, identity, identity_single_quoted, parse_identity, protocol_number};
+use super::rule::{
+    RuleKey, identity, identity_single_quoted, parse_identity, protocol_number, split_args,
+};
 use super::{FirewallError, OpLabels};
 
 /// The name of our IPv4 nftables table (`table ip kilo`).
@@ -212,19 +222,308 @@ fn translate(family: Family, table: &str, spec: &[String]) -> Result<Vec<RawExpr
     Ok(exprs)
 }
 
-/// A rule listed from the kernel: its handle and, when its comment is an identity, its key.
-struct Listed {
-    handle: u64,
+/// A rule as the model knows it: its handle once the kernel holds it, the identity its comment
+/// carries (with the key and the jump target, an nftables chain name, read from it), and the
+/// pending message that adds it when the open transaction does.
+#[derive(Debug, Clone)]
+struct ModelRule {
+    handle: Option<u64>,
+    identity: Option<String>,
     key: Option<RuleKey>,
-    rule: Rule,
+    target: Option<String>,
+    pending: Option<usize>,
 }
 
-/// nf_tables over netlink as a controller client.
+impl ModelRule {
+    fn new(identity: Option<String>, handle: Option<u64>, pending: Option<usize>) -> ModelRule {
+        let key = identity.as_deref().and_then(RuleKey::from_identity);
+        let target = identity.as_deref().and_then(identity_target);
+        ModelRule { handle, identity, key, target, pending }
+    }
+}
+
+/// A chain of the model (by its nftables name) with its rules in order.
+#[derive(Debug, Clone)]
+struct ModelChain {
+    name: String,
+    rules: Vec<ModelRule>,
+}
+
+/// One family's table of ours as the kernel holds it once the pending messages are applied.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    table: bool,
+    chains: Vec<ModelChain>,
+}
+
+impl Model {
+    fn chain(&self, name: &str) -> Option<&ModelChain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    fn chain_mut(&mut self, name: &str) -> Option<&mut ModelChain> {
+        self.chains.iter_mut().find(|c| c.name == name)
+    }
+
+    /// Whether a rule jumps to the chain (the kernel refuses to delete it then).
+    fn referenced(&self, name: &str) -> bool {
+        self.chains.iter().flat_map(|c| &c.rules).any(|r| r.target.as_deref() == Some(name))
+    }
+
+    /// The iptables names of the chains of iptables table `table`.
+    fn chain_names(&self, table: &str) -> Vec<String> {
+        let prefix = format!("{table}-");
+        self.chains
+            .iter()
+            .filter_map(|c| c.name.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+}
+
+/// The nftables chain a rule spec of iptables table `table` jumps to, if any.
+fn spec_target(table: &str, spec: &[String]) -> Option<String> {
+    let at = spec.iter().position(|a| a == "-j" || a == "--jump")?;
+    let target = spec.get(at + 1)?;
+    (!matches!(target.as_str(), "ACCEPT" | "DROP" | "RETURN" | "MASQUERADE"))
+        .then(|| chain_name(table, target))
+}
+
+/// The nftables chain the rule of an identity (`<table> -A <chain> <spec…>`) jumps to.
+fn identity_target(identity: &str) -> Option<String> {
+    let args = split_args(identity);
+    spec_target(args.first()?, args.get(3..)?)
+}
+
+/// One netlink message of a pending transaction.
+enum Msg {
+    AddTable(Family),
+    DelTable(Family),
+    AddChain {
+        family: Family,
+        table: String,
+        chain: String,
+    },
+    DelChain {
+        family: Family,
+        name: String,
+    },
+    Flush {
+        family: Family,
+        name: String,
+    },
+    AddRule {
+        rule: Box<Rule>,
+        head: bool,
+        identity: String,
+    },
+    DelRule {
+        family: Family,
+        name: String,
+        handle: u64,
+    },
+    /// A rule added, then deleted by the same transaction: nothing to send.
+    Cancelled,
+}
+
+impl Msg {
+    /// What the message does, for error messages.
+    fn describe(&self) -> String {
+        let table = |f: Family| format!("{} {}", family_name(f), table_name(f));
+        match self {
+            Msg::AddTable(f) => format!("add table {}", table(*f)),
+            Msg::DelTable(f) => format!("delete table {}", table(*f)),
+            Msg::AddChain { family, table: t, chain } => {
+                format!("add chain {} {}", table(*family), chain_name(t, chain))
+            }
+            Msg::DelChain { family, name } => format!("delete chain {} {name}", table(*family)),
+            Msg::Flush { family, name } => format!("flush chain {} {name}", table(*family)),
+            Msg::AddRule { head: true, identity, .. } => format!("insert rule `{identity}`"),
+            Msg::AddRule { head: false, identity, .. } => format!("append rule `{identity}`"),
+            Msg::DelRule { family, name, handle } => {
+                format!("delete rule {} {name} handle {handle}", table(*family))
+            }
+            Msg::Cancelled => "nothing".into(),
+        }
+    }
+
+    /// Adds the message to `batch`; `false` when there is nothing to send.
+    fn add_to(&self, batch: &mut Batch) -> Result<bool, FirewallError> {
+        let chain = |f: Family, name: &str| Chain::new(&NftClient::table(f)).with_name(name);
+        let rule = |f: Family, name: &str| {
+            Rule::new(&chain(f, name)).map_err(|e| netlink(self.describe(), e.into()))
+        };
+        match self {
+            Msg::AddTable(f) => batch.add(&NftClient::table(*f), MsgType::Add),
+            Msg::DelTable(f) => batch.add(&NftClient::table(*f), MsgType::Del),
+            Msg::AddChain { family, table, chain } => {
+                batch.add(&NftClient::chain(*family, table, chain), MsgType::Add)
+            }
+            Msg::DelChain { family, name } => batch.add(&chain(*family, name), MsgType::Del),
+            // A rule deletion without a handle flushes the chain.
+            Msg::Flush { family, name } => batch.add(&rule(*family, name)?, MsgType::Del),
+            Msg::AddRule { rule, .. } => batch.add(rule.as_ref(), MsgType::Add),
+            Msg::DelRule { family, name, handle } => {
+                batch.add(&rule(*family, name)?.with_handle(*handle), MsgType::Del)
+            }
+            Msg::Cancelled => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// The writes of one transaction: what they are, and the model of each family's table they
+/// lead to (read from the kernel when the transaction first touches the family).
+#[derive(Default)]
+struct Tx {
+    models: [Option<Model>; 2],
+    msgs: Vec<Msg>,
+}
+
+fn slot(family: Family) -> usize {
+    match family {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => 1,
+    }
+}
+
+/// `struct nlmsghdr`: length, type, flags, sequence number, port id.
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_APPEND: u16 = 0x800;
+
+/// `(offset, length)` of each netlink message in `bytes`.
+fn messages(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + NLMSG_HDRLEN) {
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len < NLMSG_HDRLEN || at + len > bytes.len() {
+            break;
+        }
+        out.push((at, len));
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Adjusts the flags of a finalized batch: the rule additions of sequence numbers `head` lose
+/// `NLM_F_APPEND` (rustables always sets it; without it and without a position the kernel adds
+/// the rule at the head of its chain, as `nft insert rule` does), and only message `last` asks
+/// for an acknowledgement (errors are reported whatever the flags), as `nft` does.
+fn patch_flags(bytes: &mut [u8], head: &[u32], last: u32) {
+    for (at, _) in messages(bytes) {
+        let seq = u32_at(bytes, at + 8);
+        let mut flags = u16_at(bytes, at + 6);
+        if head.contains(&seq) {
+            flags &= !NLM_F_APPEND;
+        }
+        if seq != last {
+            flags &= !NLM_F_ACK;
+        }
+        bytes[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
+    }
+}
+
+/// Sends a batch of `what.len()` messages (sequence numbers 1 to `what.len()`) as one
+/// transaction and waits for the kernel's verdict: all of it applied, or none of it.
+fn transact(batch: Batch, head: &[u32], what: &[String]) -> Result<(), FirewallError> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
+        setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+
+    let last = u32::try_from(what.len()).unwrap_or(u32::MAX);
+    let operation = |step: &str| format!("transaction of {} messages ({step})", what.len());
+    let failed = |step: &str, e: nix::Error| FirewallError::Netlink {
+        operation: operation(step),
+        message: e.desc().to_string(),
+    };
+    let mut bytes = batch.finalize();
+    patch_flags(&mut bytes, head, last);
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkNetFilter,
+    )
+    .map_err(|e| failed("open a netlink socket", e))?;
+    bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| failed("bind", e))?;
+    // The whole batch is one datagram: the send buffer must hold it (`nft` does the same).
+    let size = bytes.len() + 64 * 1024;
+    if setsockopt(&sock, sockopt::SndBufForce, &size).is_err() {
+        let _ = setsockopt(&sock, sockopt::SndBuf, &size);
+    }
+    let sent = send(sock.as_raw_fd(), &bytes, MsgFlags::empty()).map_err(|e| failed("send", e))?;
+    if sent != bytes.len() {
+        return Err(FirewallError::Netlink {
+            operation: operation("send"),
+            message: format!("sent {sent} of {} bytes", bytes.len()),
+        });
+    }
+    // The kernel processes the batch within `send`: its answers are queued already.
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
+            .map_err(|e| failed("wait for the acknowledgement", e))?;
+        let answers = &buf[..n];
+        for (at, len) in messages(answers) {
+            if u16_at(answers, at + 4) != NLMSG_ERROR || len < NLMSG_HDRLEN + 4 {
+                continue;
+            }
+            let seq = u32_at(answers, at + 8);
+            let code = u32_at(answers, at + NLMSG_HDRLEN) as i32;
+            if code != 0 {
+                let step = match what.get((seq as usize).wrapping_sub(1)) {
+                    Some(message) => format!("message {seq}: {message}"),
+                    None => format!("message {seq}"),
+                };
+                return Err(FirewallError::Netlink {
+                    operation: format!(
+                        "{} refused by the kernel, nothing applied",
+                        operation(&step)
+                    ),
+                    message: std::io::Error::from_raw_os_error(code.saturating_abs()).to_string(),
+                });
+            }
+            if seq == last {
+                return Ok(());
+            }
+        }
+        if n == 0 {
+            return Err(FirewallError::Netlink {
+                operation: operation("wait for the acknowledgement"),
+                message: "the socket closed".into(),
+            });
+        }
+    }
+}
+
+/// nf_tables over netlink as a controller client. Writes go through a model of our tables:
+/// each controller batch ([`Client::begin_batch`] to [`Client::commit_batch`]) is one netlink
+/// transaction, which the kernel applies whole or not at all; a write outside a batch is a
+/// transaction of its own. While a batch is open, reads answer from the model, i.e. see the
+/// batch's writes.
 pub(crate) struct NftClient {
     netns: Option<PathBuf>,
+    tx: Mutex<Option<Tx>>,
+    transactions: AtomicU64,
 }
 
 impl NftClient {
+    fn new(netns: Option<PathBuf>) -> NftClient {
+        NftClient { netns, tx: Mutex::new(None), transactions: AtomicU64::new(0) }
+    }
+
     fn table(family: Family) -> Table {
         Table::new(protocol_family(family)).with_name(table_name(family))
     }
@@ -255,40 +554,120 @@ impl NftClient {
         in_netns(self.netns.as_deref(), work)
     }
 
-    /// Our table's chain names for a family (empty when the table does not exist).
-    fn chain_names(family: Family) -> Result<Vec<String>, FirewallError> {
-        let table = Self::table(family);
-        let chains = list_chains_for_table(&table).map_err(|e| {
-            netlink(format!("list chains of {} {}", family_name(family), table_name(family)), e)
-        })?;
-        Ok(chains.iter().filter_map(|c| c.get_name().cloned()).collect())
+    fn lock(&self) -> MutexGuard<'_, Option<Tx>> {
+        self.tx.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The rules of a chain, `None` when it does not exist.
-    fn listed(
-        family: Family,
-        table: &str,
-        chain: &str,
-    ) -> Result<Option<Vec<Listed>>, FirewallError> {
-        let name = chain_name(table, chain);
-        if !Self::chain_names(family)?.contains(&name) {
-            return Ok(None);
+    /// Our table of a family as the kernel holds it (empty when it does not exist).
+    fn load(family: Family) -> Result<Model, FirewallError> {
+        let name = table_name(family);
+        let tables = rustables::list_tables().map_err(|e| netlink("list tables".into(), e))?;
+        if !tables.iter().any(|t| t.get_name().map(String::as_str) == Some(name)) {
+            return Ok(Model::default());
         }
-        let rules = list_rules_for_chain(&Self::chain(family, table, chain))
-            .map_err(|e| netlink(Self::describe(family, "list rules of", table, chain), e))?;
-        Ok(Some(
-            rules
-                .into_iter()
-                .map(|rule| Listed {
-                    handle: rule.get_handle().copied().unwrap_or_default(),
-                    key: rule
-                        .get_userdata()
-                        .and_then(|u| udata_comment(u))
-                        .and_then(|c| RuleKey::from_identity(&c)),
-                    rule,
+        let table = Self::table(family);
+        let listed = list_chains_for_table(&table)
+            .map_err(|e| netlink(format!("list chains of {} {name}", family_name(family)), e))?;
+        let mut chains = Vec::new();
+        for chain in listed.iter().filter_map(|c| c.get_name()) {
+            let rules = list_rules_for_chain(&Chain::new(&table).with_name(chain.as_str()))
+                .map_err(|e| {
+                    netlink(format!("list rules of {} {name} {chain}", family_name(family)), e)
+                })?;
+            let rules = rules
+                .iter()
+                .map(|rule| {
+                    let identity = rule.get_userdata().and_then(|u| udata_comment(u));
+                    ModelRule::new(identity, rule.get_handle().copied(), None)
                 })
-                .collect(),
-        ))
+                .collect();
+            chains.push(ModelChain { name: chain.clone(), rules });
+        }
+        Ok(Model { table: true, chains })
+    }
+
+    /// Runs `work` on the model of `family` and the messages of the open transaction, or of a
+    /// transaction of its own, sent right after.
+    fn write<T: Send>(
+        &self,
+        family: Family,
+        work: impl FnOnce(&mut Model, &mut Vec<Msg>) -> Result<T, FirewallError> + Send,
+    ) -> Result<T, FirewallError> {
+        self.run(|| {
+            let mut guard = self.lock();
+            let open = guard.is_some();
+            let tx = guard.get_or_insert_with(Tx::default);
+            let model = match &mut tx.models[slot(family)] {
+                Some(model) => model,
+                empty => empty.insert(Self::load(family)?),
+            };
+            let result = work(model, &mut tx.msgs);
+            if open {
+                return result;
+            }
+            let tx = guard.take().unwrap_or_default();
+            drop(guard);
+            let value = result?;
+            self.send(tx.msgs)?;
+            Ok(value)
+        })
+    }
+
+    /// Answers `read` from the open transaction's model of `family`, or from the kernel.
+    fn read<T: Send>(
+        &self,
+        family: Family,
+        read: impl FnOnce(&Model) -> T + Send,
+    ) -> Result<T, FirewallError> {
+        self.run(|| {
+            let mut guard = self.lock();
+            match guard.as_mut() {
+                Some(tx) => {
+                    let model = match &mut tx.models[slot(family)] {
+                        Some(model) => model,
+                        empty => empty.insert(Self::load(family)?),
+                    };
+                    Ok(read(model))
+                }
+                None => {
+                    drop(guard);
+                    Ok(read(&Self::load(family)?))
+                }
+            }
+        })
+    }
+
+    /// Sends `msgs` as one transaction (nothing when none is left); in the namespace.
+    fn send(&self, msgs: Vec<Msg>) -> Result<(), FirewallError> {
+        let mut batch = Batch::new();
+        let mut what = Vec::new();
+        let mut head = Vec::new();
+        for msg in &msgs {
+            if msg.add_to(&mut batch)? {
+                what.push(msg.describe());
+                if matches!(msg, Msg::AddRule { head: true, .. }) {
+                    head.push(u32::try_from(what.len()).unwrap_or(u32::MAX));
+                }
+            }
+        }
+        if what.is_empty() {
+            return Ok(());
+        }
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        transact(batch, &head, &what)
+    }
+
+    /// Adds the table and the chain to the transaction unless the model has them.
+    fn ensure_chain(model: &mut Model, msgs: &mut Vec<Msg>, f: Family, t: &str, c: &str) {
+        if !model.table {
+            msgs.push(Msg::AddTable(f));
+            model.table = true;
+        }
+        let name = chain_name(t, c);
+        if model.chain(&name).is_none() {
+            msgs.push(Msg::AddChain { family: f, table: t.to_string(), chain: c.to_string() });
+            model.chains.push(ModelChain { name, rules: Vec::new() });
+        }
     }
 
     fn new_rule(
@@ -296,7 +675,7 @@ impl NftClient {
         table: &str,
         chain: &str,
         spec: &[String],
-    ) -> Result<Rule, FirewallError> {
+    ) -> Result<(Rule, String), FirewallError> {
         let entry = Entry::Rule {
             family,
             table: table.to_string(),
@@ -306,7 +685,8 @@ impl NftClient {
         let id = identity(&entry);
         let unsupported = |reason: String| FirewallError::Unsupported { rule: id.clone(), reason };
         let exprs = translate(family, table, spec).map_err(unsupported)?;
-        let udata = comment_udata(&identity_single_quoted(&entry))
+        let comment = identity_single_quoted(&entry);
+        let udata = comment_udata(&comment)
             .ok_or_else(|| unsupported("the identity is longer than 253 bytes".into()))?;
         let mut rule = Rule::new(&Self::chain(family, table, chain))
             .map_err(|e| unsupported(e.to_string()))?
@@ -314,61 +694,98 @@ impl NftClient {
         for e in exprs {
             rule.add_expr(e);
         }
-        Ok(rule)
+        Ok((rule, comment))
     }
 
-    /// A batch that starts by making sure the table and the chain exist (idempotent).
-    fn batch_with_chain(family: Family, table: &str, chain: &str) -> Batch {
-        let mut batch = Batch::new();
-        batch.add(&Self::table(family), MsgType::Add);
-        batch.add(&Self::chain(family, table, chain), MsgType::Add);
-        batch
-    }
-
-    fn send(batch: Batch, operation: String) -> Result<(), FirewallError> {
-        batch.send().map_err(|e| netlink(operation, e))
-    }
-
-    /// Deletes our table of a family, if it exists (`nft delete table ip kilo`).
-    fn delete_table(family: Family) -> Result<(), FirewallError> {
-        let mut batch = Batch::new();
-        batch.add(&Self::table(family), MsgType::Del);
-        match batch.send() {
-            Ok(()) => Ok(()),
-            Err(rustables::error::QueryError::NetlinkError(e))
-                if e.error.abs() == libc_enoent() =>
+    /// Adds the rule unless the chain holds it: at the head of the chain or at its end.
+    fn add_unique(
+        &self,
+        f: Family,
+        t: &str,
+        c: &str,
+        spec: &[String],
+        head: bool,
+    ) -> Result<(), FirewallError> {
+        let (rule, comment) = Self::new_rule(f, t, c, spec)?;
+        let key = RuleKey::new(t, c, spec);
+        self.write(f, |model, msgs| {
+            let name = chain_name(t, c);
+            if model
+                .chain(&name)
+                .is_some_and(|ch| ch.rules.iter().any(|r| r.key == Some(key.clone())))
             {
-                Ok(())
+                return Ok(());
             }
-            Err(e) => Err(netlink(
-                format!("delete table {} {}", family_name(family), table_name(family)),
-                e,
-            )),
-        }
+            Self::ensure_chain(model, msgs, f, t, c);
+            let listed = ModelRule::new(Some(comment.clone()), None, Some(msgs.len()));
+            msgs.push(Msg::AddRule { rule: Box::new(rule), head, identity: comment });
+            if let Some(chain) = model.chain_mut(&name) {
+                if head {
+                    chain.rules.insert(0, listed);
+                } else {
+                    chain.rules.push(listed);
+                }
+            }
+            Ok(())
+        })
     }
-}
 
-/// `ENOENT`, which the kernel answers when the table to delete does not exist.
-fn libc_enoent() -> i32 {
-    nix::errno::Errno::ENOENT as i32
+    /// Deletes our tables (`nft delete table ip kilo`, `… ip6 kilo6`) in one transaction.
+    fn delete_tables(&self, families: &[Family]) -> Result<(), FirewallError> {
+        self.begin_batch();
+        let mut result = Ok(());
+        for &f in families {
+            result = result.and_then(|()| {
+                self.write(f, |model, msgs| {
+                    if model.table {
+                        msgs.push(Msg::DelTable(f));
+                        *model = Model::default();
+                    }
+                    Ok(())
+                })
+            });
+        }
+        let committed = self.commit_batch();
+        result.and(committed)
+    }
 }
 
 impl Client for NftClient {
     fn clear_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
-        self.run(|| {
-            let mut batch = Self::batch_with_chain(family, table, chain);
-            let flush = Rule::new(&Self::chain(family, table, chain))
-                .map_err(|e| netlink(Self::describe(family, "flush", table, chain), e.into()))?;
-            batch.add(&flush, MsgType::Del);
-            Self::send(batch, Self::describe(family, "create and flush", table, chain))
+        self.write(family, |model, msgs| {
+            Self::ensure_chain(model, msgs, family, table, chain);
+            let name = chain_name(table, chain);
+            let Some(listed) = model.chain_mut(&name) else { return Ok(()) };
+            let mut held = false;
+            for rule in std::mem::take(&mut listed.rules) {
+                match rule.pending {
+                    Some(i) => msgs[i] = Msg::Cancelled,
+                    None => held = true,
+                }
+            }
+            if held {
+                msgs.push(Msg::Flush { family, name });
+            }
+            Ok(())
         })
     }
 
     fn delete_chain(&self, family: Family, table: &str, chain: &str) -> Result<(), FirewallError> {
-        self.run(|| {
-            let mut batch = Batch::new();
-            batch.add(&Self::chain(family, table, chain), MsgType::Del);
-            Self::send(batch, Self::describe(family, "delete chain", table, chain))
+        self.write(family, |model, msgs| {
+            let name = chain_name(table, chain);
+            let refused = |message: &str| FirewallError::Netlink {
+                operation: Self::describe(family, "delete chain", table, chain),
+                message: message.into(),
+            };
+            match model.chain(&name) {
+                None => return Err(refused("no such chain")),
+                Some(c) if !c.rules.is_empty() => return Err(refused("the chain is not empty")),
+                Some(_) if model.referenced(&name) => return Err(refused("a rule jumps to it")),
+                Some(_) => {}
+            }
+            model.chains.retain(|c| c.name != name);
+            msgs.push(Msg::DelChain { family, name });
+            Ok(())
         })
     }
 
@@ -379,17 +796,7 @@ impl Client for NftClient {
         c: &str,
         spec: &[String],
     ) -> Result<(), FirewallError> {
-        let key = RuleKey::new(t, c, spec);
-        self.run(|| {
-            let rule = Self::new_rule(f, t, c, spec)?;
-            let listed = Self::listed(f, t, c)?.unwrap_or_default();
-            if listed.iter().any(|l| l.key.as_ref() == Some(&key)) {
-                return Ok(());
-            }
-            let mut batch = Self::batch_with_chain(f, t, c);
-            batch.add(&rule, MsgType::Add);
-            Self::send(batch, Self::describe(f, "append rule to", t, c))
-        })
+        self.add_unique(f, t, c, spec, false)
     }
 
     fn insert_unique(
@@ -399,83 +806,54 @@ impl Client for NftClient {
         c: &str,
         spec: &[String],
     ) -> Result<(), FirewallError> {
-        let key = RuleKey::new(t, c, spec);
-        self.run(|| {
-            let rule = Self::new_rule(f, t, c, spec)?;
-            let listed = Self::listed(f, t, c)?.unwrap_or_default();
-            if listed.iter().any(|l| l.key.as_ref() == Some(&key)) {
-                return Ok(());
-            }
-            let mut batch = Self::batch_with_chain(f, t, c);
-            match listed.first() {
-                None => batch.add(&rule, MsgType::Add),
-                Some(first) => {
-                    // rustables always appends (NLM_F_APPEND), i.e. after a position. To insert
-                    // at the top in one transaction: copy the first rule after itself, put the
-                    // new rule right after the original, then delete the original.
-                    let chain = Self::chain(f, t, c);
-                    let mut copy = Rule::new(&chain)
-                        .map_err(|e| netlink(Self::describe(f, "copy rule of", t, c), e.into()))?
-                        .with_position(first.handle);
-                    if let Some(exprs) = first.rule.get_expressions() {
-                        copy.set_expressions(exprs.clone());
-                    }
-                    if let Some(udata) = first.rule.get_userdata() {
-                        copy.set_userdata(udata.clone());
-                    }
-                    batch.add(&copy, MsgType::Add);
-                    batch.add(&rule.with_position(first.handle), MsgType::Add);
-                    let original = Rule::new(&chain)
-                        .map_err(|e| netlink(Self::describe(f, "delete rule of", t, c), e.into()))?
-                        .with_handle(first.handle);
-                    batch.add(&original, MsgType::Del);
-                }
-            }
-            Self::send(batch, Self::describe(f, "insert rule into", t, c))
-        })
+        self.add_unique(f, t, c, spec, true)
     }
 
     fn delete(&self, f: Family, t: &str, c: &str, spec: &[String]) -> Result<(), FirewallError> {
         let key = RuleKey::new(t, c, spec);
-        self.run(|| {
-            let listed = Self::listed(f, t, c)?.unwrap_or_default();
-            let Some(found) = listed.iter().find(|l| l.key.as_ref() == Some(&key)) else {
-                return Err(FirewallError::Netlink {
+        self.write(f, |model, msgs| {
+            let name = chain_name(t, c);
+            let found = model.chain_mut(&name).and_then(|chain| {
+                let at = chain.rules.iter().position(|r| r.key.as_ref() == Some(&key))?;
+                Some(chain.rules.remove(at))
+            });
+            match found {
+                None => Err(FirewallError::Netlink {
                     operation: Self::describe(f, "delete rule of", t, c),
                     message: "no such rule".into(),
-                });
-            };
-            let rule = Rule::new(&Self::chain(f, t, c))
-                .map_err(|e| netlink(Self::describe(f, "delete rule of", t, c), e.into()))?
-                .with_handle(found.handle);
-            let mut batch = Batch::new();
-            batch.add(&rule, MsgType::Del);
-            Self::send(batch, Self::describe(f, "delete rule of", t, c))
+                }),
+                Some(ModelRule { pending: Some(i), .. }) => {
+                    msgs[i] = Msg::Cancelled;
+                    Ok(())
+                }
+                Some(ModelRule { handle, .. }) => {
+                    msgs.push(Msg::DelRule { family: f, name, handle: handle.unwrap_or_default() });
+                    Ok(())
+                }
+            }
         })
     }
 
     fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
-        self.run(|| {
-            Ok(Self::listed(f, t, c)?
-                .map(|rules| rules.into_iter().filter_map(|l| l.key).collect()))
+        let name = chain_name(t, c);
+        self.read(f, |model| {
+            model
+                .chain(&name)
+                .map(|chain| chain.rules.iter().filter_map(|r| r.key.clone()).collect())
         })
     }
 
     fn table_listing(&self, f: Family, t: &str) -> Result<TableListing, FirewallError> {
         // Everything in our tables is ours; a rule is deleted through the identity it carries.
-        let prefix = format!("{t}-");
-        self.run(|| {
-            let mut chains = Vec::new();
-            let mut rules = Vec::new();
-            for name in Self::chain_names(f)? {
-                let Some(chain) = name.strip_prefix(&prefix) else { continue };
-                for listed in Self::listed(f, t, chain)?.unwrap_or_default() {
-                    let identity = listed.rule.get_userdata().and_then(|u| udata_comment(u));
-                    rules.extend(identity.and_then(|i| parse_identity(t, &i)));
-                }
-                chains.push(chain.to_string());
-            }
-            Ok(TableListing { family: f, table: t.to_string(), chains, rules, own: true })
+        self.read(f, |model| {
+            let chains = model.chain_names(t);
+            let rules = model
+                .chains
+                .iter()
+                .flat_map(|c| &c.rules)
+                .filter_map(|r| r.identity.as_deref().and_then(|i| parse_identity(t, i)))
+                .collect();
+            TableListing { family: f, table: t.to_string(), chains, rules, own: true }
         })
     }
 
@@ -483,25 +861,34 @@ impl Client for NftClient {
         if base_chain(t, c).is_none() {
             return Ok(false);
         }
-        self.run(|| {
-            match Self::listed(f, t, c)? {
-                Some(rules) if rules.is_empty() => {}
-                _ => return Ok(false),
+        self.write(f, |model, msgs| {
+            let name = chain_name(t, c);
+            if !model.chain(&name).is_some_and(|chain| chain.rules.is_empty()) {
+                return Ok(false);
             }
-            let mut batch = Batch::new();
-            batch.add(&Self::chain(f, t, c), MsgType::Del);
-            Self::send(batch, Self::describe(f, "delete chain", t, c)).map(|()| true)
+            model.chains.retain(|chain| chain.name != name);
+            msgs.push(Msg::DelChain { family: f, name });
+            Ok(true)
         })
     }
 
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
-        let prefix = format!("{t}-");
-        self.run(|| {
-            Ok(Self::chain_names(f)?
-                .into_iter()
-                .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
-                .collect())
-        })
+        self.read(f, |model| model.chain_names(t))
+    }
+
+    fn begin_batch(&self) {
+        let mut guard = self.lock();
+        if guard.is_none() {
+            *guard = Some(Tx::default());
+        }
+    }
+
+    fn commit_batch(&self) -> Result<(), FirewallError> {
+        let Some(tx) = self.lock().take() else { return Ok(()) };
+        if tx.msgs.iter().all(|m| matches!(m, Msg::Cancelled)) {
+            return Ok(());
+        }
+        self.run(|| self.send(tx.msgs))
     }
 }
 
@@ -520,7 +907,7 @@ impl Nftables {
     /// Works in the network namespace at `netns` (e.g. `/run/netns/NAME`) when given; with
     /// `ipv6 == false` IPv6 operations are no-ops.
     pub fn with_options(netns: Option<PathBuf>, ipv6: bool) -> Nftables {
-        Nftables { controller: Controller::new(NftClient { netns }, ipv6) }
+        Nftables { controller: Controller::new(NftClient::new(netns), ipv6) }
     }
 
     /// The network namespace worked in, if not the current one.
@@ -541,15 +928,15 @@ impl Nftables {
     /// Removes everything applied, then our (now empty) `kilo` tables with their base chains.
     pub fn clean_up(&mut self) -> Result<(), FirewallError> {
         self.controller.clean_up()?;
-        let ipv6 = self.controller.ipv6();
-        let client = self.controller.client();
-        client.run(|| {
-            NftClient::delete_table(Family::Ipv4)?;
-            if ipv6 {
-                NftClient::delete_table(Family::Ipv6)?;
-            }
-            Ok(())
-        })
+        let families: &[Family] =
+            if self.controller.ipv6() { &[Family::Ipv4, Family::Ipv6] } else { &[Family::Ipv4] };
+        self.controller.client().delete_tables(families)
+    }
+
+    /// How many nf_tables netlink transactions (batches) this firewall has sent: one per
+    /// controller batch that changes something, each applied by the kernel whole or not at all.
+    pub fn transactions(&self) -> u64 {
+        self.controller.client().transactions.load(Ordering::Relaxed)
     }
 
     /// Operation counts by upstream's metric labels.
