@@ -210,15 +210,12 @@ fuzz_target!(|input: Input| {
     };
     let _ = topology.routes(&interfaces, input.local, &enc);
 
-    let options = PlanOptions {
-        node: hostname.clone(),
-        interfaces,
-        local: input.local,
-        cni: input.cni,
-        iptables_forward_rules: input.forward,
-        encapsulation: input.encapsulation,
-        compatibility: input.compatibility,
-    };
+    let mut options = PlanOptions::new(hostname.clone(), interfaces);
+    options.local = input.local;
+    options.cni = input.cni;
+    options.iptables_forward_rules = input.forward;
+    options.encapsulation = input.encapsulation;
+    options.compatibility = input.compatibility;
     let plan = Plan::new(&topology, topology.leader.then(|| topology.conf_for_device()), &options);
     let _ = plan.to_json_pretty();
     let _ = plan.to_text();

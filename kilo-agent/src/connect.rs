@@ -25,8 +25,10 @@ use kilo_net_linux::{Netlink, NetlinkError};
 use crate::RunOptions;
 use crate::host::{Host, HostCounters};
 
-/// Everything `connect` needs from the command line.
+/// Everything `connect` needs from the command line: [`ConnectArgs::new`], then fields set as
+/// needed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectArgs {
     /// The peer's name.
     pub peer: String,
@@ -56,6 +58,33 @@ pub struct ConnectArgs {
     pub kubeconfig: Option<String>,
     /// `--topology-label`.
     pub topology_label: String,
+}
+
+impl ConnectArgs {
+    /// The arguments of peer `peer` at `allowed_ip` with this key, the rest as `kgctl connect`'s
+    /// flags default: nothing else routed to the mesh, clean-up on exit, MTU
+    /// [`DEFAULT_MTU`](kilo_core::discovery::DEFAULT_MTU), a 30 s resync, interface `kilo0`, a
+    /// 10 s keepalive on a created Peer, the WireGuard implementation chosen automatically with
+    /// UAPI sockets in [`DEFAULT_UAPI_DIR`](kilo_net_linux::wireguard::DEFAULT_UAPI_DIR), no mesh
+    /// settings given, the usual kubeconfig, and the default topology label.
+    pub fn new(peer: impl Into<String>, allowed_ip: Cidr, private_key: PrivateKey) -> ConnectArgs {
+        ConnectArgs {
+            peer: peer.into(),
+            allowed_ip,
+            allowed_ips: Vec::new(),
+            private_key,
+            clean_up: true,
+            mtu: kilo_core::discovery::DEFAULT_MTU,
+            resync: Duration::from_secs(30),
+            interface: "kilo0".to_string(),
+            keepalive: 10,
+            wireguard: WireGuardChoice::default(),
+            socket_dir: PathBuf::from(kilo_net_linux::wireguard::DEFAULT_UAPI_DIR),
+            flags: Explicit::default(),
+            kubeconfig: None,
+            topology_label: kilo_core::annotations::DEFAULT_TOPOLOGY_LABEL.to_string(),
+        }
+    }
 }
 
 /// Why `connect` stopped, or why one resync failed.
@@ -220,40 +249,35 @@ pub async fn run(args: ConnectArgs, notify: impl Fn(Notice<'_>)) -> Result<(), R
 pub fn agent_config(args: &ConnectArgs) -> AgentConfig {
     // The flags and defaults; each plan resolves the rest from the nodes (connect::peer_plan).
     let settings = settings::resolve(&args.flags, settings::Source::KubernetesAgent);
-    AgentConfig {
-        hostname: args.peer.clone(),
-        granularity: settings.granularity,
-        port: settings.port,
-        subnet: settings.subnet,
-        service_cidrs: Vec::new(),
-        private_key: args.private_key.clone(),
-        readiness: ReadinessPolicy::Live,
-        publishes: false,
-        prioritise_private_addresses: false,
-        plan: PlanOptions {
-            node: args.peer.clone(),
-            interfaces: Interfaces {
-                kilo: args.interface.clone(),
-                private: String::new(),
-                tunnel: String::new(),
-            },
-            local: false,
-            cni: false,
-            iptables_forward_rules: false,
-            encapsulation: Encapsulation::Never,
-            compatibility: None,
-        },
-        timers: Timers::default().with_resync(args.resync),
-        connect: Some(ConnectRole {
-            address: args.allowed_ip,
-            allowed_ips: args.allowed_ips.clone(),
-            flags: args.flags,
-        }),
-    }
+    let interfaces =
+        Interfaces { kilo: args.interface.clone(), private: String::new(), tunnel: String::new() };
+    let mut plan = PlanOptions::new(args.peer.clone(), interfaces);
+    plan.local = false;
+    plan.cni = false;
+    plan.iptables_forward_rules = false;
+    plan.encapsulation = Encapsulation::Never;
+    plan.compatibility = None;
+    let mut role = ConnectRole::new(args.allowed_ip);
+    role.allowed_ips = args.allowed_ips.clone();
+    role.flags = args.flags;
+    let mut config = AgentConfig::new(plan, args.private_key.clone());
+    config.hostname = args.peer.clone();
+    config.granularity = settings.granularity;
+    config.port = settings.port;
+    config.subnet = settings.subnet;
+    config.service_cidrs = Vec::new();
+    config.readiness = ReadinessPolicy::Live;
+    config.publishes = false;
+    config.prioritise_private_addresses = false;
+    config.timers = Timers::default().with_resync(args.resync);
+    config.connect = Some(role);
+    config
 }
 
 async fn connected(args: &ConnectArgs, client: ::kube::Client) -> Result<(), RunError> {
-    let options = DeviceOptions { uapi_dir: args.socket_dir.clone(), netns: None };
+    let mut options = DeviceOptions::default();
+    options.uapi_dir = args.socket_dir.clone();
+    options.netns = None;
     let kind = kilo_net_linux::wireguard::select(args.wireguard, &options).await;
     let device = Device::open_or_create(kind, &args.interface, args.mtu, &options)
         .await
@@ -269,10 +293,9 @@ async fn connected(args: &ConnectArgs, client: ::kube::Client) -> Result<(), Run
             _ = terminate.recv() => {}
         }
     };
-    let backend = KubeBackend::new(
-        client,
-        KubeBackendConfig { topology_label: args.topology_label.clone(), ..Default::default() },
-    );
+    let mut backend_config = KubeBackendConfig::default();
+    backend_config.topology_label = args.topology_label.clone();
+    let backend = KubeBackend::new(client, backend_config);
     let options = RunOptions { clean_up: args.clean_up, clean_up_interface: args.clean_up };
     crate::run(
         Agent::new(agent_config(args)),

@@ -27,8 +27,10 @@ pub const CLEAN_UP_PUBLISHED: Duration = Duration::from_secs(5);
 /// check-in).
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the loop does on exit.
+/// What the loop does on exit: [`RunOptions::default`] (nothing cleaned up), then fields set as
+/// needed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RunOptions {
     /// `--clean-up`: remove firewall rules, routes and published annotations on exit.
     pub clean_up: bool,

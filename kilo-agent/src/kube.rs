@@ -49,10 +49,9 @@ impl Cluster {
     }
 
     fn backend_config(&self) -> KubeBackendConfig {
-        KubeBackendConfig {
-            topology_label: self.topology_label.clone(),
-            ..KubeBackendConfig::default()
-        }
+        let mut config = KubeBackendConfig::default();
+        config.topology_label = self.topology_label.clone();
+        config
     }
 
     /// The Nodes-and-Peers backend.

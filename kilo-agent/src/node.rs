@@ -119,8 +119,9 @@ pub enum MeshSource {
     Kubernetes(Cluster),
 }
 
-/// A node's checked options (`kg`'s flags).
+/// A node's checked options (`kg`'s flags): [`NodeOptions::new`], then fields set as needed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NodeOptions {
     /// The node's name.
     pub hostname: String,
@@ -170,6 +171,44 @@ pub struct NodeOptions {
     pub clean_up_interface: bool,
 }
 
+impl NodeOptions {
+    /// The options of node `hostname` whose mesh comes from `source`, the rest as `kg`'s flags
+    /// default: no explicit mesh settings, the key in `/var/lib/kilo/key`, interface `kilo0`
+    /// (created if missing, implementation and MTU detected, UAPI sockets in
+    /// [`DEFAULT_UAPI_DIR`](kilo_net_linux::wireguard::DEFAULT_UAPI_DIR)), `iptables`,
+    /// `--encapsulate always`, no compatibility mode, no service or internal CIDRs, `--local`,
+    /// the CNI configuration managed at
+    /// [`DEFAULT_CNI_PATH`](kilo_net_linux::cni::DEFAULT_CNI_PATH), no forward rules, private
+    /// addresses not prioritised, listening on `:1107`, a 30 s resync, and clean-up on exit
+    /// that keeps the WireGuard interface.
+    pub fn new(hostname: impl Into<String>, source: MeshSource) -> NodeOptions {
+        NodeOptions {
+            hostname: hostname.into(),
+            explicit: Explicit::default(),
+            source,
+            key_file: PathBuf::from("/var/lib/kilo/key"),
+            interface: "kilo0".to_string(),
+            wireguard: None,
+            wireguard_socket_dir: PathBuf::from(kilo_net_linux::wireguard::DEFAULT_UAPI_DIR),
+            create_interface: true,
+            mtu: None,
+            firewall: FirewallKind::Iptables,
+            encapsulation: Encapsulation::Always,
+            compatibility: None,
+            service_cidrs: Vec::new(),
+            internal_cidrs: Vec::new(),
+            local: true,
+            cni: Some(PathBuf::from(kilo_net_linux::cni::DEFAULT_CNI_PATH)),
+            iptables_forward_rules: false,
+            prioritise_private_addresses: false,
+            listen: ":1107".to_string(),
+            resync: Duration::from_secs(30),
+            clean_up: true,
+            clean_up_interface: false,
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT (never, if they cannot be caught).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -198,16 +237,14 @@ async fn open_host(o: &NodeOptions) -> Result<Host, HostError> {
         None => WireGuardChoice::Auto,
         Some(kind) => WireGuardChoice::Kind(kind),
     };
-    Host::open(HostOptions {
-        interface: o.interface.clone(),
-        wireguard,
-        uapi_dir: o.wireguard_socket_dir.clone(),
-        mtu: o.mtu,
-        create_interface: o.create_interface,
-        firewall: o.firewall,
-        tunnel: kilo_core::routes::IPIP_TUNNEL.into(),
-    })
-    .await
+    let mut options = HostOptions::new(o.interface.clone());
+    options.wireguard = wireguard;
+    options.uapi_dir = o.wireguard_socket_dir.clone();
+    options.mtu = o.mtu;
+    options.create_interface = o.create_interface;
+    options.firewall = o.firewall;
+    options.tunnel = kilo_core::routes::IPIP_TUNNEL.into();
+    Host::open(options).await
 }
 
 /// How the agent sees the mesh, by backend.
@@ -218,28 +255,25 @@ struct Mode {
 }
 
 fn agent_config(o: &NodeOptions, key: PrivateKey, mode: Mode) -> AgentConfig {
-    AgentConfig {
-        hostname: o.hostname.clone(),
-        granularity: mode.settings.granularity,
-        port: mode.settings.port,
-        subnet: mode.settings.subnet,
-        service_cidrs: o.service_cidrs.clone(),
-        private_key: key,
-        readiness: mode.settings.readiness,
-        publishes: mode.publishes,
-        prioritise_private_addresses: o.prioritise_private_addresses,
-        plan: PlanOptions {
-            node: o.hostname.clone(),
-            interfaces: Interfaces::of_agent(&o.interface, mode.private_interface, o.compatibility),
-            local: o.local,
-            cni: o.cni.is_some(),
-            iptables_forward_rules: o.iptables_forward_rules,
-            encapsulation: o.encapsulation,
-            compatibility: o.compatibility,
-        },
-        timers: Timers::default().with_resync(o.resync),
-        connect: None,
-    }
+    let interfaces = Interfaces::of_agent(&o.interface, mode.private_interface, o.compatibility);
+    let mut plan = PlanOptions::new(o.hostname.clone(), interfaces);
+    plan.local = o.local;
+    plan.cni = o.cni.is_some();
+    plan.iptables_forward_rules = o.iptables_forward_rules;
+    plan.encapsulation = o.encapsulation;
+    plan.compatibility = o.compatibility;
+    let mut config = AgentConfig::new(plan, key);
+    config.hostname = o.hostname.clone();
+    config.granularity = mode.settings.granularity;
+    config.port = mode.settings.port;
+    config.subnet = mode.settings.subnet;
+    config.service_cidrs = o.service_cidrs.clone();
+    config.readiness = mode.settings.readiness;
+    config.publishes = mode.publishes;
+    config.prioritise_private_addresses = o.prioritise_private_addresses;
+    config.timers = Timers::default().with_resync(o.resync);
+    config.connect = None;
+    config
 }
 
 /// Runs the agent until `shutdown` resolves (then cleans up as the options say), or until it
@@ -247,7 +281,8 @@ fn agent_config(o: &NodeOptions, key: PrivateKey, mode: Mode) -> AgentConfig {
 pub async fn run(options: NodeOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     match &options.source {
         MeshSource::File { path, topology_label } => {
-            let options_file = Options { topology_label: topology_label.clone() };
+            let mut options_file = Options::default();
+            options_file.topology_label = topology_label.clone();
             let backend = FileBackend::open(path.clone(), options_file)?;
             run_file(path.clone(), backend, &options, shutdown).await
         }

@@ -45,32 +45,26 @@ fn private_key(index: usize) -> PrivateKey {
 }
 
 fn config(index: usize) -> AgentConfig {
-    AgentConfig {
-        hostname: NODES[index].0.to_string(),
-        granularity: Granularity::Location,
-        port: 51820,
-        subnet: cidr("10.4.0.0/16"),
-        service_cidrs: vec![],
-        private_key: private_key(index),
-        readiness: ReadinessPolicy::Live,
-        publishes: true,
-        prioritise_private_addresses: false,
-        plan: PlanOptions {
-            node: String::new(),
-            interfaces: Interfaces {
-                kilo: "kilo0".into(),
-                private: "eth0".into(),
-                tunnel: "tunl0".into(),
-            },
-            local: true,
-            cni: false,
-            iptables_forward_rules: false,
-            encapsulation: Encapsulation::Never,
-            compatibility: None,
-        },
-        timers: Timers::default(),
-        connect: None,
-    }
+    let interfaces =
+        Interfaces { kilo: "kilo0".into(), private: "eth0".into(), tunnel: "tunl0".into() };
+    let mut plan = PlanOptions::new(String::new(), interfaces);
+    plan.local = true;
+    plan.cni = false;
+    plan.iptables_forward_rules = false;
+    plan.encapsulation = Encapsulation::Never;
+    plan.compatibility = None;
+    let mut config = AgentConfig::new(plan, private_key(index));
+    config.hostname = NODES[index].0.to_string();
+    config.granularity = Granularity::Location;
+    config.port = 51820;
+    config.subnet = cidr("10.4.0.0/16");
+    config.service_cidrs = vec![];
+    config.readiness = ReadinessPolicy::Live;
+    config.publishes = true;
+    config.prioritise_private_addresses = false;
+    config.timers = Timers::default();
+    config.connect = None;
+    config
 }
 
 /// Each agent's latest plan, by node name.
@@ -275,22 +269,19 @@ async fn a_connecting_peer_gets_every_segment_and_routes_through_the_same_driver
     let object =
         kilo_backend_k8s::connect::new_peer_object("laptop", cidr("10.5.0.1/32"), 10, &key);
     peers.create(&Default::default(), &object).await.unwrap();
-    let args = kilo_agent::connect::ConnectArgs {
-        peer: "laptop".into(),
-        allowed_ip: cidr("10.5.0.1/32"),
-        allowed_ips: vec![],
-        private_key: key.clone(),
-        clean_up: false,
-        mtu: 1420,
-        resync: Duration::from_secs(30),
-        interface: "kilo0".into(),
-        keepalive: 10,
-        wireguard: kilo_net_linux::wireguard::WireGuardChoice::Auto,
-        socket_dir: "/nonexistent".into(),
-        flags: kilo_core::settings::Explicit::default(),
-        kubeconfig: None,
-        topology_label: "topology.kubernetes.io/region".into(),
-    };
+    let mut args =
+        kilo_agent::connect::ConnectArgs::new("laptop", cidr("10.5.0.1/32"), key.clone());
+    args.allowed_ips = vec![];
+    args.clean_up = false;
+    args.mtu = 1420;
+    args.resync = Duration::from_secs(30);
+    args.interface = "kilo0".into();
+    args.keepalive = 10;
+    args.wireguard = kilo_net_linux::wireguard::WireGuardChoice::Auto;
+    args.socket_dir = "/nonexistent".into();
+    args.flags = kilo_core::settings::Explicit::default();
+    args.kubeconfig = None;
+    args.topology_label = "topology.kubernetes.io/region".into();
     let (host, recorder) = RecordingHost::new(None);
     let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
     let peer = tokio::spawn(async move {

@@ -112,7 +112,9 @@ async fn sigterm_cleans_the_host_up_when_asked() {
         subnets: vec![cidr("10.2.1.0/24")],
         ..kilo_core::Node::default()
     });
-    let options = RunOptions { clean_up: true, clean_up_interface: true };
+    let mut options = RunOptions::default();
+    options.clean_up = true;
+    options.clean_up_interface = true;
     let agent = spawn(&cluster, support::config("a", 1), facts, options);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let recorder = agent.recorder.clone();

@@ -66,8 +66,9 @@ pub use watch::{DEBOUNCE, FileBackend};
 /// rule of readiness always holds (a file is a snapshot; contract 4).
 pub const SNAPSHOT_LAST_SEEN: i64 = i64::MAX;
 
-/// How Kubernetes YAML is translated.
+/// How Kubernetes YAML is translated: [`Options::default`], then fields set as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// The node label that gives a node's location when it has no `kilo.squat.ai/location`
     /// annotation (default `topology.kubernetes.io/region`).

@@ -201,7 +201,8 @@ fn the_topology_label_is_configurable() {
          10.1.0.1:51820\n    kilo.squat.ai/key: {K1}\nspec:\n  podCIDR: 10.2.1.0/24\n"
     );
     assert_eq!(parse(&text).unwrap().nodes[0].location, "r1");
-    let options = Options { topology_label: "zone".to_string() };
+    let mut options = Options::default();
+    options.topology_label = "zone".to_string();
     assert_eq!(parse_str(&text, "f", &options).unwrap().nodes[0].location, "z1");
 }
 

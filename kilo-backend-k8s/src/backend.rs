@@ -29,8 +29,9 @@ use crate::translate::{issues_as_ignored, node_from_kube, peer_from_kube};
 /// 30 s check-ins of the agent's own node, whose `last-seen` changes at each one.
 pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// How the backend reads the cluster.
+/// How the backend reads the cluster: [`KubeBackendConfig::default`], then fields set as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KubeBackendConfig {
     /// The label whose value is a node's location when it has no `kilo.squat.ai/location`
     /// annotation (`--topology-label`).

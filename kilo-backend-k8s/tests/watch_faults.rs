@@ -252,8 +252,8 @@ async fn a_silent_watch_is_noticed_logged_and_replaced_by_a_fresh_list_and_a_res
     server.put(Collection::Nodes, node_object("a", 1));
     server.put(Collection::Nodes, node_object("b", 2));
     server.put(Collection::Peers, peer_object("laptop", 1, None));
-    let config =
-        KubeBackendConfig { watch_idle_timeout: Duration::from_secs(1), ..Default::default() };
+    let mut config = KubeBackendConfig::default();
+    config.watch_idle_timeout = Duration::from_secs(1);
     let mut backend = KubeBackend::new(server.client(), config);
     let snapshot = backend.snapshot().await.unwrap();
     assert_eq!(names(&snapshot), ["a", "b"]);

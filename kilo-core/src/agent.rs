@@ -45,6 +45,7 @@ pub const QUIET_AFTER_SECS: i64 = CHECK_IN_PERIOD_SECS + 15;
 /// when it next wants to be woken ([`Agent::poll_timeout`]); the driver sleeps until then and
 /// calls [`Agent::handle_timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timers {
     /// How often the local node checks in (its last-seen is refreshed; upstream: 30 s).
     pub check_in: i64,
@@ -103,7 +104,10 @@ impl ReadinessPolicy {
 }
 
 /// The agent's fixed settings (its flags).
+///
+/// Built with [`AgentConfig::new`], then fields set as needed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AgentConfig {
     /// The local node's name (`--hostname`).
     pub hostname: String,
@@ -136,9 +140,36 @@ pub struct AgentConfig {
     pub connect: Option<ConnectRole>,
 }
 
+impl AgentConfig {
+    /// The settings of the node `plan.node` with this key, and the rest as `kg`'s flags default:
+    /// granularity `location`, port [`DEFAULT_PORT`](crate::settings::DEFAULT_PORT), subnet
+    /// [`default_subnet`](crate::settings::default_subnet), no service CIDRs, Kubernetes
+    /// readiness ([`ReadinessPolicy::Live`]) with publication, private addresses not
+    /// prioritised, the default [`Timers`], and not a Peer.
+    pub fn new(plan: PlanOptions, private_key: PrivateKey) -> AgentConfig {
+        AgentConfig {
+            hostname: plan.node.clone(),
+            granularity: Granularity::Location,
+            port: crate::settings::DEFAULT_PORT,
+            subnet: crate::settings::default_subnet(),
+            service_cidrs: Vec::new(),
+            private_key,
+            readiness: ReadinessPolicy::Live,
+            publishes: true,
+            prioritise_private_addresses: false,
+            plan,
+            timers: Timers::default(),
+            connect: None,
+        }
+    }
+}
+
 /// What a machine that joins the mesh as a Peer (`kgctl connect`) needs besides the agent's
 /// settings.
+///
+/// Built with [`ConnectRole::new`], then fields set as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectRole {
     /// `--allowed-ip`: the peer's own address, the interface's only address.
     pub address: Cidr,
@@ -146,6 +177,18 @@ pub struct ConnectRole {
     pub allowed_ips: Vec<Cidr>,
     /// The mesh settings given on the command line (the rest comes from the nodes).
     pub flags: crate::settings::Explicit,
+}
+
+impl ConnectRole {
+    /// The role of a peer at `address`, routing nothing else to the mesh, with no mesh settings
+    /// given.
+    pub fn new(address: Cidr) -> ConnectRole {
+        ConnectRole {
+            address,
+            allowed_ips: Vec::new(),
+            flags: crate::settings::Explicit::default(),
+        }
+    }
 }
 
 /// What the agent found out about its host (upstream 9.1), re-detected by the binary.

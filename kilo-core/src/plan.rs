@@ -15,7 +15,10 @@ use crate::{Cidr, Compatibility, Encapsulation, Topology};
 mod text;
 
 /// The agent's settings that shape a plan (upstream `kg` flags of the same names).
+///
+/// Built with [`PlanOptions::new`], then fields set as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PlanOptions {
     /// The local node's name (`--hostname`); the topology does not carry it.
     pub node: String,
@@ -31,6 +34,23 @@ pub struct PlanOptions {
     pub encapsulation: Encapsulation,
     /// `--compatibility` (none means Kilo's own IPIP).
     pub compatibility: Option<Compatibility>,
+}
+
+impl PlanOptions {
+    /// The options of node `node` with these interfaces, and the rest as `kg`'s flags default:
+    /// `--local` and `--cni` on, `--iptables-forward-rules` off, `--encapsulate always`, no
+    /// compatibility mode.
+    pub fn new(node: impl Into<String>, interfaces: Interfaces) -> PlanOptions {
+        PlanOptions {
+            node: node.into(),
+            interfaces,
+            local: true,
+            cni: true,
+            iptables_forward_rules: false,
+            encapsulation: Encapsulation::Always,
+            compatibility: None,
+        }
+    }
 }
 
 /// The WireGuard interface's desired state, for both roles: everything the host sets on it.

@@ -38,6 +38,7 @@ pub fn default_subnet() -> Cidr {
 
 /// The settings given explicitly (on the command line or by an embedder); `None` = not given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Explicit {
     /// `--mesh-granularity` (`None` also for kgctl's `auto`).
     pub granularity: Option<Granularity>,

@@ -10,15 +10,13 @@ use kilo_core::{Compatibility, Encapsulation};
 use routes_common::{c, ifaces, logical_from};
 
 fn options(node: &str) -> PlanOptions {
-    PlanOptions {
-        node: node.into(),
-        interfaces: ifaces(),
-        local: true,
-        cni: true,
-        iptables_forward_rules: false,
-        encapsulation: Encapsulation::Always,
-        compatibility: None,
-    }
+    let mut options = PlanOptions::new(node, ifaces());
+    options.local = true;
+    options.cni = true;
+    options.iptables_forward_rules = false;
+    options.encapsulation = Encapsulation::Always;
+    options.compatibility = None;
+    options
 }
 
 fn has_ipip_rules(p: &Plan) -> bool {
@@ -45,7 +43,8 @@ fn a_non_leader_keeps_its_link_down_without_address_or_peers() {
 
 #[test]
 fn never_encapsulating_adds_no_ipip_rules_and_no_tunnel_address() {
-    let opts = PlanOptions { encapsulation: Encapsulation::Never, ..options("c") };
+    let mut opts = options("c");
+    opts.encapsulation = Encapsulation::Never;
     let p = Plan::new(&logical_from("c"), None, &opts);
     assert!(!has_ipip_rules(&p));
     assert_eq!(p.tunnel_address, None);
@@ -54,7 +53,8 @@ fn never_encapsulating_adds_no_ipip_rules_and_no_tunnel_address() {
 
 #[test]
 fn without_local_there_are_no_ipip_rules_and_no_tunnel_address() {
-    let opts = PlanOptions { local: false, ..options("c") };
+    let mut opts = options("c");
+    opts.local = false;
     let p = Plan::new(&logical_from("c"), None, &opts);
     assert!(!has_ipip_rules(&p));
     assert_eq!(p.tunnel_address, None);
@@ -62,7 +62,8 @@ fn without_local_there_are_no_ipip_rules_and_no_tunnel_address() {
 
 #[test]
 fn flannel_compatibility_owns_no_ipip_tunnel() {
-    let opts = PlanOptions { compatibility: Some(Compatibility::Flannel), ..options("b") };
+    let mut opts = options("b");
+    opts.compatibility = Some(Compatibility::Flannel);
     let p = Plan::new(&logical_from("b"), None, &opts);
     assert_eq!(p.encapsulation.encapsulator, Encapsulator::Flannel);
     assert!(!has_ipip_rules(&p));
@@ -80,7 +81,8 @@ fn a_node_without_private_ip_uses_no_encapsulator() {
 
 #[test]
 fn forward_rules_follow_the_option() {
-    let opts = PlanOptions { iptables_forward_rules: true, ..options("c") };
+    let mut opts = options("c");
+    opts.iptables_forward_rules = true;
     let p = Plan::new(&logical_from("c"), None, &opts);
     assert!(p.firewall.prepend.iter().any(|e| e.identity().starts_with("filter -A FORWARD")));
 }

@@ -13,15 +13,13 @@ use kilo_core::{Encapsulation, Topology};
 use routes_common::{c, ifaces, logical_from};
 
 fn options(node: &str) -> PlanOptions {
-    PlanOptions {
-        node: node.into(),
-        interfaces: ifaces(),
-        local: true,
-        cni: true,
-        iptables_forward_rules: false,
-        encapsulation: Encapsulation::Always,
-        compatibility: None,
-    }
+    let mut options = PlanOptions::new(node, ifaces());
+    options.local = true;
+    options.cni = true;
+    options.iptables_forward_rules = false;
+    options.encapsulation = Encapsulation::Always;
+    options.compatibility = None;
+    options
 }
 
 fn peer(n: u8, endpoint: Option<&str>, ips: &[&str]) -> PeerConfig {

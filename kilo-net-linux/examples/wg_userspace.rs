@@ -34,7 +34,9 @@ async fn main() -> Result<()> {
         }
         None => None,
     };
-    let options = DeviceOptions { uapi_dir: dir, netns: None };
+    let mut options = DeviceOptions::default();
+    options.uapi_dir = dir;
+    options.netns = None;
     let device = Device::open_or_create(WireGuardKind::Userspace, name, 1420, &options).await?;
     if let Some(config) = config {
         if let Some(interface) = &config.interface {

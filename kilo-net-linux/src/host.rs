@@ -38,8 +38,9 @@ pub enum FirewallKind {
     Nftables,
 }
 
-/// How to open the host.
+/// How to open the host: [`HostOptions::new`], then fields set as needed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HostOptions {
     /// The WireGuard interface (`--interface`).
     pub interface: String,
@@ -55,6 +56,25 @@ pub struct HostOptions {
     pub firewall: FirewallKind,
     /// The encapsulation tunnel's name (`tunl0`).
     pub tunnel: String,
+}
+
+impl HostOptions {
+    /// The options for the WireGuard interface `interface`, the rest as `kg`'s flags default:
+    /// the WireGuard implementation chosen automatically, UAPI sockets in
+    /// [`DEFAULT_UAPI_DIR`](crate::wireguard::DEFAULT_UAPI_DIR), the MTU detected, the interface
+    /// created if missing, `iptables`, and Kilo's own tunnel
+    /// ([`IPIP_TUNNEL`](kilo_core::routes::IPIP_TUNNEL)).
+    pub fn new(interface: impl Into<String>) -> HostOptions {
+        HostOptions {
+            interface: interface.into(),
+            wireguard: WireGuardChoice::default(),
+            uapi_dir: PathBuf::from(crate::wireguard::DEFAULT_UAPI_DIR),
+            mtu: None,
+            create_interface: true,
+            firewall: FirewallKind::Iptables,
+            tunnel: kilo_core::routes::IPIP_TUNNEL.to_string(),
+        }
+    }
 }
 
 /// Why the host could not be opened or a plan applied.

@@ -78,19 +78,14 @@ fn plan(hostname: &str) -> Plan {
         persistent_keepalive: Duration::ZERO,
     })
     .expect("the fixture's topology");
-    let options = PlanOptions {
-        node: hostname.into(),
-        interfaces: Interfaces {
-            kilo: "kilo0".into(),
-            private: "eth0".into(),
-            tunnel: "tunl0".into(),
-        },
-        local: false,
-        cni: false,
-        iptables_forward_rules: false,
-        encapsulation: Encapsulation::Never,
-        compatibility: None,
-    };
+    let interfaces =
+        Interfaces { kilo: "kilo0".into(), private: "eth0".into(), tunnel: "tunl0".into() };
+    let mut options = PlanOptions::new(hostname, interfaces);
+    options.local = false;
+    options.cni = false;
+    options.iptables_forward_rules = false;
+    options.encapsulation = Encapsulation::Never;
+    options.compatibility = None;
     let wireguard = topology.leader.then(|| topology.conf_for_device());
     let mut plan = Plan::new(&topology, wireguard, &options);
     plan.routes.clear();
@@ -129,16 +124,14 @@ fn a_leader_turned_non_leader_gets_exactly_what_its_plan_states_for_the_interfac
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         runtime.block_on(async move {
-            let mut host = Host::open(HostOptions {
-                interface: "kilo0".into(),
-                wireguard: WireGuardChoice::Auto,
-                uapi_dir,
-                mtu: Some(1420),
-                create_interface: true,
-                firewall: FirewallKind::Nftables,
-                tunnel: "tunl0".into(),
-            })
-            .await?;
+            let mut options = HostOptions::new("kilo0");
+            options.wireguard = WireGuardChoice::Auto;
+            options.uapi_dir = uapi_dir;
+            options.mtu = Some(1420);
+            options.create_interface = true;
+            options.firewall = FirewallKind::Nftables;
+            options.tunnel = "tunl0".into();
+            let mut host = Host::open(options).await?;
             host.apply(&leader).await?;
             tx.send(("leader", host.observe().await?.to_config()))?;
             go_rx.recv()?;

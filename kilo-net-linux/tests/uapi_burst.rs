@@ -98,10 +98,9 @@ async fn a_burst_of_set_operations_on_the_userspace_device_logs_no_error() -> Re
     tracing::subscriber::set_global_default(Capture).context("install the log capture")?;
     let ns = Netns::new("burst")?;
     let dir = tempfile::tempdir()?;
-    let options = DeviceOptions {
-        uapi_dir: dir.path().to_path_buf(),
-        netns: Some(format!("/run/netns/{}", ns.0).into()),
-    };
+    let mut options = DeviceOptions::default();
+    options.uapi_dir = dir.path().to_path_buf();
+    options.netns = Some(format!("/run/netns/{}", ns.0).into());
     let device = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options).await?;
     let Device::Userspace(wg) = &device else { bail!("not a userspace device") };
     wg.set_interface(&PrivateKey::from_random_bytes([1; 32]), 51820).await?;

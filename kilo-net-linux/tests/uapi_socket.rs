@@ -115,10 +115,9 @@ async fn the_userspace_device_socket_never_appears_with_wider_permissions_than_0
     sh("ip", &["netns", "add", &ns.0])?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("wg0.sock");
-    let options = DeviceOptions {
-        uapi_dir: dir.path().to_path_buf(),
-        netns: Some(format!("/run/netns/{}", ns.0).into()),
-    };
+    let mut options = DeviceOptions::default();
+    options.uapi_dir = dir.path().to_path_buf();
+    options.netns = Some(format!("/run/netns/{}", ns.0).into());
     let watcher = Watcher::start(path.clone());
     for _ in 0..20 {
         let device =

@@ -104,7 +104,10 @@ fn peer(key: Key, endpoint: Option<&str>, allowed: &[&str]) -> PeerConfig {
 }
 
 fn options(ns: &Netns, dir: &tempfile::TempDir) -> DeviceOptions {
-    DeviceOptions { uapi_dir: dir.path().to_path_buf(), netns: Some(ns.path()) }
+    let mut options = DeviceOptions::default();
+    options.uapi_dir = dir.path().to_path_buf();
+    options.netns = Some(ns.path());
+    options
 }
 
 /// Brings up `wg0` in `ns` with `addr` (the link manager's job, done here with `ip`).
@@ -315,8 +318,9 @@ async fn auto_selects_the_kernel_exactly_when_it_can_create_a_wireguard_link() -
     }
     let ns = Netns::new("auto")?;
     let kernel_has_wireguard = ns.ip(&["link", "add", "probe0", "type", "wireguard"]).is_ok();
-    let opts =
-        DeviceOptions { uapi_dir: tempfile::tempdir()?.path().into(), netns: Some(ns.path()) };
+    let mut opts = DeviceOptions::default();
+    opts.uapi_dir = tempfile::tempdir()?.path().into();
+    opts.netns = Some(ns.path());
     let kind = select(WireGuardChoice::Auto, &opts).await;
     let expected =
         if kernel_has_wireguard { WireGuardKind::Kernel } else { WireGuardKind::Userspace };

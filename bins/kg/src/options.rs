@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use kilo_agent::kube::{Cluster, WebhookOptions};
 use kilo_agent::{MeshSource, NodeOptions};
-use kilo_core::settings::Explicit;
 use kilo_core::{Cidr, Compatibility, Encapsulation, Granularity};
 use kilo_net_linux::host::FirewallKind;
 use kilo_net_linux::wireguard::WireGuardKind;
@@ -74,43 +73,39 @@ pub fn node(cli: &Cli) -> Result<NodeOptions> {
         },
         BackendKind::Kubernetes => MeshSource::Kubernetes(cluster(cli)),
     };
-    Ok(NodeOptions {
-        hostname,
-        // Flags that were not given leave the field to the mesh source, then to the default
-        // (the flags' defaults are the defaults of `kilo_core::settings`).
-        explicit: Explicit {
-            granularity: cli.given("mesh_granularity").then_some(granularity),
-            subnet: cli.given("subnet").then_some(subnet),
-            port: cli.given("port").then_some(port),
-        },
-        source,
-        key_file: cli.key_file.clone().into(),
-        interface: cli.interface.clone(),
-        wireguard: match cli.wireguard {
-            WireGuardMode::Auto => None,
-            WireGuardMode::Kernel => Some(WireGuardKind::Kernel),
-            WireGuardMode::Userspace => Some(WireGuardKind::Userspace),
-        },
-        wireguard_socket_dir: cli.wireguard_socket_dir.clone().into(),
-        create_interface: cli.create_interface,
-        mtu,
-        firewall: match cli.firewall {
-            FirewallMode::Iptables => FirewallKind::Iptables,
-            FirewallMode::Nftables => FirewallKind::Nftables,
-        },
-        encapsulation,
-        compatibility,
-        service_cidrs,
-        internal_cidrs,
-        local: cli.local,
-        cni: cli.cni.then(|| cli.cni_path.clone().into()),
-        iptables_forward_rules: cli.iptables_forward_rules,
-        prioritise_private_addresses: cli.prioritise_private_addresses,
-        listen: cli.listen.clone(),
-        resync: cli.resync_period,
-        clean_up: cli.clean_up,
-        clean_up_interface: cli.clean_up_interface,
-    })
+    let mut options = NodeOptions::new(hostname, source);
+    // Flags that were not given leave the field to the mesh source, then to the default (the
+    // flags' defaults are the defaults of `kilo_core::settings`).
+    options.explicit.granularity = cli.given("mesh_granularity").then_some(granularity);
+    options.explicit.subnet = cli.given("subnet").then_some(subnet);
+    options.explicit.port = cli.given("port").then_some(port);
+    options.key_file = cli.key_file.clone().into();
+    options.interface = cli.interface.clone();
+    options.wireguard = match cli.wireguard {
+        WireGuardMode::Auto => None,
+        WireGuardMode::Kernel => Some(WireGuardKind::Kernel),
+        WireGuardMode::Userspace => Some(WireGuardKind::Userspace),
+    };
+    options.wireguard_socket_dir = cli.wireguard_socket_dir.clone().into();
+    options.create_interface = cli.create_interface;
+    options.mtu = mtu;
+    options.firewall = match cli.firewall {
+        FirewallMode::Iptables => FirewallKind::Iptables,
+        FirewallMode::Nftables => FirewallKind::Nftables,
+    };
+    options.encapsulation = encapsulation;
+    options.compatibility = compatibility;
+    options.service_cidrs = service_cidrs;
+    options.internal_cidrs = internal_cidrs;
+    options.local = cli.local;
+    options.cni = cli.cni.then(|| cli.cni_path.clone().into());
+    options.iptables_forward_rules = cli.iptables_forward_rules;
+    options.prioritise_private_addresses = cli.prioritise_private_addresses;
+    options.listen = cli.listen.clone();
+    options.resync = cli.resync_period;
+    options.clean_up = cli.clean_up;
+    options.clean_up_interface = cli.clean_up_interface;
+    Ok(options)
 }
 
 /// `kg webhook`'s options. It serves HTTPS only: without a certificate and its key it cannot

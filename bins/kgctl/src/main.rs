@@ -84,7 +84,8 @@ fn load(cli: &Cli, explicit: &Explicit) -> Result<(Snapshot, Settings, Readiness
         }
         BackendKind::File => {
             let path = cli.file.as_deref().context("--backend file needs --file PATH")?;
-            let options = kilo_backend_file::Options { topology_label: cli.topology_label.clone() };
+            let mut options = kilo_backend_file::Options::default();
+            options.topology_label = cli.topology_label.clone();
             let snapshot = kilo_backend_file::load(std::path::Path::new(path), &options)?;
             let settings = settings::resolve(explicit, Source::MeshFile(&snapshot.settings));
             (snapshot, settings, 0)
@@ -104,7 +105,11 @@ fn explicit(cli: &Cli) -> Result<Explicit> {
             )
         })?),
     };
-    Ok(Explicit { granularity, subnet: cli.subnet, port: cli.port })
+    let mut explicit = Explicit::default();
+    explicit.granularity = granularity;
+    explicit.subnet = cli.subnet;
+    explicit.port = cli.port;
+    Ok(explicit)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -202,19 +207,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             ..
         } => {
-            let options = PlanOptions {
-                node: name.clone(),
-                interfaces: Interfaces {
-                    kilo: interface,
-                    private: private_interface,
-                    tunnel: "tunl0".into(),
-                },
-                local,
-                cni,
-                iptables_forward_rules,
-                encapsulation: encapsulate,
-                compatibility: None,
-            };
+            let interfaces =
+                Interfaces { kilo: interface, private: private_interface, tunnel: "tunl0".into() };
+            let mut options = PlanOptions::new(name.clone(), interfaces);
+            options.local = local;
+            options.cni = cni;
+            options.iptables_forward_rules = iptables_forward_rules;
+            options.encapsulation = encapsulate;
+            options.compatibility = None;
             let plan = mesh.plan(&name, &options, &service_cidr)?;
             match output {
                 PlanFormat::Json => writeln!(out, "{}", plan.to_json_pretty())?,
@@ -234,22 +234,20 @@ fn connect_command(cli: &Cli, flags: &cli::ConnectFlags) -> Result<()> {
     if cli.backend != BackendKind::Kubernetes {
         bail!("connect works with --backend kubernetes only (it creates the Peer)");
     }
-    let args = connect::ConnectArgs {
-        peer: flags.peer_name.clone().map_or_else(connect::hostname, Ok)?,
-        private_key: connect::private_key(&flags.private_key)?,
-        allowed_ip: flags.allowed_ip,
-        allowed_ips: flags.allowed_ips.clone(),
-        clean_up: flags.clean_up,
-        mtu: flags.mtu,
-        resync: flags.resync_period,
-        interface: flags.interface.clone(),
-        keepalive: flags.persistent_keepalive,
-        wireguard: flags.wireguard,
-        socket_dir: flags.wireguard_socket_dir.clone(),
-        flags: explicit(cli)?,
-        kubeconfig: cli.kubeconfig.clone(),
-        topology_label: cli.topology_label.clone(),
-    };
+    let peer = flags.peer_name.clone().map_or_else(connect::hostname, Ok)?;
+    let private_key = connect::private_key(&flags.private_key)?;
+    let mut args = connect::ConnectArgs::new(peer, flags.allowed_ip, private_key);
+    args.allowed_ips = flags.allowed_ips.clone();
+    args.clean_up = flags.clean_up;
+    args.mtu = flags.mtu;
+    args.resync = flags.resync_period;
+    args.interface = flags.interface.clone();
+    args.keepalive = flags.persistent_keepalive;
+    args.wireguard = flags.wireguard;
+    args.socket_dir = flags.wireguard_socket_dir.clone();
+    args.flags = explicit(cli)?;
+    args.kubeconfig = cli.kubeconfig.clone();
+    args.topology_label = cli.topology_label.clone();
     kilo_net_linux::wireguard::validate_name(&args.interface)?;
     // The loop reports on stderr what it applies, and why it cannot (no ready nodes yet, say).
     kilo_agent::logging::init_for_command(kilo_agent::logging::Format::Human, Stream::Stderr);

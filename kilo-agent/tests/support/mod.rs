@@ -137,32 +137,26 @@ impl Backend for MemoryBackend {
 }
 
 pub fn config(hostname: &str, seed: u8) -> AgentConfig {
-    AgentConfig {
-        hostname: hostname.into(),
-        granularity: Granularity::Location,
-        port: 51820,
-        subnet: cidr("10.4.0.0/16"),
-        service_cidrs: vec![],
-        private_key: PrivateKey::from_random_bytes([seed; 32]),
-        readiness: ReadinessPolicy::Live,
-        publishes: true,
-        prioritise_private_addresses: false,
-        plan: PlanOptions {
-            node: String::new(),
-            interfaces: Interfaces {
-                kilo: "kilo0".into(),
-                private: "eth0".into(),
-                tunnel: "tunl0".into(),
-            },
-            local: true,
-            cni: true,
-            iptables_forward_rules: false,
-            encapsulation: Encapsulation::Never,
-            compatibility: None,
-        },
-        timers: Timers::default(),
-        connect: None,
-    }
+    let interfaces =
+        Interfaces { kilo: "kilo0".into(), private: "eth0".into(), tunnel: "tunl0".into() };
+    let mut plan = PlanOptions::new(String::new(), interfaces);
+    plan.local = true;
+    plan.cni = true;
+    plan.iptables_forward_rules = false;
+    plan.encapsulation = Encapsulation::Never;
+    plan.compatibility = None;
+    let mut config = AgentConfig::new(plan, PrivateKey::from_random_bytes([seed; 32]));
+    config.hostname = hostname.into();
+    config.granularity = Granularity::Location;
+    config.port = 51820;
+    config.subnet = cidr("10.4.0.0/16");
+    config.service_cidrs = vec![];
+    config.readiness = ReadinessPolicy::Live;
+    config.publishes = true;
+    config.prioritise_private_addresses = false;
+    config.timers = Timers::default();
+    config.connect = None;
+    config
 }
 
 /// One running agent.

@@ -71,7 +71,8 @@ impl ClusterView {
     /// (The networks of every node's `wireguard-ip` are checked as well.)
     pub fn subnet(&self) -> Cidr {
         use kilo_core::settings::{Explicit, Source, resolve};
-        let explicit = Explicit { subnet: self.configured_subnet, ..Explicit::default() };
+        let mut explicit = Explicit::default();
+        explicit.subnet = self.configured_subnet;
         resolve(&explicit, Source::KubernetesNodes { nodes: &self.nodes, live: true }).subnet
     }
 

@@ -142,15 +142,13 @@ pub fn encapsulation() -> EncapsulatorConfig {
 
 /// The agent's defaults plus `--iptables-forward-rules`, as the baseline's `Rules(cni, fwd)`.
 pub fn plan_options() -> PlanOptions {
-    PlanOptions {
-        node: HOST.into(),
-        interfaces: interfaces(),
-        local: true,
-        cni: true,
-        iptables_forward_rules: true,
-        encapsulation: Encapsulation::CrossSubnet,
-        compatibility: None,
-    }
+    let mut options = PlanOptions::new(HOST, interfaces());
+    options.local = true;
+    options.cni = true;
+    options.iptables_forward_rules = true;
+    options.encapsulation = Encapsulation::CrossSubnet;
+    options.compatibility = None;
+    options
 }
 
 /// The bench sizes; `KILO_BENCH_SIZES=100,1000` narrows them.

@@ -109,8 +109,9 @@ pub async fn select(choice: WireGuardChoice, options: &DeviceOptions) -> WireGua
     }
 }
 
-/// Where a device lives.
+/// Where a device lives: [`DeviceOptions::default`], then fields set as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeviceOptions {
     /// The directory of UAPI sockets for userspace devices (default `/run/wireguard`; give each
     /// agent or test its own when several share one filesystem: the directory is not
