@@ -96,6 +96,8 @@ pub(crate) struct Controller<C> {
     ops: BTreeMap<OpLabels, u64>,
     /// Whether the kernel has been swept of Kilo rules this controller did not plan.
     swept: bool,
+    /// How many batches are open ([`Controller::begin`]): only the outermost reaches the client.
+    depth: usize,
 }
 
 impl<C: Client> Controller<C> {
@@ -108,7 +110,23 @@ impl<C: Client> Controller<C> {
             prepend: Vec::new(),
             ops: BTreeMap::new(),
             swept: false,
+            depth: 0,
         }
+    }
+
+    /// Opens a batch of the client ([`Client::begin_batch`]); batches nest: one opened while
+    /// another is open joins it, and the client commits once, when the outermost closes.
+    pub(crate) fn begin(&mut self) {
+        if self.depth == 0 {
+            self.client.begin_batch();
+        }
+        self.depth += 1;
+    }
+
+    /// Closes the batch [`Controller::begin`] opened; the outermost commits the client's.
+    pub(crate) fn commit(&mut self) -> Result<(), FirewallError> {
+        self.depth = self.depth.saturating_sub(1);
+        if self.depth == 0 { self.client.commit_batch() } else { Ok(()) }
     }
 
     /// The client.
@@ -250,15 +268,22 @@ impl<C: Client> Controller<C> {
     /// the next reconcile restores them.
     ///
     /// The first call of a controller first sweeps the kernel ([`Controller::sweep`]): what an
-    /// earlier agent (killed, say) left and `rules` lacks goes.
+    /// earlier agent (killed, say) left and `rules` lacks goes, in the same batch.
     pub(crate) fn set(&mut self, rules: &RuleSet) -> Result<(), FirewallError> {
-        if !self.swept {
-            self.sweep(rules)?;
+        self.begin();
+        let mut swept = self.swept;
+        let mut result = Ok(());
+        if !swept {
+            result = self.sweep(rules);
+            swept = result.is_ok();
+        }
+        if result.is_ok() {
+            result = self.set_entries(rules);
+        }
+        let committed = self.commit();
+        if swept && committed.is_ok() {
             self.swept = true;
         }
-        self.client.begin_batch();
-        let result = self.set_entries(rules);
-        let committed = self.client.commit_batch();
         result.and(committed)
     }
 
@@ -324,30 +349,26 @@ impl<C: Client> Controller<C> {
     /// (the first missing append entry and every one after it deleted and re-appended; missing
     /// prepend rules, and those of chains the reset flushes, re-inserted). Finding everything
     /// present costs only listings, no writes. Returns how many entries it re-applied. The
-    /// writes of the append reset, then those of the prepend rules, may each be one batch of
-    /// the client.
+    /// writes of the append reset and those of the prepend rules are one batch of the client.
     pub(crate) fn reconcile(&mut self) -> Result<usize, FirewallError> {
         let listed = self.list_applied()?;
         let diff = restore_diff(&self.applied(), &listed);
         let mut restored = 0;
-        if !diff.reset.is_empty() {
-            self.client.begin_batch();
-            let result = diff.reset.iter().try_for_each(|entry| {
-                self.delete_entry(entry)?;
-                self.append_entry(entry)?;
-                restored += 1;
-                Ok(())
-            });
-            let committed = self.client.commit_batch();
-            result.and(committed)?;
-        }
-        self.client.begin_batch();
-        let result = diff.insert.iter().try_for_each(|entry| {
-            self.prepend_entry(entry)?;
+        self.begin();
+        let result = diff.reset.iter().try_for_each(|entry| {
+            self.delete_entry(entry)?;
+            self.append_entry(entry)?;
             restored += 1;
             Ok(())
         });
-        let committed = self.client.commit_batch();
+        let result = result.and_then(|()| {
+            diff.insert.iter().try_for_each(|entry| {
+                self.prepend_entry(entry)?;
+                restored += 1;
+                Ok(())
+            })
+        });
+        let committed = self.commit();
         result.and(committed)?;
         if restored > 0 {
             tracing::info!(entries = restored, "restored Kilo firewall rules:\n{diff}");
@@ -358,9 +379,9 @@ impl<C: Client> Controller<C> {
     /// Removes every applied entry: prepend rules, then append entries in order; then sweeps
     /// the kernel of every other rule and chain of Kilo's (those an earlier agent left).
     pub(crate) fn clean_up(&mut self) -> Result<(), FirewallError> {
-        self.client.begin_batch();
+        self.begin();
         let result = self.delete_from(true, 0).and_then(|()| self.delete_from(false, 0));
-        let committed = self.client.commit_batch();
+        let committed = self.commit();
         result.and(committed)?;
         self.sweep(&RuleSet::default())
     }
@@ -369,8 +390,8 @@ impl<C: Client> Controller<C> {
     /// `planned` lacks, and all but one copy of each planned rule of a built-in chain: reads
     /// the tables kilo-core's [`sweep_tables`] names, asks [`kilo_core::firewall::sweep`] what
     /// goes and carries it out. Kilo chains that `planned` keeps are left alone: setting them
-    /// flushes them. The deletions are one batch of the client; the stand-ins of built-in
-    /// chains go after it.
+    /// flushes them. The deletions are one batch of the client (or join the open one); the
+    /// stand-ins of built-in chains go after them.
     pub(crate) fn sweep(&mut self, planned: &RuleSet) -> Result<(), FirewallError> {
         let mut listed = Vec::new();
         for (family, table) in sweep_tables(planned) {
@@ -381,7 +402,7 @@ impl<C: Client> Controller<C> {
             listed.push(self.client.table_listing(family, &table)?);
         }
         let diff = kilo_core::firewall::sweep(planned, &listed);
-        self.client.begin_batch();
+        self.begin();
         let mut stale = 0usize;
         let mut base_chains = Vec::new();
         for change in &diff.changes {
@@ -395,7 +416,7 @@ impl<C: Client> Controller<C> {
                     stale += 1;
                     self.count(*family, Operation::ClearChain, table, name);
                     if let Err(e) = self.client.clear_chain(*family, table, name) {
-                        let _ = self.client.commit_batch();
+                        let _ = self.commit();
                         return Err(e);
                     }
                     self.count(*family, Operation::DeleteChain, table, name);
@@ -405,7 +426,7 @@ impl<C: Client> Controller<C> {
                 Change::Append(_) | Change::Insert(_) => {}
             }
         }
-        self.client.commit_batch()?;
+        self.commit()?;
         for chain in base_chains {
             let (family, table, name) = (chain.family, &chain.table, &chain.name);
             if self.client.remove_base_chain(family, table, name).unwrap_or(false) {

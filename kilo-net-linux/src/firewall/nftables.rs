@@ -13,8 +13,8 @@
 //! `-m comment --comment`; targets `ACCEPT`, `DROP`, `RETURN`, `MASQUERADE` and a jump to
 //! another chain of the same table. Anything else is [`FirewallError::Unsupported`].
 //!
-//! Writes: the writes of one controller batch (a `set`, a reconcile's reset, the sweep, …) are
-//! one netlink transaction (one [`Batch`], table and chain creation included), which the kernel
+//! Writes: the writes of one controller batch (a `set` with its sweep, a reconcile, a clean-up
+//! with the deletion of our tables) are one netlink transaction (one [`Batch`], table and chain creation included), which the kernel
 //! applies whole or not at all. What to send is decided on a model of our tables, read once per
 //! transaction and family, as the per-rule path would have (present rules not added again, absent
 //! ones not deleted, chains deleted only when empty and unreferenced).
@@ -730,23 +730,17 @@ impl NftClient {
         })
     }
 
-    /// Deletes our tables (`nft delete table ip kilo`, `… ip6 kilo6`) in one transaction.
+    /// Deletes our tables (`nft delete table ip kilo`, `… ip6 kilo6`), in the open batch.
     fn delete_tables(&self, families: &[Family]) -> Result<(), FirewallError> {
-        self.begin_batch();
-        let mut result = Ok(());
-        for &f in families {
-            result = result.and_then(|()| {
-                self.write(f, |model, msgs| {
-                    if model.table {
-                        msgs.push(Msg::DelTable(f));
-                        *model = Model::default();
-                    }
-                    Ok(())
-                })
-            });
-        }
-        let committed = self.commit_batch();
-        result.and(committed)
+        families.iter().try_for_each(|&f| {
+            self.write(f, |model, msgs| {
+                if model.table {
+                    msgs.push(Msg::DelTable(f));
+                    *model = Model::default();
+                }
+                Ok(())
+            })
+        })
     }
 }
 
@@ -925,12 +919,18 @@ impl Nftables {
         self.controller.reconcile()
     }
 
-    /// Removes everything applied, then our (now empty) `kilo` tables with their base chains.
+    /// Removes everything applied, then our (now empty) `kilo` tables with their base chains;
+    /// all of it one transaction.
     pub fn clean_up(&mut self) -> Result<(), FirewallError> {
-        self.controller.clean_up()?;
         let families: &[Family] =
             if self.controller.ipv6() { &[Family::Ipv4, Family::Ipv6] } else { &[Family::Ipv4] };
-        self.controller.client().delete_tables(families)
+        self.controller.begin();
+        let result = self
+            .controller
+            .clean_up()
+            .and_then(|()| self.controller.client().delete_tables(families));
+        let committed = self.controller.commit();
+        result.and(committed)
     }
 
     /// How many nf_tables netlink transactions (batches) this firewall has sent: one per
