@@ -12,11 +12,9 @@
 //! endpoints resolved, diffed peer by peer), the address, the link state; the encapsulation
 //! tunnel; routes and rules; firewall rules.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
-use kilo_core::dns::{self, Resolved};
+use kilo_core::dns::Resolved;
 use kilo_core::plan::Plan;
 use kilo_core::wireguard::{self, Config};
 
@@ -340,12 +338,7 @@ async fn device_link(netlink: &Netlink, device: &Device) -> Result<Option<u32>, 
 /// concurrently, the last good answer at once when DNS is slow or down, at most a short wait for
 /// a name never resolved.
 pub async fn resolve_wireguard(config: &Config, current: &Config) -> Resolved {
-    let resolver = crate::resolve::Resolver::agent();
-    let names = dns::names(config);
-    let lookups = names.iter().map(|name| first_ip(resolver, name));
-    let answers = futures::future::join_all(lookups).await;
-    let answers: BTreeMap<String, Option<IpAddr>> = names.into_iter().zip(answers).collect();
-    dns::resolve_endpoints(config, &answers, current)
+    crate::resolve::Resolver::agent().resolve_config(config, current).await
 }
 
 /// [`resolve_wireguard`] knowing nothing of the device: a name that does not resolve leaves
@@ -355,12 +348,6 @@ pub async fn resolve_wireguard(config: &Config, current: &Config) -> Resolved {
 pub async fn resolve_endpoints(config: &Config) -> (Config, Vec<String>) {
     let resolved = resolve_wireguard(config, &Config::default()).await;
     (resolved.config, resolved.unresolved.into_iter().map(|u| u.endpoint).collect())
-}
-
-/// The first address `name` resolves to (as `getent hosts NAME` lists them), if any. The port
-/// does not matter: each endpoint keeps its own.
-async fn first_ip(resolver: &crate::resolve::Resolver, name: &str) -> Option<IpAddr> {
-    resolver.resolve(&format!("{name}:0")).await?.first().map(|a| a.ip())
 }
 
 #[cfg(test)]

@@ -14,13 +14,14 @@
 //!
 //! The lookup function is injectable ([`Resolver::new`]), so tests can stand in for DNS.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use kilo_core::dns::Resolved;
 use kilo_core::wireguard::Config;
 use tokio::sync::Notify;
 
@@ -162,32 +163,19 @@ impl Resolver {
         }
     }
 
-    /// Resolves the DNS endpoints of `config` concurrently ([`Resolver::resolve`]). A peer
-    /// whose name has no answer is left without an endpoint; those names are returned.
-    pub async fn resolve_config(&self, config: &Config) -> (Config, Vec<String>) {
-        let mut config = config.clone();
-        let names: Vec<(usize, String)> = config
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                let e = p.endpoint.as_ref().filter(|e| e.needs_resolution())?;
-                Some((i, e.dns().unwrap_or_default().to_string()))
-            })
-            .collect();
-        let answers =
-            futures::future::join_all(names.iter().map(|(_, name)| self.resolve(name))).await;
-        let mut unresolved = Vec::new();
-        for ((i, name), answer) in names.into_iter().zip(answers) {
-            let peer = &mut config.peers[i];
-            let first = answer.and_then(|a| a.first().copied());
-            peer.endpoint =
-                first.and_then(|addr| peer.endpoint.as_ref().map(|e| e.with_resolved(addr)));
-            if peer.endpoint.is_none() {
-                unresolved.push(name);
-            }
-        }
-        (config, unresolved)
+    /// Resolves the DNS endpoints of `config` concurrently ([`Resolver::resolve`]) and applies
+    /// [`kilo_core::dns`]'s rule: a name that does not resolve keeps its peer's last address
+    /// (its endpoint's, else the one `current`, the device's configuration, has for the peer),
+    /// else leaves the peer without an endpoint, and is reported in `unresolved`.
+    pub async fn resolve_config(&self, config: &Config, current: &Config) -> Resolved {
+        let names = kilo_core::dns::names(config);
+        // The port does not matter: each endpoint keeps its own.
+        let lookups = names.iter().map(|name| async move {
+            self.resolve(&format!("{name}:0")).await?.first().map(|a| a.ip())
+        });
+        let answers = futures::future::join_all(lookups).await;
+        let answers: BTreeMap<String, Option<IpAddr>> = names.into_iter().zip(answers).collect();
+        kilo_core::dns::resolve_endpoints(config, &answers, current)
     }
 }
 
@@ -318,8 +306,9 @@ mod tests {
                 .chain([peer(9, "198.51.100.9:51820")])
                 .collect(),
         };
-        let (resolved, unresolved) = resolver.resolve_config(&config).await;
-        assert_eq!(unresolved, Vec::<String>::new());
+        let resolved = resolver.resolve_config(&config, &Config::default()).await;
+        assert_eq!(resolved.unresolved, []);
+        let resolved = resolved.config;
         let endpoints: Vec<Option<SocketAddr>> =
             resolved.peers.iter().map(|p| p.endpoint.as_ref().and_then(|e| e.addr())).collect();
         let want: Vec<Option<SocketAddr>> = [1, 2, 3, 4, 5]
@@ -351,8 +340,9 @@ mod tests {
                 })
                 .collect(),
         };
-        let (resolved, unresolved) = resolver.resolve_config(&config).await;
-        assert_eq!(unresolved.len(), 3);
+        let resolved = resolver.resolve_config(&config, &Config::default()).await;
+        assert_eq!(resolved.unresolved.len(), 3);
+        let resolved = resolved.config;
         assert!(resolved.peers.iter().all(|p| p.endpoint.is_none()));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
