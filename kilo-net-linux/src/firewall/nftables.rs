@@ -712,7 +712,7 @@ impl NftClient {
             let name = chain_name(t, c);
             if model
                 .chain(&name)
-                .is_some_and(|ch| ch.rules.iter().any(|r| r.key == Some(key.clone())))
+                .is_some_and(|ch| ch.rules.iter().any(|r| r.key.as_ref() == Some(&key)))
             {
                 return Ok(());
             }
@@ -999,6 +999,45 @@ mod tests {
         let spec: Vec<String> =
             ["-d", "fd00::1/128", "-j", "ACCEPT"].iter().map(|s| s.to_string()).collect();
         assert!(translate(Family::Ipv4, "filter", &spec).is_err());
+    }
+
+    #[test]
+    fn head_inserts_lose_append_and_only_the_last_message_asks_for_an_ack() {
+        let chain = NftClient::chain(Family::Ipv4, "nat", "KILO-NAT");
+        let mut batch = Batch::new();
+        for _ in 0..3 {
+            batch.add(&Rule::new(&chain).unwrap(), MsgType::Add);
+        }
+        let mut bytes = batch.finalize();
+        patch_flags(&mut bytes, &[2], 3);
+        let flags: Vec<(u32, u16)> = messages(&bytes)
+            .into_iter()
+            .map(|(at, _)| (u32_at(&bytes, at + 8), u16_at(&bytes, at + 6)))
+            .collect();
+        let (create, request) = (0x400, 0x1);
+        assert_eq!(
+            flags,
+            vec![
+                (0, request),
+                (1, request | create | NLM_F_APPEND),
+                (2, request | create),
+                (3, request | create | NLM_F_APPEND | NLM_F_ACK),
+                (4, request),
+            ]
+        );
+    }
+
+    #[test]
+    fn jump_targets_are_read_from_specs_and_identities() {
+        let spec: Vec<String> =
+            ["-s", "10.2.1.0/24", "-j", "KILO-NAT"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(spec_target("nat", &spec).as_deref(), Some("nat-KILO-NAT"));
+        assert_eq!(
+            identity_target("nat -A POSTROUTING -m comment --comment 'Kilo: x' -j KILO-NAT")
+                .as_deref(),
+            Some("nat-KILO-NAT")
+        );
+        assert_eq!(identity_target("nat -A KILO-NAT -j MASQUERADE"), None);
     }
 
     #[test]
