@@ -560,6 +560,15 @@ impl NftClient {
 
     /// Our table of a family as the kernel holds it (empty when it does not exist).
     fn load(family: Family) -> Result<Model, FirewallError> {
+        Self::load_rules_of(family, |_| true)
+    }
+
+    /// Our table of a family with the rules of the chains `wanted` accepts (the other chains
+    /// listed without their rules).
+    fn load_rules_of(
+        family: Family,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Model, FirewallError> {
         let name = table_name(family);
         let tables = rustables::list_tables().map_err(|e| netlink("list tables".into(), e))?;
         if !tables.iter().any(|t| t.get_name().map(String::as_str) == Some(name)) {
@@ -570,6 +579,10 @@ impl NftClient {
             .map_err(|e| netlink(format!("list chains of {} {name}", family_name(family)), e))?;
         let mut chains = Vec::new();
         for chain in listed.iter().filter_map(|c| c.get_name()) {
+            if !wanted(chain) {
+                chains.push(ModelChain { name: chain.clone(), rules: Vec::new() });
+                continue;
+            }
             let rules = list_rules_for_chain(&Chain::new(&table).with_name(chain.as_str()))
                 .map_err(|e| {
                     netlink(format!("list rules of {} {name} {chain}", family_name(family)), e)
@@ -613,10 +626,12 @@ impl NftClient {
         })
     }
 
-    /// Answers `read` from the open transaction's model of `family`, or from the kernel.
+    /// Answers `read` from the open transaction's model of `family`, or from the kernel (then
+    /// listing the rules of the chains `wanted` accepts only).
     fn read<T: Send>(
         &self,
         family: Family,
+        wanted: impl Fn(&str) -> bool + Send,
         read: impl FnOnce(&Model) -> T + Send,
     ) -> Result<T, FirewallError> {
         self.run(|| {
@@ -631,7 +646,7 @@ impl NftClient {
                 }
                 None => {
                     drop(guard);
-                    Ok(read(&Self::load(family)?))
+                    Ok(read(&Self::load_rules_of(family, wanted)?))
                 }
             }
         })
@@ -830,25 +845,33 @@ impl Client for NftClient {
 
     fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
         let name = chain_name(t, c);
-        self.read(f, |model| {
-            model
-                .chain(&name)
-                .map(|chain| chain.rules.iter().filter_map(|r| r.key.clone()).collect())
-        })
+        self.read(
+            f,
+            |chain| chain == name,
+            |model| {
+                model
+                    .chain(&name)
+                    .map(|chain| chain.rules.iter().filter_map(|r| r.key.clone()).collect())
+            },
+        )
     }
 
     fn table_listing(&self, f: Family, t: &str) -> Result<TableListing, FirewallError> {
         // Everything in our tables is ours; a rule is deleted through the identity it carries.
-        self.read(f, |model| {
-            let chains = model.chain_names(t);
-            let rules = model
-                .chains
-                .iter()
-                .flat_map(|c| &c.rules)
-                .filter_map(|r| r.identity.as_deref().and_then(|i| parse_identity(t, i)))
-                .collect();
-            TableListing { family: f, table: t.to_string(), chains, rules, own: true }
-        })
+        self.read(
+            f,
+            |_| true,
+            |model| {
+                let chains = model.chain_names(t);
+                let rules = model
+                    .chains
+                    .iter()
+                    .flat_map(|c| &c.rules)
+                    .filter_map(|r| r.identity.as_deref().and_then(|i| parse_identity(t, i)))
+                    .collect();
+                TableListing { family: f, table: t.to_string(), chains, rules, own: true }
+            },
+        )
     }
 
     fn remove_base_chain(&self, f: Family, t: &str, c: &str) -> Result<bool, FirewallError> {
@@ -867,7 +890,7 @@ impl Client for NftClient {
     }
 
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
-        self.read(f, |model| model.chain_names(t))
+        self.read(f, |_| false, |model| model.chain_names(t))
     }
 
     fn begin_batch(&self) {
