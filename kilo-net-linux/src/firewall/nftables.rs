@@ -835,10 +835,14 @@ impl Client for NftClient {
                     msgs[i] = Msg::Cancelled;
                     Ok(())
                 }
-                Some(ModelRule { handle, .. }) => {
-                    msgs.push(Msg::DelRule { family: f, name, handle: handle.unwrap_or_default() });
+                Some(ModelRule { handle: Some(handle), .. }) => {
+                    msgs.push(Msg::DelRule { family: f, name, handle });
                     Ok(())
                 }
+                Some(_) => Err(FirewallError::Netlink {
+                    operation: Self::describe(f, "delete rule of", t, c),
+                    message: "the kernel listed the rule without a handle".into(),
+                }),
             }
         })
     }
