@@ -45,7 +45,10 @@ fn the_default_log_line_is_upstreams_go_kit_json_on_stdout() {
     assert_eq!(line["level"], "info");
     assert_eq!(line["msg"], "generated a new private key");
     assert_eq!(line["file"], dir.path().join("key").to_string_lossy().as_ref());
-    assert_eq!(line["caller"], "keyfile.rs:51");
+    // go-kit's caller: the file and line of the log call.
+    let source = include_str!("../../../kilo-agent/src/keyfile.rs");
+    let call = source.lines().position(|l| l.contains("\"generated a new private key\""));
+    assert_eq!(line["caller"], format!("keyfile.rs:{}", call.expect("the log call") + 1));
     let ts = line["ts"].as_str().expect("ts is a string");
     // RFC 3339 in UTC: 2026-12-03T07:50:49.123456789Z.
     let (date, time) = ts.split_once('T').expect("date and time");
