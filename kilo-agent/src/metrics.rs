@@ -490,17 +490,23 @@ pub type DeviceRead = tokio::sync::oneshot::Sender<()>;
 /// How long a scrape waits for the driver to read the device before it shows what it has.
 pub const SCRAPE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Scrapes closer together than this share one device read (a read of 1,000 peers costs tens
+/// of milliseconds of CPU).
+pub const SCRAPE_READ_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Scrapes' requests to the driver (see [`Shared::refresh_device`]).
 #[derive(Debug)]
 pub struct DeviceReads {
     sender: tokio::sync::mpsc::Sender<DeviceRead>,
     receiver: Mutex<Option<tokio::sync::mpsc::Receiver<DeviceRead>>>,
+    /// When a scrape last had the device read.
+    last: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Default for DeviceReads {
     fn default() -> DeviceReads {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        DeviceReads { sender, receiver: Mutex::new(Some(receiver)) }
+        DeviceReads { sender, receiver: Mutex::new(Some(receiver)), last: Mutex::new(None) }
     }
 }
 
@@ -555,8 +561,22 @@ impl Shared {
 
     /// Has the driver read the WireGuard device into the per-peer metrics, waiting at most
     /// [`SCRAPE_READ_TIMEOUT`]; without a running driver (or while it is busy for longer) the
-    /// last figures stay.
+    /// last figures stay (no driver has taken the requests yet: at once). Within
+    /// [`SCRAPE_READ_INTERVAL`] of the last such read, the figures of that read are shown.
     pub async fn refresh_device(&self) {
+        let driving =
+            self.device_reads.receiver.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+        if !driving {
+            return;
+        }
+        {
+            let mut last = self.device_reads.last.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            if last.is_some_and(|at| now.duration_since(at) < SCRAPE_READ_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
         let (done, read) = tokio::sync::oneshot::channel();
         if self.device_reads.sender.try_send(done).is_ok() {
             let _ = tokio::time::timeout(SCRAPE_READ_TIMEOUT, read).await;

@@ -136,7 +136,12 @@ async fn a_peer_starts_the_device_poll_and_a_scrape_reads_the_device_at_once() {
     // A leader with a peer reads its device every 5 s (NAT discovery); b leads nothing.
     assert_eq!(agents[0].recorder.lock().observes, 2);
     assert_eq!(agents[1].recorder.lock().observes, 0);
-    // A scrape of /metrics asks the driver for fresh per-peer figures.
+    // A scrape of /metrics asks the driver for fresh per-peer figures; scrapes within a second
+    // share one read.
+    agents[1].shared.refresh_device().await;
     agents[1].shared.refresh_device().await;
     assert_eq!(agents[1].recorder.lock().observes, 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    agents[1].shared.refresh_device().await;
+    assert_eq!(agents[1].recorder.lock().observes, 2);
 }
