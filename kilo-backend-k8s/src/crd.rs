@@ -1,5 +1,5 @@
 //! The `Peer` custom resource (`peers.kilo.squat.ai`, `v1alpha1`, cluster scoped), with upstream's
-//! spec field names (upstream-kilo.md 3.1) and a schema that makes the API server reject malformed
+//! spec field names and a schema that makes the API server reject malformed
 //! Peers on its own: keys must be 44-character base64 of 32 bytes, every allowed IP a CIDR (CEL
 //! `isCIDR`, Kubernetes ≥ 1.31), at least one allowed IP, a port of 1 to 65535, a non-negative
 //! keepalive and an endpoint with a DNS name or an IP.

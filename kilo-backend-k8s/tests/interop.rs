@@ -1,5 +1,5 @@
 //! Interop with upstream Kilo: Node objects annotated exactly as upstream's agent and users write
-//! them (upstream-kilo.md 2 and 13.9) read identically, and what `publish_local` writes parses
+//! them read identically, and what `publish_local` writes parses
 //! back to the node that was published.
 
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ fn cidr(s: &str) -> Cidr {
 
 #[test]
 fn a_node_annotated_by_upstream_kg_reads_as_upstream_reads_it() {
-    // upstream-kilo.md 13.9, case "complete".
+    // Upstream's table: case "complete".
     let object = kube_node(
         json!({
             "kilo.squat.ai/endpoint": "10.0.0.1:51820",
@@ -69,7 +69,7 @@ fn a_node_annotated_by_upstream_kg_reads_as_upstream_reads_it() {
 
 #[test]
 fn a_node_with_every_annotation_upstream_writes_reads_them_all() {
-    // The values upstream's agent writes (upstream-kilo.md 2), discovered endpoints as Go's JSON.
+    // The values upstream's agent writes, discovered endpoints as Go's JSON.
     let discovered = format!(r#"{{"{KEY}":{{"IP":"203.0.113.9","Port":51820,"Zone":""}}}}"#);
     let object = kube_node(
         json!({
@@ -148,7 +148,7 @@ fn peer(spec: Value) -> Peer {
 
 #[test]
 fn a_peer_as_upstream_users_write_it_translates_as_upstream() {
-    // upstream-kilo.md 13.9 TestTranslatePeer, through the CRD type.
+    // Upstream's table: TestTranslatePeer, through the CRD type.
     let p = peer(json!({
         "allowedIPs": ["10.0.0.1/24", "10.0.0.2/32"],
         "endpoint": {"dnsOrIP": {"dns": "example.com", "ip": "10.0.0.1"}, "port": 51820},
@@ -179,7 +179,7 @@ fn an_invalid_peer_is_left_out_with_upstreams_message() {
 
 #[test]
 fn upstreams_translate_node_table_holds_through_kubernetes_node_objects() {
-    // upstream-kilo.md 13.9 TestTranslateNode, the cases that involve the object's shape.
+    // Upstream's table: TestTranslateNode, the cases that involve the object's shape.
     let read = |annotations: Value, labels: Value, pod_cidr: &str| {
         node_from_kube(&kube_node(annotations, labels, pod_cidr), DEFAULT_TOPOLOGY_LABEL).0
     };

@@ -1,4 +1,4 @@
-//! The agent's decisions as a sans-IO state machine (upstream-kilo.md 10.2-10.3).
+//! The agent's decisions as a sans-IO state machine.
 //!
 //! The agent binary feeds [`Input`]s (backend events, ticks, the observed WireGuard device, host
 //! facts) with the current time, and carries out the [`Action`]s that come back (publish the local

@@ -1,5 +1,5 @@
 //! WireGuard endpoints: an IP and port, or a DNS name and port, as upstream Kilo parses and prints
-//! them (upstream-kilo.md 1.3).
+//! them.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,4 @@
-//! Firewall rules as data carrying upstream's iptables rule strings (upstream-kilo.md 8), so that
+//! Firewall rules as data carrying upstream's iptables rule strings, so that
 //! either agent finds and cleans up the other's rules; their canonical keys and Kilo's ownership
 //! marks ([`RuleKey`], [`is_kilo_rule`]); and the pure decisions of the firewall controller
 //! ([`set_diff`], [`restore_diff`], [`sweep`]) as typed [`Change`]s.
@@ -134,7 +134,7 @@ impl Entry {
         out.join(" ")
     }
 
-    /// Upstream's string identity (upstream-kilo.md 8.1): `"<table> -A <chain> <spec>"` for a
+    /// Upstream's string identity: `"<table> -A <chain> <spec>"` for a
     /// rule, the comment in double quotes, and `"<table> -N <name>"` for a chain. Both agents
     /// find each other's rules by it.
     pub fn identity(&self) -> String {

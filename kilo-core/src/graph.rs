@@ -1,5 +1,5 @@
-//! The mesh as a graph ([petgraph]) and its Graphviz DOT text with upstream's structure
-//! (upstream-kilo.md 12.2): one subgraph per segment, `cluster_peers`, leader edges `dir=both`,
+//! The mesh as a graph ([petgraph]) and its Graphviz DOT text with upstream's structure:
+//! one subgraph per segment, `cluster_peers`, leader edges `dir=both`,
 //! dashed edges to peers.
 //!
 //! Differences from upstream, both deliberate: a peer named like a node is drawn as its own

@@ -127,7 +127,7 @@ impl Peer {
 mod tests {
     use super::*;
 
-    /// upstream-kilo.md 13.8 `TestReady`.
+    /// Upstream's `TestReady` table.
     #[test]
     fn node_readiness_matches_upstream_table() {
         let internal: Cidr = "1.1.1.1/32".parse().unwrap();

@@ -1,4 +1,4 @@
-//! The mesh seen from outside, as `kgctl` sees it (upstream-kilo.md 12): which nodes count, which
+//! The mesh seen from outside, as `kgctl` sees it: which nodes count, which
 //! subnet and granularity apply, and the outputs of `graph`, `showconf` and `plan`.
 
 use std::time::Duration;

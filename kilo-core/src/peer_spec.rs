@@ -1,4 +1,4 @@
-//! The `Peer` custom resource's spec (`peers.kilo.squat.ai/v1alpha1`, upstream-kilo.md 3): its
+//! The `Peer` custom resource's spec (`peers.kilo.squat.ai/v1alpha1`): its
 //! JSON shape, upstream's `Validate()`, and translation to and from a mesh [`Peer`].
 
 use std::net::{IpAddr, SocketAddr};
@@ -142,7 +142,7 @@ pub enum PeerSpecError {
     },
 }
 
-/// Upstream's `Validate()` (upstream-kilo.md 3.2): checks in upstream's order, first failure wins.
+/// Upstream's `Validate()`: checks in upstream's order, first failure wins.
 /// An empty `allowedIPs` list is valid (such a peer is simply not ready).
 pub fn validate(spec: &PeerSpec) -> Result<(), PeerSpecError> {
     for ip in &spec.allowed_ips {
@@ -184,7 +184,7 @@ fn parse_key(text: &str) -> Option<Key> {
     go::parse_key(text).ok()
 }
 
-/// Upstream's `translatePeer` (upstream-kilo.md 3.3). Never fails: invalid allowed IPs are
+/// Upstream's `translatePeer`. Never fails: invalid allowed IPs are
 /// skipped, an unparseable public key becomes the zero key (the peer is then not ready), an
 /// unparseable pre-shared key is dropped. The endpoint is read only when the port is 1 to 65535;
 /// a `dns` name wins over `ip` (contract C3), and an invalid `dns` gives no endpoint.

@@ -1,5 +1,5 @@
-//! The plan: everything the agent applies on one node, computed from a [`Topology`]
-//! (upstream-kilo.md 10.3 steps 9-12): the WireGuard interface and its configuration, routes,
+//! The plan: everything the agent applies on one node, computed from a [`Topology`]:
+//! the WireGuard interface and its configuration, routes,
 //! policy rules, firewall rules and the tunnel address. `kgctl plan` prints it
 //! ([`Plan::to_json_pretty`], [`Plan::to_text`]); `kilo-net-linux` applies it.
 

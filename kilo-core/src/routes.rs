@@ -1,4 +1,4 @@
-//! Routes and policy rules, as data (upstream-kilo.md 7). Devices are named, not indexed, so that
+//! Routes and policy rules, as data. Devices are named, not indexed, so that
 //! the core stays free of the kernel; `kilo-net-linux` resolves names to indexes.
 
 use std::fmt;

@@ -10,7 +10,7 @@
 //!
 //! - a mesh file: its `[mesh]` table; readiness is [`ReadinessPolicy::StaticMesh`] for a static
 //!   mesh, else [`ReadinessPolicy::Snapshot`];
-//! - the Kubernetes nodes as `kgctl` reads them (upstream-kilo 12.1): the granularity annotation
+//! - the Kubernetes nodes as `kgctl` reads them (as upstream's kgctl does): the granularity annotation
 //!   of the **first** listed node, and the subnet of the `wireguard-ip` annotation (masked to its
 //!   network) of the **last** listed node that has one, ready or not; a port is never derived.
 //!   Upstream's `kgctl connect` takes the first node's `wireguard-ip` instead; the two agree

@@ -1,4 +1,4 @@
-//! Upstream's `TestTranslateNode` (upstream-kilo.md 13.9) and the issues reported on the way.
+//! Upstream's `TestTranslateNode` and the issues reported on the way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

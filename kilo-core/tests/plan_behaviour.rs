@@ -1,4 +1,4 @@
-//! How the agent's options shape a plan (upstream-kilo.md 10.3 steps 8-12, 9.3) and the exact
+//! How the agent's options shape a plan and the exact
 //! key order of `kgctl plan -o json` (contract 5).
 
 mod routes_common;

@@ -1,4 +1,4 @@
-//! Firewall rule sets (upstream-kilo.md 8.2, 8.3) for the 13.2 fixture, checked string by
+//! Firewall rule sets for the 13.2 fixture, checked string by
 //! string against upstream's rule identities.
 
 mod routes_common;

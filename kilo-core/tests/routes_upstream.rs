@@ -1,4 +1,4 @@
-//! Upstream's `TestRoutes` (upstream-kilo.md 13.6), all 16 cases, value for value. The one
+//! Upstream's `TestRoutes`, all 16 cases, value for value. The one
 //! documented difference: peer allowed IPs are masked to their network (contract C17), so the
 //! three peer routes `10.5.0.1/24`, `10.5.0.2/24`, `10.5.0.3/24` become the single
 //! `10.5.0.0/24` route (identical routes are listed once).

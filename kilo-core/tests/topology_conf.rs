@@ -1,4 +1,4 @@
-//! WireGuard configurations from upstream's fixture (upstream-kilo.md 6.1–6.4, 6.7, 13.2),
+//! WireGuard configurations from upstream's fixture,
 //! expected values derived by hand and written out.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Upstream's topology tests (upstream-kilo.md 13.2–13.5, Appendix A), with upstream's values.
+//! Upstream's topology tests, with upstream's values.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! Upstream's WireGuard INI text (upstream-kilo.md 6.5) and the wg(8) parser.
+//! Upstream's WireGuard INI text and the wg(8) parser.
 
 use kilo_core::fixtures::{PORT, key, private_key};
 use kilo_core::wireguard::{Config, IniError, InterfaceConfig, PeerConfig};

@@ -1,6 +1,6 @@
 //! `kgctl` over every file in `examples/`, every subcommand and output format, compared with the
 //! golden files in `tests/golden/` (`UPDATE_GOLDEN=1` rewrites them), plus outputs derived by
-//! hand from upstream's rules (upstream-kilo.md 6.2, 6.3, 6.5, 12, 13.1, 13.2).
+//! hand from upstream's rules.
 
 mod kgctl_run;
 

@@ -1,4 +1,4 @@
-//! The webhook's metrics, with upstream's names and labels (upstream-kilo.md 3.4). Label values
+//! The webhook's metrics, with upstream's names and labels. Label values
 //! come only from fixed sets (a request can never add a series): the HTTP method is one of the
 //! standard methods or `other`, the admission operation one of Kubernetes' or `other`, and the
 //! handler is always `/validate`.

@@ -1,4 +1,4 @@
-//! The Peer admission webhook (`kg webhook`, upstream-kilo.md 3.4): HTTPS `POST /validate`
+//! The Peer admission webhook (`kg webhook`): HTTPS `POST /validate`
 //! answering `admission.k8s.io/v1` AdmissionReviews of Peers as upstream does, plus the admission
 //! rules of [`kilo_core::admission`] against the cluster's current nodes and peers (kept up to
 //! date by a watcher) and the service CIDRs, so that a Peer cannot hijack a node's default route,

@@ -1,4 +1,4 @@
-//! One admission review, as upstream's `/validate` handler answers it (upstream-kilo.md 3.4),
+//! One admission review, as upstream's `/validate` handler answers it,
 //! plus the cluster checks of [`super::check_peer`]. A DELETE is always allowed (it carries no
 //! object and can hijack nothing).
 

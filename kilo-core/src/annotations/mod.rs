@@ -1,6 +1,6 @@
 //! The `kilo.squat.ai/*` annotation codec: a Kubernetes Node's annotations, labels and pod CIDRs
 //! to a [`Node`] (upstream's `translateNode`), the annotations the agent writes for its own node,
-//! and upstream's `nodesAreEqual` (upstream-kilo.md 2, 10.2, 13.9).
+//! and upstream's `nodesAreEqual`.
 //!
 //! Reading never fails, as upstream's never does: a value that does not parse is ignored exactly
 //! as upstream ignores it, and reported as an [`AnnotationIssue`] so that tools can say so.
@@ -19,7 +19,7 @@ pub use translate::node_from_object;
 /// The prefix of every Kilo annotation.
 pub const PREFIX: &str = "kilo.squat.ai/";
 
-/// The annotation keys (upstream-kilo.md 2).
+/// The annotation keys.
 pub mod key {
     /// The node's WireGuard endpoint as last published (kg).
     pub const ENDPOINT: &str = "kilo.squat.ai/endpoint";
@@ -98,7 +98,7 @@ impl fmt::Display for AnnotationIssue {
     }
 }
 
-/// The annotations kg writes for its own node (upstream-kilo.md 2 "What kg writes"), in upstream's
+/// The annotations kg writes for its own node, in upstream's
 /// exact formats: absent values are written as `""`.
 pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
     let opt = |c: Option<crate::Cidr>| c.map(|c| c.to_string()).unwrap_or_default();
@@ -118,7 +118,7 @@ pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
     values.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-/// Upstream's `nodesAreEqual` (upstream-kilo.md 10.2), readiness of both judged at Unix time `now`:
+/// Upstream's `nodesAreEqual`, readiness of both judged at Unix time `now`:
 /// endpoint (DNS first), key, WireGuard IP, internal IP, CNI compatibility IP, leader, location,
 /// name, subnets (same networks, every one of them: upstream has a single one), readiness (not last-seen itself), keepalive, discovered
 /// endpoints (IP and port per key; `None` differs from empty), allowed location IPs (ordered) and

@@ -1,4 +1,4 @@
-//! Upstream's `translateNode` (upstream-kilo.md 2, 13.9): a Kubernetes Node to a [`Node`].
+//! Upstream's `translateNode`: a Kubernetes Node to a [`Node`].
 
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Upstream's `translateNode` (upstream-kilo.md 2 and 13.9). It never fails: every value that does
+/// Upstream's `translateNode`. It never fails: every value that does
 /// not parse is ignored as upstream ignores it, and listed in the returned issues. Absent
 /// annotations are not issues, nor are the empty values kg itself writes for "none" (`endpoint`,
 /// `internal-ip`, `wireguard-ip`, `discovered-endpoints`, `granularity`, `cni-compatibility-ip`).

@@ -1,4 +1,4 @@
-//! The rule sets: `Topology::rules` (upstream-kilo.md 8.2) and the encapsulators' `KILO-IPIP`
+//! The rule sets: `Topology::rules` and the encapsulators' `KILO-IPIP`
 //! rules (8.3).
 
 use std::net::IpAddr;
@@ -132,7 +132,7 @@ impl Topology {
             .collect()
     }
 
-    /// Upstream's `Topology.Rules(cni, iptablesForwardRules)` (upstream-kilo.md 8.2): the
+    /// Upstream's `Topology.Rules(cni, iptablesForwardRules)`: the
     /// `KILO-NAT` chain, the jumps into it, the destinations that are not masqueraded and, with
     /// `cni` and `forward`, `FORWARD` accept rules. Rule strings are upstream's, verbatim (peer
     /// allowed IPs keep their host bits here: iptables normalises them itself).

@@ -1,4 +1,4 @@
-//! `Topology::routes` and `Topology::peer_routes` (upstream-kilo.md 7.1-7.4, Appendix A).
+//! `Topology::routes` and `Topology::peer_routes`.
 
 use std::hash::Hash;
 

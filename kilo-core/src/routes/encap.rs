@@ -1,4 +1,4 @@
-//! Encapsulators: how traffic inside a location reaches other nodes (upstream-kilo.md 9.3), as
+//! Encapsulators: how traffic inside a location reaches other nodes, as
 //! the routing code needs them (the tunnel device itself is set up by `kilo-net-linux`).
 
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! Building a [`Topology`] (upstream `NewTopology`, upstream-kilo.md 5 and Appendix A).
+//! Building a [`Topology`] (upstream `NewTopology`).
 
 use std::borrow::Borrow;
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! WireGuard configurations from a topology (upstream-kilo.md 6.1–6.4, 6.7) and small accessors
+//! WireGuard configurations from a topology and small accessors
 //! that later stages (routes, firewall, graph) need.
 
 use std::collections::{HashMap, HashSet};

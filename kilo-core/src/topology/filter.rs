@@ -1,4 +1,4 @@
-//! Allowed-location-IP filtering (upstream `filterAllowedLocationIPs`, upstream-kilo.md 5.6).
+//! Allowed-location-IP filtering (upstream `filterAllowedLocationIPs`).
 //!
 //! Upstream scans every segment's allowed IPs, every other segment's allowed-location IPs and
 //! every peer's allowed IPs for every allowed-location IP, which is quadratic when both grow with

@@ -1,5 +1,5 @@
 //! The topology: nodes grouped into segments with one leader each, WireGuard addresses allocated,
-//! allowed IPs computed, exactly as upstream's `NewTopology` (upstream-kilo.md 5, Appendix A).
+//! allowed IPs computed, exactly as upstream's `NewTopology`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

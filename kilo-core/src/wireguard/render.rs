@@ -1,11 +1,11 @@
-//! Upstream Kilo's WireGuard INI text (`Conf.Bytes()`, upstream-kilo.md 6.5), byte for byte.
+//! Upstream Kilo's WireGuard INI text (`Conf.Bytes()`), byte for byte.
 
 use std::fmt::{self, Write as _};
 
 use super::{Config, InterfaceConfig, PeerConfig};
 
 impl Config {
-    /// The configuration as upstream Kilo prints it (`kgctl showconf`, upstream-kilo.md 6.5).
+    /// The configuration as upstream Kilo prints it (`kgctl showconf`).
     ///
     /// `[Interface]` is written only when [`Config::interface`] is set: `PrivateKey` (omitted
     /// when absent or all-zero), then `ListenPort` (omitted when absent). A blank line precedes

@@ -1,4 +1,4 @@
-//! Upstream's rule controller (upstream-kilo.md 8.4), generic over the client that talks to the
+//! Upstream's rule controller, generic over the client that talks to the
 //! kernel: `set` walks the append list and diffs the prepend list, `reconcile` restores what
 //! someone deleted, `clean_up` removes everything. Every client call is counted with upstream's
 //! metric labels.

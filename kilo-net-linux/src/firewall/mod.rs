@@ -1,4 +1,4 @@
-//! Applies a [`RuleSet`] (upstream-kilo.md 8) to the kernel and keeps it there.
+//! Applies a [`RuleSet`] to the kernel and keeps it there.
 //!
 //! Two implementations behind one enum, [`Firewall`]:
 //! - [`Iptables`] runs the `iptables` / `ip6tables` binaries (legacy or nft variant, detected the

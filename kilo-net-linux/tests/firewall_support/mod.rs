@@ -1,5 +1,5 @@
 //! Shared by the firewall tests: a network namespace that is deleted even when a test fails,
-//! upstream-style rule sets (upstream-kilo.md 8.2), and the order each chain should end up in.
+//! upstream-style rule sets, and the order each chain should end up in.
 #![allow(dead_code)]
 
 use std::process::Command;
