@@ -192,7 +192,7 @@ impl NodeOptions {
             wireguard_socket_dir: PathBuf::from(kilo_net_linux::wireguard::DEFAULT_UAPI_DIR),
             create_interface: true,
             mtu: None,
-            firewall: FirewallKind::Iptables,
+            firewall: FirewallKind::Auto,
             encapsulation: Encapsulation::Always,
             compatibility: None,
             service_cidrs: Vec::new(),

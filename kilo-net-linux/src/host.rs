@@ -30,10 +30,50 @@ use crate::{Netlink, NetlinkError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FirewallKind {
+    /// What the host already uses ([`crate::firewall::Survey::choice`]): the `iptables`
+    /// binaries when it has rules there (kubelet's hint chains or any rule, in either variant),
+    /// native nftables otherwise or without the binaries.
+    Auto,
     /// The `iptables`/`ip6tables` binaries (the variant the host already uses).
     Iptables,
     /// Native nftables over netlink.
     Nftables,
+}
+
+/// The firewall of `kind`; [`FirewallKind::Auto`] looks at the host first. When auto picks
+/// `iptables`, tables that native nftables left behind (an earlier run on this host before
+/// it used `iptables`) are removed, so Kilo's rules are never in both.
+fn open_firewall(kind: FirewallKind) -> Firewall {
+    let runner = Runner::new();
+    match kind {
+        FirewallKind::Iptables => Firewall::Iptables(Iptables::detect(runner)),
+        FirewallKind::Nftables => Firewall::Nftables(Nftables::new()),
+        FirewallKind::Auto => {
+            let survey = crate::firewall::survey(&runner);
+            match survey.choice() {
+                crate::firewall::Choice::Iptables(variant) => {
+                    tracing::info!(
+                        ?variant,
+                        legacy_rules = survey.legacy_rules,
+                        nft_rules = survey.nft_rules,
+                        kubelet_hint = survey.hint.is_some(),
+                        "firewall: iptables (the host already has rules there)"
+                    );
+                    if let Err(e) = Nftables::new().clean_up() {
+                        tracing::debug!(error = %e, "no native nftables tables of Kilo's to remove");
+                    }
+                    Firewall::Iptables(Iptables::new(runner, variant))
+                }
+                _ => {
+                    tracing::info!(
+                        iptables_binaries = survey.binaries,
+                        "firewall: native nftables (the host has no iptables rules)"
+                    );
+                    Firewall::Nftables(Nftables::new())
+                }
+            }
+        }
+    }
 }
 
 /// How to open the host: [`HostOptions::new`], then fields set as needed.
@@ -69,7 +109,7 @@ impl HostOptions {
             uapi_dir: PathBuf::from(crate::wireguard::DEFAULT_UAPI_DIR),
             mtu: None,
             create_interface: true,
-            firewall: FirewallKind::Iptables,
+            firewall: FirewallKind::Auto,
             tunnel: kilo_core::routes::IPIP_TUNNEL.to_string(),
         }
     }
@@ -160,11 +200,16 @@ impl Host {
             netlink.clone(),
             [options.interface.clone(), options.tunnel.clone()],
         );
-        let firewall = match options.firewall {
-            FirewallKind::Iptables => Firewall::Iptables(Iptables::detect(Runner::new())),
-            FirewallKind::Nftables => Firewall::Nftables(Nftables::new()),
-        };
+        let firewall = open_firewall(options.firewall);
         Ok(Host { options, netlink, device, link_index, routes, firewall })
+    }
+
+    /// The firewall implementation in use ([`FirewallKind::Auto`] resolved).
+    pub fn firewall_kind(&self) -> FirewallKind {
+        match self.firewall {
+            Firewall::Iptables(_) => FirewallKind::Iptables,
+            Firewall::Nftables(_) => FirewallKind::Nftables,
+        }
     }
 
     /// The WireGuard device.

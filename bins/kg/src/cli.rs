@@ -100,9 +100,10 @@ pub struct Cli {
     /// kernel, userspace, or auto (the kernel module when it can create a wireguard link).
     #[arg(long, value_enum, default_value_t = WireGuardMode::Auto)]
     pub wireguard: WireGuardMode,
-    /// iptables (the binaries; the variant the host already uses) or nftables (native, over
-    /// netlink, in Kilo's own tables).
-    #[arg(long, value_enum, default_value_t = FirewallMode::Iptables)]
+    /// auto (what the host already uses: iptables when it has iptables rules, native nftables
+    /// when it has none), iptables (the binaries; the variant the host already uses) or
+    /// nftables (native, over netlink, in Kilo's own tables).
+    #[arg(long, value_enum, default_value_t = FirewallMode::Auto)]
     pub firewall: FirewallMode,
     /// Directory for the userspace implementation's UAPI sockets.
     #[arg(long, default_value = "/run/wireguard")]
@@ -161,6 +162,9 @@ pub enum WireGuardMode {
 /// Firewall implementations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FirewallMode {
+    /// `iptables` when the host already has rules there (kubelet's hint chains or any rule, in
+    /// either variant), native nftables otherwise.
+    Auto,
     /// The `iptables`/`ip6tables` binaries, with upstream's rule strings.
     Iptables,
     /// Native nftables (tables `kilo` and `kilo6`).

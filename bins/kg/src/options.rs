@@ -90,6 +90,7 @@ pub fn node(cli: &Cli) -> Result<NodeOptions> {
     options.create_interface = cli.create_interface;
     options.mtu = mtu;
     options.firewall = match cli.firewall {
+        FirewallMode::Auto => FirewallKind::Auto,
         FirewallMode::Iptables => FirewallKind::Iptables,
         FirewallMode::Nftables => FirewallKind::Nftables,
     };

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Cluster, MeshSpec, Process, wait_for};
+use support::{Cluster, MeshSpec, Process, surplus, wait_for};
 
 const ALL: [&str; 3] = ["a1", "a2", "b1"];
 
@@ -44,59 +44,6 @@ fn start_kg(cluster: &mut Cluster, name: &str, firewall: &str) {
         .unwrap();
     cluster.agents.retain(|(n, _)| n != name);
     cluster.agents.push((name.to_string(), Process { child, what: format!("kg on {name}") }));
-}
-
-/// Everything Kilo may own on a host, one sorted line each: `proto static` routes of every
-/// table, policy rules (without their kernel-assigned priorities), the rules and chains of the
-/// `iptables-save` listings and every line of the `kilo` nftables tables.
-fn dump(cluster: &Cluster, name: &str) -> Vec<String> {
-    let ns = cluster.ns(name);
-    let mut lines = Vec::new();
-    for family in ["-4", "-6"] {
-        let routes = ns.ip(&[family, "route", "show", "table", "all", "proto", "static"]).unwrap();
-        lines.extend(routes.lines().map(|l| format!("route {}", l.trim())));
-        let rules = ns.ip(&[family, "rule"]).unwrap();
-        lines.extend(rules.lines().map(|l| {
-            let rule = l.split_once(':').map_or(l, |(_, r)| r);
-            format!("rule {family} {}", rule.trim())
-        }));
-    }
-    for save in ["iptables-save", "ip6tables-save"] {
-        let saved = ns.exec_ok(&[save]).unwrap();
-        lines.extend(
-            saved
-                .lines()
-                .filter(|l| l.starts_with("-A") || l.starts_with(":KILO"))
-                .map(|l| format!("{save} {l}")),
-        );
-    }
-    let ruleset = ns.exec_ok(&["nft", "list", "ruleset"]).unwrap();
-    let mut ours = false;
-    for line in ruleset.lines() {
-        if line.starts_with("table ") {
-            ours = line.starts_with("table ip kilo ") || line.starts_with("table ip6 kilo6 ");
-        }
-        if ours && !line.trim().is_empty() {
-            lines.push(format!("nft {}", line.trim()));
-        }
-    }
-    lines.sort();
-    lines
-}
-
-/// The lines of `a` that `b` lacks (as multisets: a duplicate counts).
-fn surplus(a: &[String], b: &[String]) -> Vec<String> {
-    let mut b = b.to_vec();
-    let mut out = Vec::new();
-    for line in a {
-        match b.iter().position(|l| l == line) {
-            Some(i) => {
-                b.remove(i);
-            }
-            None => out.push(line.clone()),
-        }
-    }
-    out
 }
 
 fn route_line<'a>(routes: &'a str, dst: &str) -> Option<&'a str> {
@@ -189,7 +136,7 @@ fn kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing(firewa
     let spec = MeshSpec::new("location");
     let mut cluster = Cluster::build(&spec).unwrap();
     let nodes = ["a1", "a2"];
-    let pristine: Vec<Vec<String>> = nodes.iter().map(|n| dump(&cluster, n)).collect();
+    let pristine: Vec<Vec<String>> = nodes.iter().map(|n| support::dump(cluster.ns(n))).collect();
     for name in ALL {
         start_kg(&mut cluster, name, firewall);
     }
@@ -219,7 +166,7 @@ fn kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing(firewa
     }
     // A few resyncs.
     std::thread::sleep(Duration::from_secs(5));
-    let restarted: Vec<Vec<String>> = nodes.iter().map(|n| dump(&cluster, n)).collect();
+    let restarted: Vec<Vec<String>> = nodes.iter().map(|n| support::dump(cluster.ns(n))).collect();
 
     // SIGTERM with the default --clean-up: back to the pristine hosts.
     let mut left = Vec::new();
@@ -227,7 +174,7 @@ fn kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing(firewa
     for (i, name) in nodes.iter().enumerate() {
         let exited = cluster.agent(name).terminate(Duration::from_secs(20));
         assert!(exited, "kg on {name} did not exit cleanly\n{}", cluster.log(name));
-        let after = dump(&cluster, name);
+        let after = support::dump(cluster.ns(name));
         let here = surplus(&after, &pristine[i]);
         left.extend(here.iter().map(|line| format!("{name}: {line}")));
         left_by_node.push(here);
@@ -245,7 +192,7 @@ fn kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing(firewa
     let mut stale = Vec::new();
     let mut missing = Vec::new();
     for (i, name) in nodes.iter().enumerate() {
-        let fresh = surplus(&dump(&cluster, name), &left_by_node[i]);
+        let fresh = surplus(&support::dump(cluster.ns(name)), &left_by_node[i]);
         stale.extend(surplus(&restarted[i], &fresh).into_iter().map(|l| format!("{name}: {l}")));
         missing.extend(surplus(&fresh, &restarted[i]).into_iter().map(|l| format!("{name}: {l}")));
     }
@@ -278,7 +225,7 @@ fn kill_9_then_restart_leaves_exactly_the_plan_and_sigterm_leaves_nothing(firewa
     for (i, name) in nodes.iter().enumerate() {
         let exited = cluster.agent(name).terminate(Duration::from_secs(20));
         assert!(exited, "kg on {name} did not exit cleanly\n{}", cluster.log(name));
-        let after = dump(&cluster, name);
+        let after = support::dump(cluster.ns(name));
         for line in surplus(&after, &pristine[i]) {
             orphaned.push(format!("{name}: {line}"));
         }

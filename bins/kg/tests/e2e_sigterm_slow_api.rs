@@ -23,27 +23,11 @@ const SLOW: Duration = Duration::from_secs(120);
 /// Kubernetes' default termination grace period.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// What Kilo may own on a host, one line each: static routes of every table, policy rules
-/// pointing at Kilo's table, and the iptables rules and chains.
+/// What Kilo may own on a host ([`support::dump`]: routes, policy rules, iptables rules and
+/// chains, Kilo's nftables tables; the agents run with the default `--firewall auto`, which picks
+/// native nftables in these fresh namespaces).
 fn owned(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
-    let ns = cluster.ns(name);
-    let mut lines = Vec::new();
-    for family in ["-4", "-6"] {
-        let routes = ns.ip(&[family, "route", "show", "table", "all", "proto", "static"])?;
-        lines.extend(routes.lines().map(|l| format!("route {}", l.trim())));
-        let rules = ns.ip(&[family, "rule"])?;
-        lines.extend(rules.lines().filter(|l| l.contains("1107")).map(|l| format!("rule {l}")));
-    }
-    for save in ["iptables-save", "ip6tables-save"] {
-        let saved = ns.exec_ok(&[save])?;
-        lines.extend(
-            saved
-                .lines()
-                .filter(|l| l.contains("KILO") || l.contains("Kilo") || l.contains("kilo"))
-                .map(|l| format!("{save} {l}")),
-        );
-    }
-    Ok(lines)
+    Ok(support::dump(cluster.ns(name)))
 }
 
 #[test]
@@ -76,7 +60,7 @@ fn sigterm_with_a_slow_api(mid_check_in: bool) -> Result<()> {
     .with_context(|| format!("a1 never routed to b1's pods; log:\n{}", cluster.log("a1")))?;
     let configured = owned(cluster, "a1")?;
     assert!(
-        configured.iter().any(|l| l.starts_with("iptables-save"))
+        configured.iter().any(|l| l.starts_with("iptables-save") || l.starts_with("nft "))
             && configured.len() > pristine.len(),
         "a1 configured its host: {configured:#?}"
     );

@@ -165,54 +165,6 @@ impl Variant {
     }
 }
 
-/// Picks the variant the host already uses, as kube-proxy's `iptables-wrapper` does: a variant
-/// holding kubelet's hint chains (`KUBE-IPTABLES-HINT`, `KUBE-KUBELET-CANARY` in `mangle`) wins;
-/// otherwise the variant with more rules (`-…` lines of `*-save`, IPv4 and IPv6); on a tie (a
-/// fresh host) the variant the plain `iptables` binary is (`iptables --version` says
-/// `nf_tables` or `legacy`), if that variant's binaries exist; else [`Variant::Default`].
-/// Legacy tables are only read when the kernel has some (`/proc/net/ip{,6}_tables_names`), so
-/// detection does not load x_tables modules on an nf_tables host.
-pub fn detect_variant(runner: &Runner) -> Variant {
-    let legacy_in_use = runner
-        .output(
-            "cat",
-            &["/proc/net/ip_tables_names".to_string(), "/proc/net/ip6_tables_names".to_string()],
-        )
-        .is_ok_and(|o| !o.stdout.iter().all(u8::is_ascii_whitespace));
-    let save = |variant: Variant, family: Family, args: &[String]| -> String {
-        if variant == Variant::Legacy && !legacy_in_use {
-            return String::new();
-        }
-        runner.run(&variant.save_binary(family), args).unwrap_or_default()
-    };
-    let mangle = ["-t".to_string(), "mangle".to_string()];
-    for variant in [Variant::Nft, Variant::Legacy] {
-        for family in [Family::Ipv4, Family::Ipv6] {
-            let out = save(variant, family, &mangle);
-            if out.contains("KUBE-IPTABLES-HINT") || out.contains("KUBE-KUBELET-CANARY") {
-                return variant;
-            }
-        }
-    }
-    let count = |variant: Variant| -> usize {
-        [Family::Ipv4, Family::Ipv6]
-            .into_iter()
-            .map(|family| save(variant, family, &[]).lines().filter(|l| l.starts_with('-')).count())
-            .sum()
-    };
-    let (legacy, nft) = (count(Variant::Legacy), count(Variant::Nft));
-    if legacy != nft {
-        return if legacy > nft { Variant::Legacy } else { Variant::Nft };
-    }
-    let version = ["--version".to_string()];
-    let exists = |variant: Variant| runner.run(variant.binary(Family::Ipv4), &version).is_ok();
-    match runner.run("iptables", &version) {
-        Ok(v) if v.contains("legacy") && exists(Variant::Legacy) => Variant::Legacy,
-        Ok(v) if v.contains("nf_tables") && exists(Variant::Nft) => Variant::Nft,
-        _ => Variant::Default,
-    }
-}
-
 /// Whether the kernel has IPv6 disabled: `/sys/module/ipv6/parameters/disable` is `1`, or the
 /// kernel has no IPv6 at all (`/proc/net/if_inet6` missing).
 pub fn ipv6_disabled() -> bool {
@@ -503,9 +455,9 @@ impl Iptables {
         Iptables::with_ipv6(runner, variant, !ipv6_disabled())
     }
 
-    /// Uses the variant the host already uses ([`detect_variant`]) through `runner`.
+    /// Uses the variant the host already uses ([`super::detect_variant`]) through `runner`.
     pub fn detect(runner: Runner) -> Iptables {
-        let variant = detect_variant(&runner);
+        let variant = super::detect_variant(&runner);
         Iptables::new(runner, variant)
     }
 

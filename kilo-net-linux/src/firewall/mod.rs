@@ -9,6 +9,9 @@
 //! - [`Nftables`] speaks nf_tables netlink directly (no binary) and keeps the same rules, natively
 //!   translated, in tables of its own (`table ip kilo`, `table ip6 kilo6`).
 //!
+//! Which one a host gets by default is [`Survey::choice`]: `iptables` where the host already keeps
+//! rules in `iptables`, native nftables elsewhere.
+//!
 //! Both follow upstream's controller semantics exactly (8.4): [`Firewall::set`] walks the append
 //! list and diffs the prepend list against what was applied before, [`Firewall::reconcile`]
 //! restores what someone deleted and writes nothing when all is present, [`Firewall::clean_up`]
@@ -45,6 +48,7 @@
 
 mod batch;
 mod controller;
+mod detect;
 mod iptables;
 mod netns;
 mod nftables;
@@ -55,7 +59,8 @@ use std::fmt;
 
 use kilo_core::firewall::{Family, RuleSet};
 
-pub use iptables::{Iptables, Runner, Variant, detect_variant, ipv6_disabled};
+pub use detect::{Choice, Survey, detect_variant, survey};
+pub use iptables::{Iptables, Runner, Variant, ipv6_disabled};
 pub use nftables::{Nftables, TABLE_NAME as NFT_TABLE, TABLE_NAME_IPV6 as NFT_TABLE_IPV6};
 
 /// An error from a firewall operation. Each names what it was doing.

@@ -144,7 +144,8 @@ pub struct Netns {
 }
 
 impl Netns {
-    fn new(name: String) -> Result<Netns> {
+    /// Creates namespace `name` with its loopback up.
+    pub fn new(name: String) -> Result<Netns> {
         sh("ip", &["netns", "add", &name])?;
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -390,6 +391,9 @@ impl Cluster {
             .args(["--encapsulate", "never", "--cni=false", "--key-file"])
             .arg(dir.join(format!("{name}.key")))
             .args(["--listen", "127.0.0.1:1107", "--log-format", "human", "--resync-period", "2s"])
+            // These tests read the rules back with `iptables-save` (`auto` would pick native
+            // nftables in a fresh namespace; `e2e_firewall` covers it).
+            .args(["--firewall", "iptables"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -597,4 +601,56 @@ pub fn namespaces_with(prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(prefix))
         .map(str::to_string)
         .collect()
+}
+
+/// Everything Kilo may own on a host, one sorted line each: `proto static` routes of every
+/// table, policy rules (without their kernel-assigned priorities), the rules and chains of the
+/// `iptables-save` listings and every line of the `kilo` nftables tables.
+pub fn dump(ns: &Netns) -> Vec<String> {
+    let mut lines = Vec::new();
+    for family in ["-4", "-6"] {
+        let routes = ns.ip(&[family, "route", "show", "table", "all", "proto", "static"]).unwrap();
+        lines.extend(routes.lines().map(|l| format!("route {}", l.trim())));
+        let rules = ns.ip(&[family, "rule"]).unwrap();
+        lines.extend(rules.lines().map(|l| {
+            let rule = l.split_once(':').map_or(l, |(_, r)| r);
+            format!("rule {family} {}", rule.trim())
+        }));
+    }
+    for save in ["iptables-save", "ip6tables-save"] {
+        let saved = ns.exec_ok(&[save]).unwrap();
+        lines.extend(
+            saved
+                .lines()
+                .filter(|l| l.starts_with("-A") || l.starts_with(":KILO"))
+                .map(|l| format!("{save} {l}")),
+        );
+    }
+    let ruleset = ns.exec_ok(&["nft", "list", "ruleset"]).unwrap();
+    let mut ours = false;
+    for line in ruleset.lines() {
+        if line.starts_with("table ") {
+            ours = line.starts_with("table ip kilo ") || line.starts_with("table ip6 kilo6 ");
+        }
+        if ours && !line.trim().is_empty() {
+            lines.push(format!("nft {}", line.trim()));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// The lines of `a` that `b` lacks (as multisets: a duplicate counts).
+pub fn surplus(a: &[String], b: &[String]) -> Vec<String> {
+    let mut b = b.to_vec();
+    let mut out = Vec::new();
+    for line in a {
+        match b.iter().position(|l| l == line) {
+            Some(i) => {
+                b.remove(i);
+            }
+            None => out.push(line.clone()),
+        }
+    }
+    out
 }
