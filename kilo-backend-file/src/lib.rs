@@ -60,7 +60,7 @@ pub use error::{FileError, UniqueKey};
 pub use input::{Format, MAX_FILE_SIZE, detect_format, display_name, read_reader, read_text};
 pub use kube_yaml::{NodeIssue, parse_kube_yaml, parse_kube_yaml_with_issues, read_kube_yaml};
 pub use mesh_toml::parse_mesh_toml;
-pub use watch::{DEBOUNCE, FileBackend};
+pub use watch::{DEBOUNCE, FileBackend, SETTLE};
 
 /// The `last_seen` of every node read from a file: far in the future, so that the last-seen
 /// rule of readiness always holds (a file is a snapshot; contract 4).

@@ -2,24 +2,36 @@
 //! file when it changes.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use kilo_core::{Backend, Event, Node, Snapshot};
-use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::{FileError, Options, display_name, parse_str, read_text};
 
-/// How long the file must be quiet before it is re-read.
+/// How long the directory must be quiet after a change that may be partial (a write still
+/// going on, a file created or deleted) before the file is re-read.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How long the directory must be quiet after a change that completes a file (a file closed
+/// after writing, or renamed into place) before it is re-read.
+pub const SETTLE: Duration = Duration::from_millis(20);
+
+/// The longest a stream of changes delays a re-read.
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// A mesh file as a [`Backend`].
 ///
 /// [`FileBackend::open`] reads the file once (failing if it does not parse) and watches its
 /// directory, so that editors that write a new file and rename it over the old one, and
-/// Kubernetes ConfigMap volumes that swap a symbolic link, are caught. Each change, once the
-/// directory has been quiet for [`DEBOUNCE`], re-reads the file:
+/// Kubernetes ConfigMap volumes that swap a symbolic link, are caught. Each change re-reads the
+/// file once the directory has been quiet for [`SETTLE`] after a change that completes a file
+/// (closed after writing, renamed into place), or for [`DEBOUNCE`] after any other (a write
+/// still going on, say); a file opened or read, by the agent itself or anyone else, is no change:
 ///
 /// - it parses and differs from the last good snapshot (or the last read failed): the next event
 ///   is [`Event::Reset`] with the new snapshot;
@@ -39,7 +51,54 @@ pub struct FileBackend {
     current: Snapshot,
     last_error: Option<FileError>,
     changes: Option<UnboundedReceiver<()>>,
-    _debouncer: Option<Debouncer<RecommendedWatcher>>,
+    _watcher: Option<RecommendedWatcher>,
+    reads: AtomicU64,
+}
+
+/// What a watched event says about the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Something changed; more may follow (a write going on).
+    Partial,
+    /// A file was completed: closed after writing, or renamed into place.
+    Complete,
+}
+
+/// What `event` means for the watched directory: nothing when a file was only opened or read
+/// (the agent's own re-reads raise those, and must not raise another).
+fn classify(event: &notify::Result<notify::Event>) -> Option<Change> {
+    let Ok(event) = event else {
+        // Errors from the watcher also trigger a re-read: the file is the truth.
+        return Some(Change::Partial);
+    };
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Complete),
+        EventKind::Access(_) => None,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+            Some(Change::Complete)
+        }
+        _ => Some(Change::Partial),
+    }
+}
+
+/// Turns the watcher's changes into one signal per burst: after the first change, waits until
+/// the directory is quiet ([`SETTLE`] once a file is complete, [`DEBOUNCE`] otherwise, at most
+/// [`MAX_WAIT`] in all), then signals `tx`. Returns when the watcher or the receiver is gone.
+fn debounce(raw: Receiver<Change>, tx: UnboundedSender<()>) {
+    while let Ok(first) = raw.recv() {
+        let start = Instant::now();
+        let mut complete = first == Change::Complete;
+        while start.elapsed() < MAX_WAIT {
+            match raw.recv_timeout(if complete { SETTLE } else { DEBOUNCE }) {
+                Ok(change) => complete |= change == Change::Complete,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        if tx.send(()).is_err() {
+            return;
+        }
+    }
 }
 
 impl std::fmt::Debug for FileBackend {
@@ -67,7 +126,8 @@ impl FileBackend {
             current,
             last_error: None,
             changes: None,
-            _debouncer: None,
+            _watcher: None,
+            reads: AtomicU64::new(1),
         };
         if backend.path != Path::new("-") {
             backend.watch()?;
@@ -85,14 +145,23 @@ impl FileBackend {
             _ => PathBuf::from("."),
         };
         let (tx, rx) = unbounded_channel();
-        let mut debouncer = new_debouncer(DEBOUNCE, move |_: DebounceEventResult| {
-            // Errors from the watcher also trigger a re-read: the file is the truth.
-            let _ = tx.send(());
+        let (raw_tx, raw_rx) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            if let Some(change) = classify(&event) {
+                let _ = raw_tx.send(change);
+            }
         })
         .map_err(watch_err)?;
-        debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive).map_err(watch_err)?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(watch_err)?;
+        std::thread::Builder::new()
+            .name("kilo-file-watch".into())
+            .spawn(move || debounce(raw_rx, tx))
+            .map_err(|e| FileError::Watch {
+                file: display_name(&self.path),
+                message: e.to_string(),
+            })?;
         self.changes = Some(rx);
-        self._debouncer = Some(debouncer);
+        self._watcher = Some(watcher);
         Ok(())
     }
 
@@ -106,11 +175,17 @@ impl FileBackend {
         &self.current
     }
 
+    /// How many times the file has been read, the first read included.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     /// Reads the file again (standard input: the snapshot read at start).
     fn read(&self) -> Result<Snapshot, FileError> {
         if self.path == Path::new("-") {
             return Ok(self.current.clone());
         }
+        self.reads.fetch_add(1, Ordering::Relaxed);
         parse_str(&read_text(&self.path)?, &display_name(&self.path), &self.options)
     }
 }

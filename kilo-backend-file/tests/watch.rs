@@ -125,3 +125,27 @@ fn backend_futures_are_send() {
     let mut backend = FileBackend::open(&path, Options::default()).unwrap();
     is_send(&backend.next_event());
 }
+
+#[tokio::test]
+async fn reading_the_file_is_no_change_so_the_watch_never_reads_it_in_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.toml");
+    std::fs::write(&path, mesh(&["a"])).unwrap();
+    let mut backend = FileBackend::open(&path, Options::default()).unwrap();
+    assert_eq!(backend.reads(), 1);
+    // Someone reads the file (opens and closes it without writing): not a change.
+    for _ in 0..5 {
+        std::fs::read_to_string(&path).unwrap();
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), backend.next_event()).await;
+    assert!(quiet.is_err(), "no event: {quiet:?}");
+    assert_eq!(backend.reads(), 1, "reads of the file are not changes");
+
+    // An edit is read, and the watch's own read of it raises nothing more.
+    replace(&path, &mesh(&["b"]));
+    assert_eq!(names(&reset(next(&mut backend).await)), ["b"]);
+    let after_edit = backend.reads();
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), backend.next_event()).await;
+    assert!(quiet.is_err(), "no event: {quiet:?}");
+    assert_eq!(backend.reads(), after_edit, "the watch's own read raised another read");
+}
