@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use kilo_core::wireguard::{Config, InterfaceConfig, PeerConfig, diff};
 use kilo_core::{Key, PrivateKey};
+use kilo_net_linux::wireguard::uapi::UapiClient;
 use kilo_net_linux::wireguard::{
     Device, DeviceOptions, PeerState, WireGuardChoice, WireGuardError, WireGuardKind, select,
 };
@@ -186,6 +187,32 @@ async fn two_userspace_devices_in_namespaces_handshake_and_carry_pings() -> Resu
     let config = state.to_config();
     assert_eq!(config.interface.and_then(|i| i.private_key), Some(ka));
     assert_eq!(config.peers.len(), 1);
+
+    // The agent reads its in-process device through the device's own request channel; that
+    // reading says what the socket (`wg show`) says, for every field.
+    let (_, pc) = key_pair(3);
+    let mut c = peer(pc, None, &["10.9.3.0/24", "fd00:9:3::/64"]);
+    c.preshared_key = Some(kilo_core::PresharedKey::from_bytes([7; 32]));
+    c.persistent_keepalive = 25;
+    a.set_peer(&c).await?;
+    let typed = a.read().await?;
+    let socket = UapiClient::new(dira.path().join("wg0.sock")).get("wg0").await?;
+    assert_eq!(typed.to_config().normalized(), socket.to_config().normalized());
+    assert_eq!(
+        (&typed.name, typed.private_key, typed.public_key, typed.listen_port, typed.fwmark),
+        (&socket.name, socket.private_key, socket.public_key, socket.listen_port, socket.fwmark)
+    );
+    assert_eq!(typed.peers.len(), 2);
+    for (t, s) in typed.peers.iter().zip(&socket.peers) {
+        assert_eq!(t.config, s.config);
+        assert_eq!((t.rx_bytes, t.tx_bytes), (s.rx_bytes, s.tx_bytes));
+        if t.config.public_key == pb {
+            assert_same_handshake(t, s);
+        } else {
+            assert_eq!((t.last_handshake, s.last_handshake), (None, None));
+        }
+    }
+    a.remove_peer(&pc).await?;
 
     // `wg` sees the device through the same socket.
     let shown = wg(dira.path(), "show wg0")?;
