@@ -33,15 +33,23 @@ pub fn read_text(path: &Path) -> Result<String, FileError> {
     let read_err =
         |e: std::io::Error| FileError::Read { file: file.clone(), message: e.to_string() };
     let f = std::fs::File::open(path).map_err(read_err)?;
-    if f.metadata().map_err(read_err)?.is_dir() {
+    let metadata = f.metadata().map_err(read_err)?;
+    if metadata.is_dir() {
         return Err(FileError::Read { file, message: "is a directory".to_string() });
     }
-    read_reader(f, &file)
+    // Room for the whole file (and one byte more, to see that it ends) at once, instead of
+    // growing the buffer as it fills.
+    let size = metadata.len().min(MAX_FILE_SIZE + 1);
+    read_into(f, &file, Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1))
 }
 
 /// Reads UTF-8 text of at most [`MAX_FILE_SIZE`] bytes from `reader`; `file` names it in errors.
 pub fn read_reader(reader: impl Read, file: &str) -> Result<String, FileError> {
-    let mut bytes = Vec::new();
+    read_into(reader, file, Vec::new())
+}
+
+/// [`read_reader`] into `bytes` (empty; its capacity a guess of the size).
+fn read_into(reader: impl Read, file: &str, mut bytes: Vec<u8>) -> Result<String, FileError> {
     reader
         .take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)

@@ -86,37 +86,15 @@ fn read_with_issues(
     file: &str,
     options: &Options,
 ) -> Result<(KubernetesDump, Vec<NodeIssue>), FileError> {
-    let mut builder = Builder {
-        options,
-        issues: Vec::new(),
-        objects: Vec::new(),
-        node_names: HashSet::new(),
-        peer_names: HashSet::new(),
-        position: 0,
-    };
-    let objects = match objects_fast(text) {
-        Some(objects) => objects,
-        None => objects_full(text, file)?,
-    };
-    for object in objects {
-        builder.object(object);
+    let mut builder = Builder::new(options);
+    if fast_yaml::read_objects(text, &mut builder).is_err() {
+        // What the fast reader built is dropped before the full parser builds its own.
+        builder = Builder::new(options);
+        for object in objects_full(text, file)? {
+            builder.object(object);
+        }
     }
-    let ignored = builder
-        .issues
-        .iter()
-        .map(|i| Invalid {
-            kind: ObjectKind::Node,
-            name: i.node.clone(),
-            message: i.issue.to_string(),
-        })
-        .collect();
-    Ok((KubernetesDump { objects: builder.objects, ignored }, builder.issues))
-}
-
-/// The objects, read by the fast reader; `None` when it cannot read the text.
-fn objects_fast(text: &str) -> Option<Vec<Object>> {
-    let docs = fast_yaml::parse(text, fast_yaml::Part::Object).ok()?;
-    docs.into_iter().map(object_from_yaml).collect()
+    Ok(builder.finish())
 }
 
 /// Flow collections nested deeper than this are refused before the YAML parser sees them (it
@@ -165,92 +143,6 @@ fn objects_full(text: &str, file: &str) -> Result<Vec<Object>, FileError> {
     }
     serde_saphyr::from_multiple_with_options::<Object>(text, read_options())
         .map_err(|e| syntax(file, &e))
-}
-
-/// An [`Object`] from the fast reader's tree; `None` where the full parser would fail or
-/// might read the text differently (it then reads it and reports the error).
-fn object_from_yaml(y: Yaml<'_>) -> Option<Object> {
-    let Yaml::Map(entries) = y else { return None };
-    let mut object =
-        Object { api_version: None, kind: None, metadata: None, spec: None, items: None };
-    let mut seen: Vec<Cow<'_, str>> = Vec::new();
-    for (key, value) in entries {
-        if seen.contains(&key) {
-            return None;
-        }
-        match key.as_ref() {
-            "apiVersion" => object.api_version = opt_string(value)?,
-            "kind" => object.kind = opt_string(value)?,
-            "metadata" => {
-                object.metadata = match value {
-                    Yaml::Null => None,
-                    value => Some(metadata_from_yaml(value)?),
-                }
-            }
-            "spec" => {
-                object.spec = match value {
-                    Yaml::Null => None,
-                    value => Some(value.to_json()),
-                }
-            }
-            "items" => {
-                object.items = match value {
-                    Yaml::Null => None,
-                    Yaml::Seq(items) => Some(
-                        items
-                            .into_iter()
-                            .map(|item| match item {
-                                Yaml::Null => Some(None),
-                                item => object_from_yaml(item).map(Some),
-                            })
-                            .collect::<Option<Vec<_>>>()?,
-                    ),
-                    _ => return None,
-                }
-            }
-            _ => continue,
-        }
-        seen.push(key);
-    }
-    Some(object)
-}
-
-fn opt_string(y: Yaml<'_>) -> Option<Option<String>> {
-    match y {
-        Yaml::Null => Some(None),
-        Yaml::Str { text, .. } => Some(Some(text.into_owned())),
-        _ => None,
-    }
-}
-
-fn metadata_from_yaml(y: Yaml<'_>) -> Option<Metadata> {
-    let Yaml::Map(entries) = y else { return None };
-    let mut metadata = Metadata::default();
-    let mut seen: Vec<Cow<'_, str>> = Vec::new();
-    for (key, value) in entries {
-        if seen.contains(&key) {
-            return None;
-        }
-        match key.as_ref() {
-            "name" => metadata.name = opt_string(value)?,
-            "labels" => metadata.labels = string_map_from_yaml(value)?,
-            "annotations" => metadata.annotations = string_map_from_yaml(value)?,
-            _ => continue,
-        }
-        seen.push(key);
-    }
-    Some(metadata)
-}
-
-fn string_map_from_yaml(y: Yaml<'_>) -> Option<BTreeMap<String, String>> {
-    match y {
-        Yaml::Null => Some(BTreeMap::new()),
-        Yaml::Map(entries) => entries
-            .into_iter()
-            .map(|(k, v)| Some((k.into_owned(), opt_string(v)?.unwrap_or_default())))
-            .collect(),
-        _ => None,
-    }
 }
 
 fn syntax(file: &str, e: &serde_saphyr::Error) -> FileError {
@@ -364,48 +256,154 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
+/// One object that is not a list, as either reader read it.
+struct Leaf<'x> {
+    /// `kind`, `""` when absent.
+    kind: &'x str,
+    api_version: Option<&'x str>,
+    name: Option<&'x str>,
+    annotations: &'x BTreeMap<String, String>,
+    labels: &'x BTreeMap<String, String>,
+    spec: Spec<'x>,
+}
+
+/// `spec` (`None`: absent or `null`), as the full parser or the fast reader read it.
+enum Spec<'x> {
+    Json(Option<&'x serde_json::Value>),
+    Yaml(Option<&'x Yaml<'x>>),
+}
+
+impl Spec<'_> {
+    /// `spec.podCIDRs`, else `[spec.podCIDR]`, as text (entries that are not strings left out).
+    fn pod_cidrs(&self) -> Vec<String> {
+        let list: Vec<String> = match self {
+            Spec::Json(spec) => spec
+                .and_then(|s| s.get("podCIDRs"))
+                .and_then(serde_json::Value::as_array)
+                .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            Spec::Yaml(spec) => match spec.and_then(|s| s.get("podCIDRs")) {
+                Some(Yaml::Seq(items)) => {
+                    items.iter().filter_map(Yaml::json_str).map(str::to_string).collect()
+                }
+                _ => Vec::new(),
+            },
+        };
+        if !list.is_empty() {
+            return list;
+        }
+        let single = match self {
+            Spec::Json(spec) => {
+                spec.and_then(|s| s.get("podCIDR")).and_then(serde_json::Value::as_str)
+            }
+            Spec::Yaml(spec) => spec.and_then(|s| s.get("podCIDR")).and_then(Yaml::json_str),
+        };
+        single.map(str::to_string).into_iter().collect()
+    }
+
+    /// The Peer spec: `None` when absent, else as serde reads it from JSON.
+    fn peer_spec(&self) -> Option<Result<PeerSpec, serde_json::Error>> {
+        let json = match self {
+            Spec::Json(spec) => (*spec)?.clone(),
+            Spec::Yaml(spec) => (*spec)?.to_json(),
+        };
+        Some(serde_json::from_value(json))
+    }
+}
+
+/// Where the objects of a list are, before its end says whether it is one
+/// ([`fast_yaml::Sink::rollback`]).
+struct Mark {
+    objects: usize,
+    issues: usize,
+    position: usize,
+}
+
 struct Builder<'a> {
     options: &'a Options,
     issues: Vec<NodeIssue>,
     objects: Vec<Listed>,
+    /// The indices in `objects` of the entries whose names went into `node_names` (a node) or
+    /// `peer_names` (a peer, or a peer that does not translate), for [`Builder::rollback`].
+    named: Vec<usize>,
     node_names: HashSet<String>,
     peer_names: HashSet<String>,
     position: usize,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(options: &'a Options) -> Self {
+        Builder {
+            options,
+            issues: Vec::new(),
+            objects: Vec::new(),
+            named: Vec::new(),
+            node_names: HashSet::new(),
+            peer_names: HashSet::new(),
+            position: 0,
+        }
+    }
+
+    /// The objects and the ignored annotations.
+    fn finish(self) -> (KubernetesDump, Vec<NodeIssue>) {
+        let ignored = self
+            .issues
+            .iter()
+            .map(|i| Invalid {
+                kind: ObjectKind::Node,
+                name: i.node.clone(),
+                message: i.issue.to_string(),
+            })
+            .collect();
+        (KubernetesDump { objects: self.objects, ignored }, self.issues)
+    }
+
     fn invalid(&mut self, kind: ObjectKind, name: String, message: String) {
         self.objects.push(Listed::Unread(Invalid { kind, name, message }));
     }
 
+    /// An object from the full parser (a list's items in its place).
     fn object(&mut self, object: Object) {
-        let kind = object.kind.as_deref().unwrap_or("");
-        let api = object.api_version.as_deref();
-        if matches!(kind, "List" | "NodeList" | "PeerList") {
-            for item in object.items.into_iter().flatten().flatten() {
+        let Object { api_version, kind, metadata, spec, items } = object;
+        let kind = kind.unwrap_or_default();
+        if fast_yaml::is_list(&kind) {
+            for item in items.into_iter().flatten().flatten() {
                 self.object(item);
             }
             return;
         }
+        let metadata = metadata.unwrap_or_default();
+        self.leaf(&Leaf {
+            kind: &kind,
+            api_version: api_version.as_deref(),
+            name: metadata.name.as_deref(),
+            annotations: &metadata.annotations,
+            labels: &metadata.labels,
+            spec: Spec::Json(spec.as_ref()),
+        });
+    }
+
+    fn leaf(&mut self, object: &Leaf<'_>) {
         self.position += 1;
-        match (kind, api) {
+        match (object.kind, object.api_version) {
             ("Node", None | Some("v1")) => self.node(object),
             ("Peer", None | Some(PEER_API_VERSION)) => self.peer(object),
-            _ => {
-                let name = object.metadata.and_then(|m| m.name).unwrap_or_default();
+            (kind, api) => {
+                let name = object.name.unwrap_or_default();
                 let message = format!(
                     "kind {kind:?} (apiVersion {:?}) is neither a v1 Node nor a {PEER_API_VERSION} \
                      Peer; skipped",
                     api.unwrap_or("")
                 );
-                let name = if name.is_empty() { format!("#{}", self.position) } else { name };
+                let name =
+                    if name.is_empty() { format!("#{}", self.position) } else { name.to_string() };
                 self.invalid(ObjectKind::Other, name, message);
             }
         }
     }
 
-    fn name(&mut self, kind: ObjectKind, metadata: &Metadata) -> Option<String> {
-        match metadata.name.as_deref() {
+    fn name(&mut self, kind: ObjectKind, name: Option<&str>) -> Option<String> {
+        match name {
             Some(name) if !name.is_empty() => Some(name.to_string()),
             _ => {
                 let position = format!("#{}", self.position);
@@ -415,39 +413,39 @@ impl Builder<'_> {
         }
     }
 
-    fn node(&mut self, object: Object) {
-        let metadata = object.metadata.unwrap_or_default();
-        let Some(name) = self.name(ObjectKind::Node, &metadata) else { return };
-        let pod_cidrs = pod_cidrs(object.spec.as_ref());
+    fn node(&mut self, object: &Leaf<'_>) {
+        let Some(name) = self.name(ObjectKind::Node, object.name) else { return };
+        let pod_cidrs = object.spec.pod_cidrs();
         let obj = NodeObject {
             name: &name,
-            annotations: &metadata.annotations,
-            labels: &metadata.labels,
+            annotations: object.annotations,
+            labels: object.labels,
             pod_cidrs: &pod_cidrs,
         };
         let (mut node, issues) = node_from_object(&obj, &self.options.topology_label);
         node.last_seen = crate::SNAPSHOT_LAST_SEEN;
         self.issues.extend(issues.into_iter().map(|issue| NodeIssue { node: name.clone(), issue }));
-        if !self.node_names.insert(name.clone()) {
+        if self.node_names.contains(&name) {
             let message = "a node of this name was listed before; skipped".to_string();
             return self.invalid(ObjectKind::Node, name, message);
         }
+        self.node_names.insert(name);
+        self.named.push(self.objects.len());
         self.objects.push(Listed::Node(node));
     }
 
-    fn peer(&mut self, object: Object) {
-        let metadata = object.metadata.unwrap_or_default();
-        let Some(name) = self.name(ObjectKind::Peer, &metadata) else { return };
+    fn peer(&mut self, object: &Leaf<'_>) {
+        let Some(name) = self.name(ObjectKind::Peer, object.name) else { return };
         if !self.peer_names.insert(name.clone()) {
             let message = "a peer of this name was listed before; skipped".to_string();
             return self.invalid(ObjectKind::Peer, name, message);
         }
-        let Some(spec) = object.spec else {
-            return self.invalid(ObjectKind::Peer, name, "spec is missing".to_string());
-        };
-        let spec: PeerSpec = match serde_json::from_value(spec) {
-            Ok(spec) => spec,
-            Err(e) => return self.invalid(ObjectKind::Peer, name, format!("spec: {e}")),
+        // The entry pushed next, whatever it is, carries the name.
+        self.named.push(self.objects.len());
+        let spec: PeerSpec = match object.spec.peer_spec() {
+            None => return self.invalid(ObjectKind::Peer, name, "spec is missing".to_string()),
+            Some(Ok(spec)) => spec,
+            Some(Err(e)) => return self.invalid(ObjectKind::Peer, name, format!("spec: {e}")),
         };
         if let Err(e) = validate(&spec) {
             return self.invalid(ObjectKind::Peer, name, e.to_string());
@@ -456,42 +454,82 @@ impl Builder<'_> {
     }
 }
 
-/// `spec.podCIDRs`, else `[spec.podCIDR]`, as text.
-fn pod_cidrs(spec: Option<&serde_json::Value>) -> Vec<String> {
-    let Some(spec) = spec else { return Vec::new() };
-    let list: Vec<String> = spec
-        .get("podCIDRs")
-        .and_then(serde_json::Value::as_array)
-        .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    if !list.is_empty() {
-        return list;
+/// The fast reader's objects. Only the annotations with Kilo's prefix and the topology label
+/// are kept: the only ones [`node_from_object`] reads (peers and other kinds read neither).
+impl<'t> fast_yaml::Sink<'t> for Builder<'_> {
+    type Mark = Mark;
+
+    fn keep_label(&self, key: &str) -> bool {
+        key == self.options.topology_label
     }
-    spec.get("podCIDR")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-        .into_iter()
-        .collect()
+
+    fn keep_annotation(&self, key: &str) -> bool {
+        key.starts_with(kilo_core::annotations::PREFIX)
+    }
+
+    fn object(&mut self, item: &fast_yaml::Item<'t>) {
+        let map = |entries: &[(Cow<'t, str>, Cow<'t, str>)]| -> BTreeMap<String, String> {
+            entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let (annotations, labels) = (map(&item.annotations), map(&item.labels));
+        self.leaf(&Leaf {
+            kind: item.kind.as_deref().unwrap_or(""),
+            api_version: item.api_version.as_deref(),
+            name: item.name.as_deref(),
+            annotations: &annotations,
+            labels: &labels,
+            spec: Spec::Yaml(item.spec.as_ref()),
+        });
+    }
+
+    fn mark(&self) -> Mark {
+        Mark { objects: self.objects.len(), issues: self.issues.len(), position: self.position }
+    }
+
+    fn rollback(&mut self, mark: Mark) {
+        while let Some(&i) = self.named.last()
+            && i >= mark.objects
+        {
+            self.named.pop();
+            match &self.objects[i] {
+                Listed::Node(node) => self.node_names.remove(&node.name),
+                Listed::Peer(peer) => self.peer_names.remove(&peer.name),
+                Listed::Unread(invalid) => self.peer_names.remove(&invalid.name),
+                _ => false,
+            };
+        }
+        self.objects.truncate(mark.objects);
+        self.issues.truncate(mark.issues);
+        self.position = mark.position;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn build(objects: Vec<Object>) -> Snapshot {
+    type Read = (KubernetesDump, Vec<NodeIssue>);
+
+    /// What the fast reader reads; `None` when it leaves the text to the full parser.
+    fn fast(text: &str) -> Option<Read> {
         let options = Options::default();
-        let mut builder = Builder {
-            options: &options,
-            issues: Vec::new(),
-            objects: Vec::new(),
-            node_names: HashSet::new(),
-            peer_names: HashSet::new(),
-            position: 0,
-        };
-        for object in objects {
+        let mut builder = Builder::new(&options);
+        fast_yaml::read_objects(text, &mut builder).ok()?;
+        Some(builder.finish())
+    }
+
+    /// What the full parser reads.
+    fn full(text: &str) -> Result<Read, FileError> {
+        let options = Options::default();
+        let mut builder = Builder::new(&options);
+        for object in objects_full(text, "f")? {
             builder.object(object);
         }
-        KubernetesDump { objects: builder.objects, ignored: Vec::new() }.settle()
+        Ok(builder.finish())
+    }
+
+    fn build((dump, _): Read) -> Snapshot {
+        dump.settle()
     }
 
     fn scalar_piece() -> impl proptest::strategy::Strategy<Value = String> {
@@ -563,8 +601,8 @@ mod tests {
                  metadata:\n    name: p\n  spec:\n    allowedIPs:\n    - 10.5.0.1/32\n    \
                  persistentKeepalive: {b}\n    publicKey: a2V5NQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
             );
-            if let (Some(fast), Ok(full)) = (objects_fast(&text), objects_full(&text, "f")) {
-                proptest::prop_assert_eq!(build(fast), build(full), "{}", text);
+            if let (Some(fast), Ok(full)) = (fast(&text), full(&text)) {
+                proptest::prop_assert_eq!(fast, full, "{}", text);
             }
         }
     }
@@ -572,8 +610,9 @@ mod tests {
     #[test]
     fn the_fast_reader_reads_kubectl_output_as_the_full_parser_does() {
         let text = include_str!("../tests/data/upstream-fixture.yaml");
-        let fast = objects_fast(text).expect("kubectl output is read by the fast reader");
-        let full = objects_full(text, "f").unwrap();
+        let fast = fast(text).expect("kubectl output is read by the fast reader");
+        let full = full(text).unwrap();
+        assert_eq!(fast, full);
         let (fast, full) = (build(fast), build(full));
         assert_eq!(fast, full);
         assert_eq!(fast.nodes.len(), 4);
@@ -590,12 +629,33 @@ mod tests {
                     kind: Peer\nmetadata:\n  name: p\nspec:\n  allowedIPs:\n  - 10.5.0.1/32\n  \
                     endpoint:\n    dnsOrIP:\n      dns: example.com\n    port: 51820\n  \
                     persistentKeepalive: 25\n  publicKey: a2V5NQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
-        let fast = build(objects_fast(text).expect("read by the fast reader"));
-        let full = build(objects_full(text, "f").unwrap());
+        let (fast, full) = (fast(text).expect("read by the fast reader"), full(text).unwrap());
+        assert_eq!(fast, full);
+        let (fast, full) = (build(fast), build(full));
         assert_eq!(fast, full);
         assert_eq!(fast.nodes.len(), 1, "{:?}", fast.invalid);
         assert!(fast.nodes[0].leader);
         assert_eq!(fast.peers[0].endpoint.as_ref().unwrap().to_string(), "example.com:51820");
+    }
+
+    #[test]
+    fn objects_read_as_items_of_an_object_that_is_no_list_are_taken_back() {
+        let node = |name: &str| {
+            format!(
+                "- kind: Node\n  metadata:\n    name: {name}\n    annotations:\n      \
+                 kilo.squat.ai/persistent-keepalive: x\n"
+            )
+        };
+        let peer = "- kind: Peer\n  metadata:\n    name: p\n";
+        let thing = format!("kind: Thing\nitems:\n{}{}{peer}", node("a"), node("a"));
+        let text = format!("{thing}---\nitems:\n{}{peer}kind: List\n", node("a"));
+        let (fast, full) = (fast(&text).expect("read by the fast reader"), full(&text).unwrap());
+        assert_eq!(fast, full);
+        let names: Vec<String> = fast.0.objects.iter().map(|o| format!("{o:?}")).collect();
+        assert_eq!(fast.0.objects.len(), 3, "{names:#?}");
+        assert!(matches!(&fast.0.objects[1], Listed::Node(n) if n.name == "a"), "{names:#?}");
+        assert!(names[2].contains("spec is missing"), "{names:#?}");
+        assert_eq!(fast.1.len(), 1, "the issues of the items taken back are gone");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! );
 //! ```
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::peer_spec::{PeerSpec, PeerSpecError, peer_from_spec, validate};
@@ -274,21 +275,89 @@ pub fn refusals(peer: &Peer, cluster: &Cluster<'_>) -> Vec<Refusal> {
 /// endpoint IP ([`Refusal::InternalIp`], [`Refusal::NodeEndpoint`]). The agent leaves such an
 /// allowed IP out of its plan whatever admission said (see `topology::guard`).
 pub fn takeover(allowed_ip: Cidr, nodes: &[Node]) -> Option<Refusal> {
-    let net = allowed_ip.network();
-    if net.prefix() == 0 {
-        return Some(Refusal::DefaultRoute { allowed_ip });
+    Takeover::new(nodes).check(allowed_ip)
+}
+
+/// [`takeover`] for many allowed IPs against the same nodes: every node's internal and endpoint
+/// IPs (discovered ones included) are sorted once, so that one check is a binary search, not a
+/// scan of every node's [`endpoint_ips`] (each of which looks through every node).
+#[derive(Debug)]
+pub struct Takeover<'a> {
+    nodes: &'a [Node],
+    /// The endpoints discovered for each key, in node order.
+    discovered: HashMap<Key, Vec<IpAddr>>,
+    /// Every node's internal IP and endpoint IPs as ([`sort_key`], node index), sorted.
+    addresses: Vec<((bool, u128), usize)>,
+}
+
+/// An address as (is IPv4, integer), after [`crate::cidr::canonical`] (as [`Cidr::contains`]
+/// reads it).
+fn sort_key(ip: IpAddr) -> (bool, u128) {
+    match crate::cidr::canonical(ip) {
+        IpAddr::V4(v4) => (true, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (false, u128::from(v6)),
     }
-    nodes.iter().find_map(|node| {
+}
+
+impl<'a> Takeover<'a> {
+    /// Gathers and sorts what [`Takeover::check`] compares allowed IPs with.
+    pub fn new(nodes: &'a [Node]) -> Self {
+        let mut discovered: HashMap<Key, Vec<IpAddr>> = HashMap::new();
+        for map in nodes.iter().filter_map(|n| n.discovered_endpoints.as_ref()) {
+            for (key, addr) in map {
+                discovered.entry(*key).or_default().push(crate::cidr::canonical(addr.ip()));
+            }
+        }
+        let mut addresses = Vec::with_capacity(nodes.len() * 2);
+        for (i, node) in nodes.iter().enumerate() {
+            addresses.extend(node.internal_ip.map(|c| (sort_key(c.addr()), i)));
+            addresses
+                .extend(node.endpoint.as_ref().and_then(|e| e.ip()).map(|ip| (sort_key(ip), i)));
+            if !node.key.is_zero() {
+                let found = discovered.get(&node.key).into_iter().flatten();
+                addresses.extend(found.map(|ip| (sort_key(*ip), i)));
+            }
+        }
+        addresses.sort_unstable();
+        Takeover { nodes, discovered, addresses }
+    }
+
+    /// As [`takeover`]: the default route, or the first node, in order, whose internal IP or one
+    /// of whose endpoint IPs ([`endpoint_ips`] order) `allowed_ip` covers.
+    pub fn check(&self, allowed_ip: Cidr) -> Option<Refusal> {
+        let net = allowed_ip.network();
+        if net.prefix() == 0 {
+            return Some(Refusal::DefaultRoute { allowed_ip });
+        }
+        let (family, first) = sort_key(net.addr());
+        let host = u32::from(net.host_bits());
+        let last = first | if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+        let start = self.addresses.partition_point(|(k, _)| *k < (family, first));
+        let end = self.addresses.partition_point(|(k, _)| *k <= (family, last));
+        let index = self.addresses[start..end].iter().map(|&(_, i)| i).min()?;
+        self.node_refusal(allowed_ip, &self.nodes[index])
+    }
+
+    /// What `allowed_ip` takes of `node`: its internal IP, else its first endpoint IP covered.
+    fn node_refusal(&self, allowed_ip: Cidr, node: &Node) -> Option<Refusal> {
+        let net = allowed_ip.network();
         let name = || node.name.clone();
         if let Some(internal_ip) = node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip))
         {
             return Some(Refusal::InternalIp { allowed_ip, node: name(), internal_ip });
         }
-        endpoint_ips(node, nodes)
-            .into_iter()
+        let own = node.endpoint.as_ref().and_then(|e| e.ip());
+        let discovered = match node.key.is_zero() {
+            true => None,
+            false => self.discovered.get(&node.key),
+        };
+        // The first covered IP of endpoint_ips(node) (its de-duplication cannot change which
+        // comes first).
+        own.into_iter()
+            .chain(discovered.into_iter().flatten().copied())
             .find(|ip| net.contains(*ip))
             .map(|endpoint| Refusal::NodeEndpoint { allowed_ip, node: name(), endpoint })
-    })
+    }
 }
 
 /// The overlaps of one allowed IP with one node's addresses.
@@ -377,5 +446,78 @@ mod tests {
         let cluster =
             Cluster { nodes: &nodes, peers: &[], wireguard_subnets: &subnets, service_cidrs: &[] };
         assert_eq!(wireguard_networks(&cluster), vec![cidr("10.4.0.0/16"), cidr("10.9.0.0/24")]);
+    }
+
+    /// What [`takeover`] was before [`Takeover`] gathered the discovered endpoints once.
+    fn takeover_by_scan(allowed_ip: Cidr, nodes: &[Node]) -> Option<Refusal> {
+        let net = allowed_ip.network();
+        if net.prefix() == 0 {
+            return Some(Refusal::DefaultRoute { allowed_ip });
+        }
+        nodes.iter().find_map(|node| {
+            if let Some(internal_ip) =
+                node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip))
+            {
+                return Some(Refusal::InternalIp {
+                    allowed_ip,
+                    node: node.name.clone(),
+                    internal_ip,
+                });
+            }
+            endpoint_ips(node, nodes).into_iter().find(|ip| net.contains(*ip)).map(|endpoint| {
+                Refusal::NodeEndpoint { allowed_ip, node: node.name.clone(), endpoint }
+            })
+        })
+    }
+
+    #[test]
+    fn takeover_finds_what_a_scan_of_every_nodes_endpoint_ips_finds() {
+        let key = |i: u8| Key::from_bytes([i; 32]);
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let nodes = [
+            Node {
+                name: "a".into(),
+                key: key(1),
+                endpoint: "192.0.2.1:51820".parse().ok(),
+                internal_ip: Some(cidr("10.0.0.1/24")),
+                discovered_endpoints: Some(
+                    [(key(2), addr("198.51.100.7:1000")), (key(3), addr("[::ffff:203.0.113.9]:9"))]
+                        .into(),
+                ),
+                ..Node::default()
+            },
+            Node {
+                name: "b".into(),
+                key: key(2),
+                discovered_endpoints: Some(
+                    [(key(1), addr("198.51.100.1:1")), (key(2), addr("198.51.100.8:2"))].into(),
+                ),
+                ..Node::default()
+            },
+            Node { name: "c".into(), key: key(3), ..Node::default() },
+            Node {
+                name: "zero".into(),
+                discovered_endpoints: Some([(Key::ZERO, addr("192.0.2.200:1"))].into()),
+                ..Node::default()
+            },
+        ];
+        let check = Takeover::new(&nodes);
+        for aip in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/30",
+            "192.0.2.0/24",
+            "198.51.100.0/29",
+            "198.51.100.8/32",
+            "198.51.100.0/24",
+            "203.0.113.9/32",
+            "192.0.2.200/32",
+            "172.16.0.0/12",
+            "fd00::/8",
+        ] {
+            let aip = cidr(aip);
+            assert_eq!(check.check(aip), takeover_by_scan(aip, &nodes), "{aip}");
+            assert_eq!(takeover(aip, &nodes), takeover_by_scan(aip, &nodes), "{aip}");
+        }
     }
 }

@@ -9,17 +9,18 @@
 //! out, in every address family, with a warning worded as the webhook's refusal
 //! ([`crate::admission::takeover`]).
 
-use crate::admission::takeover;
+use crate::admission::Takeover;
 use crate::{Node, Peer};
 
 /// `peers` without the allowed IPs that would take over a node's connectivity, with one warning
 /// per allowed IP left out. A peer keeps its other allowed IPs.
 pub fn guard_peers(peers: Vec<Peer>, nodes: &[Node]) -> (Vec<Peer>, Vec<String>) {
     let mut warnings = Vec::new();
+    let check = Takeover::new(nodes);
     let peers = peers
         .into_iter()
         .map(|mut peer| {
-            peer.allowed_ips.retain(|aip| match takeover(*aip, nodes) {
+            peer.allowed_ips.retain(|aip| match check.check(*aip) {
                 Some(why) => {
                     warnings.push(format!("peer {:?}: left out: {why}", peer.name));
                     false

@@ -26,3 +26,27 @@ fn the_file_backend_reads_the_generated_yaml_and_toml_as_the_same_mesh() {
     }
     assert_eq!(yaml.peers, toml.peers);
 }
+
+/// The file backend's fast reader and its full YAML parser read the generated YAML alike: a
+/// `%YAML` directive in front sends the same text to the full parser.
+#[test]
+fn the_fast_reader_and_the_full_parser_read_the_generated_yaml_alike() {
+    use kilo_backend_file::{parse_kube_yaml_with_issues, read_kube_yaml};
+    let options = Options::default();
+    for shape in [
+        Shape::baseline(1),
+        Shape::baseline(20),
+        Shape { dns_every: 2, ..Shape::baseline(57) },
+        Shape { dns_every: 3, ..Shape::baseline(400) },
+    ] {
+        let text = to_yaml(&generate(&shape).unwrap());
+        let full_text = format!("%YAML 1.2\n---\n{text}");
+        let fast = read_kube_yaml(&text, "gen.yaml", &options).unwrap();
+        let full = read_kube_yaml(&full_text, "gen.yaml", &options).unwrap();
+        assert_eq!(fast, full, "{} nodes", shape.nodes);
+        assert_eq!(fast.objects.len(), shape.nodes + shape.peers);
+        let fast = parse_kube_yaml_with_issues(&text, "gen.yaml", &options).unwrap();
+        let full = parse_kube_yaml_with_issues(&full_text, "gen.yaml", &options).unwrap();
+        assert_eq!(fast, full, "{} nodes", shape.nodes);
+    }
+}
