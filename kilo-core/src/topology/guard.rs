@@ -9,17 +9,18 @@
 //! out, in every address family, with a warning worded as the webhook's refusal
 //! ([`crate::admission::takeover`]).
 
-use crate::admission::takeover;
+use crate::admission::{all_endpoint_ips, takeover_among};
 use crate::{Node, Peer};
 
 /// `peers` without the allowed IPs that would take over a node's connectivity, with one warning
 /// per allowed IP left out. A peer keeps its other allowed IPs.
 pub fn guard_peers(peers: Vec<Peer>, nodes: &[Node]) -> (Vec<Peer>, Vec<String>) {
     let mut warnings = Vec::new();
+    let endpoint_ips = all_endpoint_ips(nodes);
     let peers = peers
         .into_iter()
         .map(|mut peer| {
-            peer.allowed_ips.retain(|aip| match takeover(*aip, nodes) {
+            peer.allowed_ips.retain(|aip| match takeover_among(*aip, nodes, &endpoint_ips) {
                 Some(why) => {
                     warnings.push(format!("peer {:?}: left out: {why}", peer.name));
                     false
@@ -39,6 +40,35 @@ mod tests {
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn endpoint_ips_from_one_pass_equal_each_nodes_own() {
+        use crate::Key;
+        use crate::admission::endpoint_ips;
+        let key = |b: u8| Key::from_bytes([b; 32]);
+        let mut nodes: Vec<Node> = (1..=4u8)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                key: if i == 4 { Key::default() } else { key(i) },
+                endpoint: format!("192.0.2.{i}:51820").parse().ok(),
+                ..Node::default()
+            })
+            .collect();
+        nodes[0].discovered_endpoints = Some(
+            [(key(2), "198.51.100.2:1".parse().unwrap()), (key(3), "192.0.2.3:2".parse().unwrap())]
+                .into(),
+        );
+        nodes[2].discovered_endpoints = Some(
+            [
+                (key(2), "198.51.100.9:1".parse().unwrap()),
+                (key(1), "[::ffff:10.0.0.1]:3".parse().unwrap()),
+            ]
+            .into(),
+        );
+        let each: Vec<_> = nodes.iter().map(|n| endpoint_ips(n, &nodes)).collect();
+        assert_eq!(all_endpoint_ips(&nodes), each);
+        assert_eq!(each[1].len(), 3);
     }
 
     #[test]
