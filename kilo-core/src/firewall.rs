@@ -1,8 +1,9 @@
-//! Firewall rules as data carrying upstream's iptables rule strings, so that
-//! either agent finds and cleans up the other's rules; their canonical keys and Kilo's ownership
+//! Firewall rules as data rendering to upstream's iptables rule strings, so that
+//! either agent finds and cleans up the other's rules (Kilo's own rules are typed, [`Spec`]); their canonical keys and Kilo's ownership
 //! marks ([`RuleKey`], [`is_kilo_rule`]); and the pure decisions of the firewall controller
 //! ([`set_diff`], [`restore_diff`], [`sweep`]) as typed [`Change`]s.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// The IP family of a rule.
@@ -15,6 +16,9 @@ pub enum Family {
     Ipv6,
 }
 
+/// A table or chain name: a constant for the rules Kilo plans, owned for what is read back.
+pub type Name = Cow<'static, str>;
+
 /// A chain or a rule in a table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Entry {
@@ -23,20 +27,20 @@ pub enum Entry {
         /// The family.
         family: Family,
         /// The table (`nat`, `filter`).
-        table: String,
+        table: Name,
         /// The chain name.
-        name: String,
+        name: Name,
     },
     /// A rule (`iptables -t TABLE -A CHAIN SPEC…`).
     Rule {
         /// The family.
         family: Family,
         /// The table.
-        table: String,
+        table: Name,
         /// The chain.
-        chain: String,
+        chain: Name,
         /// The rule's arguments after the chain.
-        spec: Vec<String>,
+        spec: Spec,
     },
 }
 
@@ -53,6 +57,7 @@ pub struct RuleSet {
 mod diff;
 mod key;
 mod rules;
+mod spec;
 
 pub use diff::{
     ChainRef, Change, Listed, RestoreDiff, SetDiff, SweepDiff, TABLES, TableListing, restore_diff,
@@ -63,6 +68,7 @@ pub use key::{
     split_args,
 };
 pub use rules::{IPIP_PROTOCOL, encapsulation_rules};
+pub use spec::{Address, Arg, Match, Order, Spec};
 
 impl Family {
     /// The family of an address (IPv4-mapped IPv6 counts as IPv4, as upstream's `GetProtocol`).
@@ -80,18 +86,33 @@ impl Family {
 }
 
 impl Entry {
-    /// A chain in `table`.
-    pub fn chain(family: Family, table: &str, name: &str) -> Entry {
-        Entry::Chain { family, table: table.to_string(), name: name.to_string() }
+    /// A chain in `table` (`&'static str` names are not copied).
+    pub fn chain(family: Family, table: impl Into<Name>, name: impl Into<Name>) -> Entry {
+        Entry::Chain { family, table: table.into(), name: name.into() }
     }
 
-    /// A rule appended to `chain` of `table` with the arguments `spec`.
+    /// A rule appended to `chain` of `table` with the arguments `spec`, as strings.
     pub fn rule(family: Family, table: &str, chain: &str, spec: &[&str]) -> Entry {
         Entry::Rule {
             family,
-            table: table.to_string(),
-            chain: chain.to_string(),
-            spec: spec.iter().map(|s| s.to_string()).collect(),
+            table: Cow::Owned(table.to_string()),
+            chain: Cow::Owned(chain.to_string()),
+            spec: Spec::Args(spec.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    /// A typed rule in `chain` of `table`: allocates nothing.
+    pub const fn typed(
+        family: Family,
+        table: &'static str,
+        chain: &'static str,
+        spec: Match,
+    ) -> Entry {
+        Entry::Rule {
+            family,
+            table: Cow::Borrowed(table),
+            chain: Cow::Borrowed(chain),
+            spec: Spec::Typed(spec),
         }
     }
 
@@ -121,17 +142,15 @@ impl Entry {
     /// quotes (empty for a chain).
     pub fn spec_text(&self) -> String {
         let Entry::Rule { spec, .. } = self else { return String::new() };
-        let mut out = Vec::with_capacity(spec.len());
-        let mut quote_next = false;
-        for arg in spec {
-            if quote_next {
-                out.push(format!("\"{arg}\""));
-            } else {
-                out.push(arg.clone());
-            }
-            quote_next = arg == "--comment";
+        spec.text()
+    }
+
+    /// The rule's arguments (`None` for a chain).
+    pub fn spec(&self) -> Option<&Spec> {
+        match self {
+            Entry::Rule { spec, .. } => Some(spec),
+            Entry::Chain { .. } => None,
         }
-        out.join(" ")
     }
 
     /// Upstream's string identity: `"<table> -A <chain> <spec>"` for a
@@ -140,8 +159,14 @@ impl Entry {
     pub fn identity(&self) -> String {
         match self {
             Entry::Chain { table, name, .. } => format!("{table} -N {name}"),
-            Entry::Rule { table, chain, .. } => {
-                format!("{table} -A {chain} {}", self.spec_text())
+            Entry::Rule { table, chain, spec, .. } => {
+                let mut out = String::with_capacity(table.len() + chain.len() + 100);
+                out.push_str(table);
+                out.push_str(" -A ");
+                out.push_str(chain);
+                out.push(' ');
+                spec.write_text(&mut out);
+                out
             }
         }
     }

@@ -15,7 +15,12 @@ use proptest::prelude::*;
 const BUILTIN: [&str; 3] = ["POSTROUTING", "INPUT", "FORWARD"];
 
 fn rule(family: Family, table: &str, chain: &str, spec: &str) -> Entry {
-    Entry::Rule { family, table: table.into(), chain: chain.into(), spec: split_args(spec) }
+    Entry::Rule {
+        family,
+        table: table.to_string().into(),
+        chain: chain.to_string().into(),
+        spec: split_args(spec).into(),
+    }
 }
 
 fn family() -> impl Strategy<Value = Family> {
@@ -104,8 +109,9 @@ impl Kernel {
                 Change::Append(e) => (e, false),
                 Change::Insert(e) => (e, true),
                 Change::Delete(Entry::Rule { family, table, chain, spec }) => {
-                    let key = RuleKey::new(table, chain, spec);
-                    if let Some(rules) = self.0.get_mut(&(*family, table.clone(), chain.clone()))
+                    let key = RuleKey::of_spec(table, chain, spec);
+                    if let Some(rules) =
+                        self.0.get_mut(&(*family, table.to_string(), chain.to_string()))
                         && let Some(i) = rules.iter().position(|k| *k == key)
                     {
                         rules.remove(i);
@@ -113,18 +119,19 @@ impl Kernel {
                     continue;
                 }
                 Change::Delete(Entry::Chain { family, table, name }) => {
-                    self.0.remove(&(*family, table.clone(), name.clone()));
+                    self.0.remove(&(*family, table.to_string(), name.to_string()));
                     continue;
                 }
                 Change::DeleteBaseChain(_) => continue,
             };
             match e {
                 Entry::Chain { family, table, name } => {
-                    self.0.insert((*family, table.clone(), name.clone()), Vec::new());
+                    self.0.insert((*family, table.to_string(), name.to_string()), Vec::new());
                 }
                 Entry::Rule { family, table, chain, spec } => {
-                    let key = RuleKey::new(table, chain, spec);
-                    if let Some(rules) = self.0.get_mut(&(*family, table.clone(), chain.clone()))
+                    let key = RuleKey::of_spec(table, chain, spec);
+                    if let Some(rules) =
+                        self.0.get_mut(&(*family, table.to_string(), chain.to_string()))
                         && !rules.contains(&key)
                     {
                         if at_top { rules.insert(0, key) } else { rules.push(key) }
@@ -219,7 +226,7 @@ impl Kernel {
             listed.chains.insert((f, t), names);
         }
         for c in chains {
-            let rules = self.0.get(&(c.family, c.table.clone(), c.name.clone()));
+            let rules = self.0.get(&(c.family, c.table.to_string(), c.name.to_string()));
             listed.rules.insert(c, rules.into_iter().flatten().cloned().collect());
         }
         listed
@@ -306,7 +313,7 @@ proptest! {
                 }
             }
             for name in t.chains.iter().filter(|n| is_kilo_chain(n)) {
-                let planned_chain = Entry::chain(t.family, &t.table, name);
+                let planned_chain = Entry::chain(t.family, t.table.clone(), name.clone());
                 let id = (t.family, planned_chain.identity());
                 prop_assert!(
                     identities(&planned.append).contains(&id) || planned.prepend.contains(&planned_chain)

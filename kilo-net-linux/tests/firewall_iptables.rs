@@ -48,7 +48,7 @@ fn firewall(ns: &Netns, variant: Variant) -> Firewall {
 
 fn spec_of(entry: &Entry) -> Vec<String> {
     match entry {
-        Entry::Rule { spec, .. } => spec.clone(),
+        Entry::Rule { spec, .. } => spec.args().into_owned(),
         Entry::Chain { .. } => panic!("not a rule"),
     }
 }

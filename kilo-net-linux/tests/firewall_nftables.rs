@@ -77,7 +77,7 @@ fn assert_applied(ns: &Netns, rules: &RuleSet) {
 
 fn delete_by_hand(ns: &Netns, family: Family, table: &str, chain: &str, entry: &Entry) {
     let Entry::Rule { spec, .. } = entry else { panic!("not a rule") };
-    let id = identity(chain, table, spec);
+    let id = identity(chain, table, &spec.args());
     let (handle, _) = chain_rules(ns, family, table, chain)
         .into_iter()
         .find(|(_, c)| *c == id)

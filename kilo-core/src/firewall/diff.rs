@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use super::key::{RuleKey, is_kilo_chain, is_kilo_rule};
-use super::{Entry, Family, RuleSet};
+use super::{Entry, Family, RuleSet, Spec};
 
 /// The tables Kilo writes to; swept even when a plan has no entry in them.
 pub const TABLES: [&str; 2] = ["filter", "nat"];
@@ -238,9 +238,10 @@ impl Listed {
     /// entry of a disabled family, say: then it is left alone).
     pub fn holds(&self, entry: &Entry) -> Option<bool> {
         match entry {
-            Entry::Chain { family, table, name } => {
-                self.chains.get(&(*family, table.clone())).map(|chains| chains.contains(name))
-            }
+            Entry::Chain { family, table, name } => self
+                .chains
+                .get(&(*family, table.to_string()))
+                .map(|chains| chains.contains(&**name)),
             Entry::Rule { .. } => {
                 let rules = self.rules.get(&ChainRef::of(entry))?;
                 Some(RuleKey::of_entry(entry).is_some_and(|k| rules.contains(&k)))
@@ -257,7 +258,7 @@ pub fn restore_reads(applied: &RuleSet) -> (BTreeSet<(Family, String)>, BTreeSet
     for entry in applied.append.iter().chain(&applied.prepend) {
         match entry {
             Entry::Chain { family, table, .. } => {
-                tables.insert((*family, table.clone()));
+                tables.insert((*family, table.to_string()));
             }
             Entry::Rule { .. } => {
                 chains.insert(ChainRef::of(entry));
@@ -416,18 +417,18 @@ impl SweepDiff {
             };
             match change {
                 Change::Delete(Entry::Rule { chain, spec, .. }) => {
-                    let key = RuleKey::new(table, chain, spec);
+                    let key = RuleKey::of_spec(table, chain, spec);
                     if let Some(i) = t
                         .rules
                         .iter()
-                        .position(|(c, s)| c == chain && RuleKey::new(table, c, s) == key)
+                        .position(|(c, s)| *c == **chain && RuleKey::new(table, c, s) == key)
                     {
                         t.rules.remove(i);
                     }
                 }
                 Change::Delete(Entry::Chain { name, .. }) => {
-                    t.rules.retain(|(c, _)| c != name);
-                    t.chains.retain(|c| c != name);
+                    t.rules.retain(|(c, _)| *c != **name);
+                    t.chains.retain(|c| *c != **name);
                 }
                 Change::DeleteBaseChain(c) => {
                     if !t.rules.iter().any(|(chain, _)| *chain == c.name) {
@@ -486,14 +487,18 @@ pub fn sweep(planned: &RuleSet, kernel: &[TableListing]) -> SweepDiff {
             }
             out.changes.push(Change::Delete(Entry::Rule {
                 family: t.family,
-                table: t.table.clone(),
-                chain: chain.clone(),
-                spec: spec.clone(),
+                table: t.table.clone().into(),
+                chain: chain.clone().into(),
+                spec: Spec::Args(spec.clone()),
             }));
         }
         for name in t.chains.iter().filter(|n| is_kilo_chain(n)) {
             if !chains.contains(&chain_ref(t, name)) {
-                out.changes.push(Change::Delete(Entry::chain(t.family, &t.table, name)));
+                out.changes.push(Change::Delete(Entry::chain(
+                    t.family,
+                    t.table.clone(),
+                    name.clone(),
+                )));
             }
         }
     }

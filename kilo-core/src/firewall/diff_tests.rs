@@ -1,12 +1,17 @@
 use super::*;
 use crate::firewall::split_args;
 
-fn chain(family: Family, table: &str, name: &str) -> Entry {
+fn chain(family: Family, table: &'static str, name: &'static str) -> Entry {
     Entry::chain(family, table, name)
 }
 
 fn rule(family: Family, table: &str, chain: &str, spec: &str) -> Entry {
-    Entry::Rule { family, table: table.into(), chain: chain.into(), spec: split_args(spec) }
+    Entry::Rule {
+        family,
+        table: table.to_string().into(),
+        chain: chain.to_string().into(),
+        spec: split_args(spec).into(),
+    }
 }
 
 fn masquerade(family: Family) -> Entry {
@@ -226,7 +231,11 @@ fn listed(rules: &RuleSet, missing: &[&Entry]) -> Listed {
         }
         match e {
             Entry::Chain { family, table, name } => {
-                listed.chains.entry((*family, table.clone())).or_default().insert(name.clone());
+                listed
+                    .chains
+                    .entry((*family, table.to_string()))
+                    .or_default()
+                    .insert(name.to_string());
             }
             Entry::Rule { .. } => {
                 listed.rules.entry(ChainRef::of(e)).or_default().extend(RuleKey::of_entry(e));

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::Entry;
+use super::{Entry, Spec};
 
 /// Splits an `iptables -S` line or an identity string into arguments: blanks separate them,
 /// double or single quotes group them, and inside quotes a backslash escapes the next character
@@ -93,10 +93,32 @@ impl RuleKey {
         self.groups.iter().flatten().cloned().collect()
     }
 
+    /// The key of a rule in `table`, `chain` with the arguments `spec`: a typed spec's key is
+    /// built from its fields (no parsing), and equals the key of its rendered arguments.
+    pub fn of_spec(table: &str, chain: &str, spec: &Spec) -> RuleKey {
+        let m = match spec {
+            Spec::Args(args) => return RuleKey::new(table, chain, args),
+            Spec::Typed(m) => m,
+        };
+        let pair = |a: &str, b: String| vec![a.to_string(), b];
+        let mut groups = Vec::with_capacity(5);
+        if let Some(p) = m.protocol {
+            groups.push(pair("-p", canonical_protocol(p)));
+        }
+        if let Some(a) = m.address {
+            groups.push(pair(a.option(), a.cidr().network().to_string()));
+        }
+        groups.push(pair("-m", "comment".to_string()));
+        groups.push(pair("--comment", m.comment.to_string()));
+        groups.push(pair("-j", m.target.to_string()));
+        groups.sort();
+        RuleKey { table: table.to_string(), chain: chain.to_string(), groups }
+    }
+
     /// The key of an entry that is a rule (`None` for a chain).
     pub fn of_entry(entry: &Entry) -> Option<RuleKey> {
         match entry {
-            Entry::Rule { table, chain, spec, .. } => Some(RuleKey::new(table, chain, spec)),
+            Entry::Rule { table, chain, spec, .. } => Some(RuleKey::of_spec(table, chain, spec)),
             Entry::Chain { .. } => None,
         }
     }
@@ -199,12 +221,7 @@ mod tests {
     use crate::firewall::Family;
 
     fn rule(table: &str, chain: &str, spec: &[&str]) -> Entry {
-        Entry::Rule {
-            family: Family::Ipv4,
-            table: table.into(),
-            chain: chain.into(),
-            spec: spec.iter().map(|s| s.to_string()).collect(),
-        }
+        Entry::rule(Family::Ipv4, table, chain, spec)
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::{Entry, Family, RuleSet};
+use super::{Address, Entry, Family, Match, Order, RuleSet};
 use crate::routes::Encapsulator;
 use crate::{Cidr, Topology};
 
@@ -15,6 +15,18 @@ const IPIP_CHAIN: &str = "KILO-IPIP";
 
 fn fam(c: &Cidr) -> Family {
     Family::of(c.addr())
+}
+
+/// A typed rule `[-s|-d CIDR] -m comment --comment C -j TARGET`, in the CIDR's family.
+fn addressed(
+    table: &'static str,
+    chain: &'static str,
+    a: Address,
+    comment: &'static str,
+    target: &'static str,
+) -> Entry {
+    let m = Match { protocol: None, address: Some(a), comment, target, order: Order::AddressFirst };
+    Entry::typed(fam(&a.cidr()), table, chain, m)
 }
 
 /// The `KILO-IPIP` rules of an encapsulator (8.3): IPIP traffic is accepted only from
@@ -32,88 +44,84 @@ pub fn encapsulation_rules(encapsulator: Encapsulator, private_ips: &[IpAddr]) -
         [("Kilo: jump to IPIP chain", IPIP_CHAIN), ("Kilo: reject other IPIP traffic", "DROP")]
     {
         for f in both {
-            rules.append.push(Entry::rule(
-                f,
-                "filter",
-                "INPUT",
-                &["-p", IPIP_PROTOCOL, "-m", "comment", "--comment", comment, "-j", target],
-            ));
+            let m = Match {
+                protocol: Some(IPIP_PROTOCOL),
+                address: None,
+                comment,
+                target,
+                order: Order::AddressFirst,
+            };
+            rules.append.push(Entry::typed(f, "filter", "INPUT", m));
         }
     }
+    rules.prepend.reserve(private_ips.len());
     for ip in private_ips {
-        let host = Cidr::host(*ip).to_string();
-        rules.prepend.push(Entry::rule(
-            Family::of(*ip),
+        let host = Address::Source(Cidr::host(*ip));
+        rules.prepend.push(addressed(
             "filter",
             IPIP_CHAIN,
-            &[
-                "-s",
-                &host,
-                "-m",
-                "comment",
-                "--comment",
-                "Kilo: allow IPIP traffic",
-                "-j",
-                "ACCEPT",
-            ],
+            host,
+            "Kilo: allow IPIP traffic",
+            "ACCEPT",
         ));
     }
     rules
 }
 
-/// A rule whose spec is `before`, the CIDR's text, then `after`: the text is moved in rather
-/// than copied (tens of thousands of these rules are built per plan).
-fn with_cidr(
-    family: Family,
-    table: &str,
-    chain: &str,
-    before: &[&str],
-    c: &Cidr,
-    after: &[&str],
-) -> Entry {
-    let mut spec = Vec::with_capacity(before.len() + 1 + after.len());
-    spec.extend(before.iter().map(|s| s.to_string()));
-    spec.push(c.to_string());
-    spec.extend(after.iter().map(|s| s.to_string()));
-    Entry::Rule { family, table: table.to_string(), chain: chain.to_string(), spec }
+/// The comments of a `FORWARD` pair: packets from, and to, what the CIDR is.
+#[derive(Clone, Copy)]
+enum Forwarded {
+    PodSubnet,
+    AllowedLocationIps,
+    PrivateIps,
+    NodePodSubnet,
 }
 
-fn forward(c: &Cidr, comment: &str, flag: &str) -> Entry {
-    with_cidr(
-        fam(c),
-        "filter",
-        "FORWARD",
-        &["-m", "comment", "--comment", comment, flag],
-        c,
-        &["-j", "ACCEPT"],
-    )
+impl Forwarded {
+    const fn comments(self) -> (&'static str, &'static str) {
+        match self {
+            Forwarded::PodSubnet => (
+                "Kilo: forward packets from the pod subnet",
+                "Kilo: forward packets to the pod subnet",
+            ),
+            Forwarded::AllowedLocationIps => (
+                "Kilo: forward packets from allowed location IPs",
+                "Kilo: forward packets to allowed location IPs",
+            ),
+            Forwarded::PrivateIps => {
+                ("Kilo: forward packets from private IPs", "Kilo: forward packets to private IPs")
+            }
+            Forwarded::NodePodSubnet => (
+                "Kilo: forward packets from the node's pod subnet",
+                "Kilo: forward packets to the node's pod subnet",
+            ),
+        }
+    }
 }
 
-fn forward_pair(out: &mut Vec<Entry>, c: &Cidr, what: &str) {
-    out.push(forward(c, &format!("Kilo: forward packets from {what}"), "-s"));
-    out.push(forward(c, &format!("Kilo: forward packets to {what}"), "-d"));
+fn forward(a: Address, comment: &'static str) -> Entry {
+    let m = Match {
+        protocol: None,
+        address: Some(a),
+        comment,
+        target: "ACCEPT",
+        order: Order::CommentFirst,
+    };
+    Entry::typed(fam(&a.cidr()), "filter", "FORWARD", m)
 }
 
-fn nat_return(c: &Cidr, comment: &str) -> Entry {
-    with_cidr(
-        fam(c),
-        "nat",
-        NAT_CHAIN,
-        &["-d"],
-        c,
-        &["-m", "comment", "--comment", comment, "-j", "RETURN"],
-    )
+fn forward_pair(out: &mut Vec<Entry>, c: &Cidr, what: Forwarded) {
+    let (from, to) = what.comments();
+    out.push(forward(Address::Source(*c), from));
+    out.push(forward(Address::Destination(*c), to));
 }
 
-fn jump_nat(c: &Cidr, flag: &str) -> Entry {
-    with_cidr(
-        fam(c),
-        "nat",
-        "POSTROUTING",
-        &[flag],
-        c,
-        &["-m", "comment", "--comment", "Kilo: jump to NAT chain", "-j", NAT_CHAIN],
-    )
+fn nat_return(c: &Cidr, comment: &'static str) -> Entry {
+    addressed("nat", NAT_CHAIN, Address::Destination(*c), comment, "RETURN")
+}
+
+fn jump_nat(a: Address) -> Entry {
+    addressed("nat", "POSTROUTING", a, "Kilo: jump to NAT chain", NAT_CHAIN)
 }
 
 impl Topology {
@@ -146,38 +154,30 @@ impl Topology {
         let pre = &mut rules.prepend;
         if cni {
             for s in &self.subnets {
-                let s_text = s.to_string();
-                pre.push(Entry::rule(
-                    fam(s),
+                let a = Address::Source(*s);
+                pre.push(addressed(
                     "nat",
                     "POSTROUTING",
-                    &[
-                        "-s",
-                        &s_text,
-                        "-m",
-                        "comment",
-                        "--comment",
-                        "Kilo: jump to KILO-NAT chain",
-                        "-j",
-                        NAT_CHAIN,
-                    ],
+                    a,
+                    "Kilo: jump to KILO-NAT chain",
+                    NAT_CHAIN,
                 ));
             }
             if forward && self.leader {
                 for seg in self.segments.iter().filter(|s| s.location == self.location) {
                     for c in seg.members.iter().flat_map(|m| &m.subnets) {
-                        forward_pair(pre, c, "the pod subnet");
+                        forward_pair(pre, c, Forwarded::PodSubnet);
                     }
                     for c in &seg.allowed_location_ips {
-                        forward_pair(pre, c, "allowed location IPs");
+                        forward_pair(pre, c, Forwarded::AllowedLocationIps);
                     }
                     for ip in seg.members.iter().filter_map(|m| m.internal_ip) {
-                        forward_pair(pre, &Cidr::host(ip.addr()), "private IPs");
+                        forward_pair(pre, &Cidr::host(ip.addr()), Forwarded::PrivateIps);
                     }
                 }
             } else if forward {
                 for s in &self.subnets {
-                    forward_pair(pre, s, "the node's pod subnet");
+                    forward_pair(pre, s, Forwarded::NodePodSubnet);
                 }
             }
         }
@@ -193,13 +193,13 @@ impl Topology {
             }
             if seg.location == self.location {
                 for alip in &seg.allowed_location_ips {
-                    pre.push(jump_nat(alip, "-d"));
+                    pre.push(jump_nat(Address::Destination(*alip)));
                 }
             }
         }
         for peer in &self.peers {
             for aip in &peer.allowed_ips {
-                pre.push(jump_nat(aip, "-s"));
+                pre.push(jump_nat(Address::Source(*aip)));
                 pre.push(nat_return(aip, "Kilo: do not NAT packets destined for peers"));
             }
         }
@@ -207,12 +207,14 @@ impl Topology {
             rules.append.push(nat_return(s, "Kilo: do not NAT packets destined for service CIDRs"));
         }
         for f in [Family::Ipv4, Family::Ipv6] {
-            rules.append.push(Entry::rule(
-                f,
-                "nat",
-                NAT_CHAIN,
-                &["-m", "comment", "--comment", "Kilo: NAT remaining packets", "-j", "MASQUERADE"],
-            ));
+            let m = Match {
+                protocol: None,
+                address: None,
+                comment: "Kilo: NAT remaining packets",
+                target: "MASQUERADE",
+                order: Order::AddressFirst,
+            };
+            rules.append.push(Entry::typed(f, "nat", NAT_CHAIN, m));
         }
         rules
     }

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kilo_core::firewall::{
-    Change, Entry, Family, Listed, RuleSet, TableListing, restore_diff, restore_reads, set_diff,
-    sweep_tables,
+    Change, Entry, Family, Listed, RuleSet, Spec, TableListing, restore_diff, restore_reads,
+    set_diff, sweep_tables,
 };
 
 use super::rule::{RuleKey, identity};
@@ -33,7 +33,7 @@ pub(crate) trait Client {
         family: Family,
         table: &str,
         chain: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError>;
     /// Inserts the rule at position 1 unless it is present (`InsertUnique`; `iptables -C`,
     /// `-I CHAIN 1`; `nft insert rule`).
@@ -42,7 +42,7 @@ pub(crate) trait Client {
         family: Family,
         table: &str,
         chain: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError>;
     /// Deletes the rule (`Delete`; `iptables -D`; `nft delete rule … handle H`); an error when
     /// it is absent.
@@ -51,7 +51,7 @@ pub(crate) trait Client {
         family: Family,
         table: &str,
         chain: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError>;
     /// The rules of a chain, `None` when the chain does not exist (`List`; `iptables -S CHAIN`;
     /// `nft list chain`).
@@ -244,7 +244,11 @@ impl<C: Client> Controller<C> {
                     continue;
                 }
                 self.count(*family, Operation::ListChains, table, "*");
-                if self.client.list_chains(*family, table).is_ok_and(|c| c.contains(name)) {
+                if self
+                    .client
+                    .list_chains(*family, table)
+                    .is_ok_and(|c| c.iter().any(|n| *n == **name))
+                {
                     self.count(*family, Operation::DeleteChain, table, name);
                     let _ = self.client.delete_chain(*family, table, name);
                 }

@@ -76,36 +76,24 @@ impl Client for Fake {
         }
         self.chains.borrow_mut().remove(&id).map(|_| ()).ok_or_else(|| missing(chain))
     }
-    fn append_unique(
-        &self,
-        f: Family,
-        t: &str,
-        c: &str,
-        spec: &[String],
-    ) -> Result<(), FirewallError> {
-        let key = RuleKey::new(t, c, spec);
+    fn append_unique(&self, f: Family, t: &str, c: &str, spec: &Spec) -> Result<(), FirewallError> {
+        let key = RuleKey::of_spec(t, c, spec);
         self.with_chain(f, t, c, |rules| {
             if !rules.contains(&key) {
                 rules.push(key)
             }
         })
     }
-    fn insert_unique(
-        &self,
-        f: Family,
-        t: &str,
-        c: &str,
-        spec: &[String],
-    ) -> Result<(), FirewallError> {
-        let key = RuleKey::new(t, c, spec);
+    fn insert_unique(&self, f: Family, t: &str, c: &str, spec: &Spec) -> Result<(), FirewallError> {
+        let key = RuleKey::of_spec(t, c, spec);
         self.with_chain(f, t, c, |rules| {
             if !rules.contains(&key) {
                 rules.insert(0, key)
             }
         })
     }
-    fn delete(&self, f: Family, t: &str, c: &str, spec: &[String]) -> Result<(), FirewallError> {
-        let key = RuleKey::new(t, c, spec);
+    fn delete(&self, f: Family, t: &str, c: &str, spec: &Spec) -> Result<(), FirewallError> {
+        let key = RuleKey::of_spec(t, c, spec);
         self.with_chain(f, t, c, |rules| {
             rules.iter().position(|k| *k == key).map(|i| rules.remove(i))
         })?
@@ -145,15 +133,15 @@ impl Client for Fake {
 }
 
 fn chain(family: Family, table: &str, name: &str) -> Entry {
-    Entry::Chain { family, table: table.into(), name: name.into() }
+    Entry::chain(family, table.to_string(), name.to_string())
 }
 
 fn rule(family: Family, table: &str, chain: &str, spec: &str) -> Entry {
     Entry::Rule {
         family,
-        table: table.into(),
-        chain: chain.into(),
-        spec: super::super::rule::split_args(spec),
+        table: table.to_string().into(),
+        chain: chain.to_string().into(),
+        spec: super::super::rule::split_args(spec).into(),
     }
 }
 
@@ -388,7 +376,7 @@ fn leftovers(c: &Controller<Fake>) {
         client.clear_chain(family, &table, &name).unwrap();
     }
     let add = |table: &str, chain: &str, spec: &str| {
-        let spec = super::super::rule::split_args(spec);
+        let spec = Spec::Args(super::super::rule::split_args(spec));
         client.append_unique(Family::Ipv4, table, chain, &spec).unwrap();
     };
     add("nat", "KILO-NAT", r#"-d 10.5.0.9/32 -m comment --comment "Kilo: do not NAT" -j RETURN"#);

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
-use kilo_core::firewall::{Family, RuleSet, TableListing};
+use kilo_core::firewall::{Family, RuleSet, Spec, TableListing};
 
 use super::batch::{Model, Op, restore_input};
 use super::controller::{Client, Controller};
@@ -186,12 +186,15 @@ pub(crate) struct IptablesClient {
 /// `iptables-restore` per family.
 const BATCH_THRESHOLD: usize = 8;
 
-fn args(head: &[&str], spec: &[String]) -> Vec<String> {
+fn args(head: &[&str], spec: &Spec) -> Vec<String> {
     let mut out: Vec<String> = vec!["--wait".to_string()];
     out.extend(head.iter().map(|s| s.to_string()));
-    out.extend(spec.iter().cloned());
+    out.extend(spec.iter().map(|a| a.to_string()));
     out
 }
+
+/// No arguments after the head.
+const NO_ARGS: Spec = Spec::Args(Vec::new());
 
 impl IptablesClient {
     fn queue(&self) -> MutexGuard<'_, Option<Vec<Op>>> {
@@ -251,13 +254,7 @@ impl IptablesClient {
         self.runner.run(self.variant.binary(family), args)
     }
 
-    fn check(
-        &self,
-        family: Family,
-        t: &str,
-        c: &str,
-        spec: &[String],
-    ) -> Result<bool, FirewallError> {
+    fn check(&self, family: Family, t: &str, c: &str, spec: &Spec) -> Result<bool, FirewallError> {
         let a = args(&["-t", t, "-C", c], spec);
         let output = self.runner.output(self.variant.binary(family), &a)?;
         match output.status.code() {
@@ -275,13 +272,13 @@ impl IptablesClient {
         table: &str,
         chain: &str,
     ) -> Result<(), FirewallError> {
-        let create = args(&["-t", table, "-N", chain], &[]);
+        let create = args(&["-t", table, "-N", chain], &NO_ARGS);
         let output = self.runner.output(self.variant.binary(family), &create)?;
         if output.status.success() {
             return Ok(());
         }
         if String::from_utf8_lossy(&output.stderr).contains("exists") {
-            return self.run(family, &args(&["-t", table, "-F", chain], &[])).map(drop);
+            return self.run(family, &args(&["-t", table, "-F", chain], &NO_ARGS)).map(drop);
         }
         Err(self.runner.failure(self.variant.binary(family), &create, &output))
     }
@@ -292,7 +289,7 @@ impl IptablesClient {
         table: &str,
         chain: &str,
     ) -> Result<(), FirewallError> {
-        self.run(family, &args(&["-t", table, "-X", chain], &[])).map(drop)
+        self.run(family, &args(&["-t", table, "-X", chain], &NO_ARGS)).map(drop)
     }
 
     fn direct_append_unique(
@@ -300,7 +297,7 @@ impl IptablesClient {
         f: Family,
         t: &str,
         c: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError> {
         if self.check(f, t, c, spec)? {
             return Ok(());
@@ -313,7 +310,7 @@ impl IptablesClient {
         f: Family,
         t: &str,
         c: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError> {
         if self.check(f, t, c, spec)? {
             return Ok(());
@@ -321,13 +318,7 @@ impl IptablesClient {
         self.run(f, &args(&["-t", t, "-I", c, "1"], spec)).map(drop)
     }
 
-    fn direct_delete(
-        &self,
-        f: Family,
-        t: &str,
-        c: &str,
-        spec: &[String],
-    ) -> Result<(), FirewallError> {
+    fn direct_delete(&self, f: Family, t: &str, c: &str, spec: &Spec) -> Result<(), FirewallError> {
         self.run(f, &args(&["-t", t, "-D", c], spec)).map(drop)
     }
 }
@@ -348,9 +339,9 @@ impl Client for IptablesClient {
         family: Family,
         table: &str,
         chain: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError> {
-        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.to_vec());
+        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.clone());
         self.queue_or(Op::Append { family, table, chain, spec })
     }
 
@@ -359,9 +350,9 @@ impl Client for IptablesClient {
         family: Family,
         table: &str,
         chain: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError> {
-        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.to_vec());
+        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.clone());
         self.queue_or(Op::Insert { family, table, chain, spec })
     }
 
@@ -370,9 +361,9 @@ impl Client for IptablesClient {
         family: Family,
         table: &str,
         chain: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(), FirewallError> {
-        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.to_vec());
+        let (table, chain, spec) = (table.to_string(), chain.to_string(), spec.clone());
         self.queue_or(Op::Delete { family, table, chain, spec })
     }
 
@@ -402,7 +393,7 @@ impl Client for IptablesClient {
     }
 
     fn list(&self, f: Family, t: &str, c: &str) -> Result<Option<Vec<RuleKey>>, FirewallError> {
-        match self.run(f, &args(&["-t", t, "-S", c], &[])) {
+        match self.run(f, &args(&["-t", t, "-S", c], &NO_ARGS)) {
             Ok(out) => Ok(Some(out.lines().filter_map(|l| RuleKey::from_listing(t, l)).collect())),
             // The nft variant words a missing chain differently from legacy: ask the table.
             Err(e) if !self.list_chains(f, t)?.iter().any(|name| name == c) => {
@@ -414,7 +405,7 @@ impl Client for IptablesClient {
     }
 
     fn table_listing(&self, f: Family, t: &str) -> Result<TableListing, FirewallError> {
-        let out = self.run(f, &args(&["-t", t, "-S"], &[]))?;
+        let out = self.run(f, &args(&["-t", t, "-S"], &NO_ARGS))?;
         Ok(TableListing {
             family: f,
             table: t.to_string(),
@@ -425,7 +416,7 @@ impl Client for IptablesClient {
     }
 
     fn list_chains(&self, f: Family, t: &str) -> Result<Vec<String>, FirewallError> {
-        Ok(chains_of(&self.run(f, &args(&["-t", t, "-S"], &[]))?))
+        Ok(chains_of(&self.run(f, &args(&["-t", t, "-S"], &NO_ARGS))?))
     }
 }
 

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use ipnet::IpNet;
-use kilo_core::firewall::{Entry, Family, RuleSet, TableListing};
+use kilo_core::firewall::{Address, Entry, Family, RuleSet, Spec, TableListing};
 use rustables::expr::{
     Bitwise, Cmp, CmpOp, HighLevelPayload, IPv4HeaderField, IPv6HeaderField, Immediate, Masquerade,
     Meta, MetaType, NetworkHeaderField, RawExpression, VerdictKind,
@@ -157,12 +157,18 @@ fn address_match(family: Family, source: bool, value: &str) -> Result<Vec<RawExp
             value.parse::<IpAddr>().map_err(|_| format!("`{value}` is not an address or CIDR"))?,
         ),
     };
+    net_match(family, source, net).ok_or_else(|| format!("`{value}` is not of the rule's family"))
+}
+
+/// The expressions matching the source or destination network `net` (host bits cleared);
+/// `None` when it is not of `family`.
+fn net_match(family: Family, source: bool, net: IpNet) -> Option<Vec<RawExpression>> {
     let field = match (family, net, source) {
         (Family::Ipv4, IpNet::V4(_), true) => NetworkHeaderField::IPv4(IPv4HeaderField::Saddr),
         (Family::Ipv4, IpNet::V4(_), false) => NetworkHeaderField::IPv4(IPv4HeaderField::Daddr),
         (Family::Ipv6, IpNet::V6(_), true) => NetworkHeaderField::IPv6(IPv6HeaderField::Saddr),
         (Family::Ipv6, IpNet::V6(_), false) => NetworkHeaderField::IPv6(IPv6HeaderField::Daddr),
-        _ => return Err(format!("`{value}` is not of the rule's family")),
+        _ => return None,
     };
     let (addr, mask) = match net {
         IpNet::V4(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
@@ -171,13 +177,57 @@ fn address_match(family: Family, source: bool, value: &str) -> Result<Vec<RawExp
     let mut exprs = vec![RawExpression::from(HighLevelPayload::Network(field).build())];
     if net.prefix_len() < net.max_prefix_len() {
         let zeros = vec![0u8; mask.len()];
-        exprs.push(Bitwise::new(mask, zeros).map_err(|e| e.to_string())?.into());
+        // The mask and the zeros have the same length: `Bitwise::new` cannot fail.
+        exprs.push(Bitwise::new(mask, zeros).ok()?.into());
     }
     exprs.push(Cmp::new(CmpOp::Eq, addr).into());
+    Some(exprs)
+}
+
+/// The expressions matching IP protocol `proto` (a `-p` value).
+fn protocol_match(proto: &str) -> Result<[RawExpression; 2], String> {
+    let number = protocol_number(proto).ok_or_else(|| format!("unknown protocol `{proto}`"))?;
+    Ok([Meta::new(MetaType::L4Proto).into(), Cmp::new(CmpOp::Eq, [number]).into()])
+}
+
+/// The verdict of a `-j` target of iptables table `table`.
+fn verdict(table: &str, target: &str) -> RawExpression {
+    match target {
+        "ACCEPT" => Immediate::new_verdict(VerdictKind::Accept).into(),
+        "DROP" => Immediate::new_verdict(VerdictKind::Drop).into(),
+        "RETURN" => Immediate::new_verdict(VerdictKind::Return).into(),
+        "MASQUERADE" => RawExpression::from(Masquerade::default()),
+        chain => {
+            Immediate::new_verdict(VerdictKind::Jump { chain: chain_name(table, chain) }).into()
+        }
+    }
+}
+
+/// The nftables expressions of a rule spec: a typed rule's are built from its fields, an
+/// argument list is translated ([`translate`]).
+fn expressions(family: Family, table: &str, spec: &Spec) -> Result<Vec<RawExpression>, String> {
+    let m = match spec {
+        Spec::Args(args) => return translate(family, table, args),
+        Spec::Typed(m) => m,
+    };
+    let mut exprs = Vec::with_capacity(6);
+    if let Some(proto) = m.protocol {
+        exprs.extend(protocol_match(proto)?);
+    }
+    if let Some(a) = m.address {
+        let c = a.cidr();
+        let net = IpNet::new(c.addr(), c.prefix()).map_err(|e| e.to_string())?.trunc();
+        let source = matches!(a, Address::Source(_));
+        exprs.extend(
+            net_match(family, source, net)
+                .ok_or_else(|| format!("`{c}` is not of the rule's family"))?,
+        );
+    }
+    exprs.push(verdict(table, m.target));
     Ok(exprs)
 }
 
-/// The nftables expressions of an iptables rule spec.
+/// The nftables expressions of an iptables rule spec given as arguments.
 fn translate(family: Family, table: &str, spec: &[String]) -> Result<Vec<RawExpression>, String> {
     let mut exprs = Vec::new();
     let mut verdict = None;
@@ -189,13 +239,7 @@ fn translate(family: Family, table: &str, spec: &[String]) -> Result<Vec<RawExpr
             "-d" | "--destination" | "--dst" => {
                 exprs.extend(address_match(family, false, value()?)?)
             }
-            "-p" | "--protocol" => {
-                let proto = value()?;
-                let number =
-                    protocol_number(proto).ok_or_else(|| format!("unknown protocol `{proto}`"))?;
-                exprs.push(Meta::new(MetaType::L4Proto).into());
-                exprs.push(Cmp::new(CmpOp::Eq, [number]).into());
-            }
+            "-p" | "--protocol" => exprs.extend(protocol_match(value()?)?),
             "-m" | "--match" => match value()?.as_str() {
                 "comment" => {}
                 other => return Err(format!("match `{other}`")),
@@ -203,18 +247,7 @@ fn translate(family: Family, table: &str, spec: &[String]) -> Result<Vec<RawExpr
             "--comment" => {
                 value()?;
             }
-            "-j" | "--jump" => {
-                verdict = Some(match value()?.as_str() {
-                    "ACCEPT" => Immediate::new_verdict(VerdictKind::Accept).into(),
-                    "DROP" => Immediate::new_verdict(VerdictKind::Drop).into(),
-                    "RETURN" => Immediate::new_verdict(VerdictKind::Return).into(),
-                    "MASQUERADE" => RawExpression::from(Masquerade::default()),
-                    chain => Immediate::new_verdict(VerdictKind::Jump {
-                        chain: chain_name(table, chain),
-                    })
-                    .into(),
-                });
-            }
+            "-j" | "--jump" => verdict = Some(self::verdict(table, value()?)),
             other => return Err(format!("option `{other}`")),
         }
     }
@@ -240,6 +273,12 @@ impl ModelRule {
         let target = identity.as_deref().and_then(identity_target);
         ModelRule { handle, identity, key, target, pending }
     }
+}
+
+/// The nftables chain a rule of iptables table `table` jumps to, if any.
+fn target_chain(table: &str, target: &str) -> Option<String> {
+    (!matches!(target, "ACCEPT" | "DROP" | "RETURN" | "MASQUERADE"))
+        .then(|| chain_name(table, target))
 }
 
 /// A chain of the model (by its nftables name) with its rules in order.
@@ -283,9 +322,7 @@ impl Model {
 /// The nftables chain a rule spec of iptables table `table` jumps to, if any.
 fn spec_target(table: &str, spec: &[String]) -> Option<String> {
     let at = spec.iter().position(|a| a == "-j" || a == "--jump")?;
-    let target = spec.get(at + 1)?;
-    (!matches!(target.as_str(), "ACCEPT" | "DROP" | "RETURN" | "MASQUERADE"))
-        .then(|| chain_name(table, target))
+    target_chain(table, spec.get(at + 1)?)
 }
 
 /// The nftables chain the rule of an identity (`<table> -A <chain> <spec…>`) jumps to.
@@ -689,17 +726,17 @@ impl NftClient {
         family: Family,
         table: &str,
         chain: &str,
-        spec: &[String],
+        spec: &Spec,
     ) -> Result<(Rule, String), FirewallError> {
         let entry = Entry::Rule {
             family,
-            table: table.to_string(),
-            chain: chain.to_string(),
-            spec: spec.to_vec(),
+            table: table.to_string().into(),
+            chain: chain.to_string().into(),
+            spec: spec.clone(),
         };
-        let id = identity(&entry);
-        let unsupported = |reason: String| FirewallError::Unsupported { rule: id.clone(), reason };
-        let exprs = translate(family, table, spec).map_err(unsupported)?;
+        let unsupported =
+            |reason: String| FirewallError::Unsupported { rule: identity(&entry), reason };
+        let exprs = expressions(family, table, spec).map_err(unsupported)?;
         let comment = identity_single_quoted(&entry);
         let udata = comment_udata(&comment)
             .ok_or_else(|| unsupported("the identity is longer than 253 bytes".into()))?;
@@ -718,11 +755,11 @@ impl NftClient {
         f: Family,
         t: &str,
         c: &str,
-        spec: &[String],
+        spec: &Spec,
         head: bool,
     ) -> Result<(), FirewallError> {
         let (rule, comment) = Self::new_rule(f, t, c, spec)?;
-        let key = RuleKey::new(t, c, spec);
+        let key = RuleKey::of_spec(t, c, spec);
         self.write(f, |model, msgs| {
             let name = chain_name(t, c);
             if model
@@ -798,28 +835,16 @@ impl Client for NftClient {
         })
     }
 
-    fn append_unique(
-        &self,
-        f: Family,
-        t: &str,
-        c: &str,
-        spec: &[String],
-    ) -> Result<(), FirewallError> {
+    fn append_unique(&self, f: Family, t: &str, c: &str, spec: &Spec) -> Result<(), FirewallError> {
         self.add_unique(f, t, c, spec, false)
     }
 
-    fn insert_unique(
-        &self,
-        f: Family,
-        t: &str,
-        c: &str,
-        spec: &[String],
-    ) -> Result<(), FirewallError> {
+    fn insert_unique(&self, f: Family, t: &str, c: &str, spec: &Spec) -> Result<(), FirewallError> {
         self.add_unique(f, t, c, spec, true)
     }
 
-    fn delete(&self, f: Family, t: &str, c: &str, spec: &[String]) -> Result<(), FirewallError> {
-        let key = RuleKey::new(t, c, spec);
+    fn delete(&self, f: Family, t: &str, c: &str, spec: &Spec) -> Result<(), FirewallError> {
+        let key = RuleKey::of_spec(t, c, spec);
         self.write(f, |model, msgs| {
             let name = chain_name(t, c);
             let found = model.chain_mut(&name).and_then(|chain| {
@@ -1016,6 +1041,44 @@ mod tests {
         assert_eq!(translate(Family::Ipv4, "filter", &spec).unwrap().len(), 6);
         let masq: Vec<String> = ["-j", "MASQUERADE"].iter().map(|s| s.to_string()).collect();
         assert_eq!(translate(Family::Ipv6, "nat", &masq).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn typed_rules_build_the_expressions_of_their_arguments() {
+        use kilo_core::Cidr;
+        use kilo_core::firewall::{Match, Order};
+        let v4: Cidr = "10.2.1.5/24".parse().unwrap();
+        let v6: Cidr = "fd00::1/128".parse().unwrap();
+        let v6_net: Cidr = "fd00:1::5/64".parse().unwrap();
+        let mut specs = Vec::new();
+        for (family, cidr) in [(Family::Ipv4, v4), (Family::Ipv6, v6), (Family::Ipv6, v6_net)] {
+            for address in [None, Some(Address::Source(cidr)), Some(Address::Destination(cidr))] {
+                for protocol in [None, Some("ipencap")] {
+                    for target in ["ACCEPT", "DROP", "RETURN", "MASQUERADE", "KILO-NAT"] {
+                        for order in [Order::AddressFirst, Order::CommentFirst] {
+                            let m = Match { protocol, address, comment: "Kilo: x", target, order };
+                            specs.push((family, m));
+                        }
+                    }
+                }
+            }
+        }
+        for (family, m) in specs {
+            for table in ["nat", "filter"] {
+                let typed = Spec::Typed(m);
+                let built = expressions(family, table, &typed).unwrap();
+                let translated = translate(family, table, &typed.args()).unwrap();
+                assert_eq!(built, translated, "{m:?}");
+            }
+        }
+        let wrong = Match {
+            protocol: None,
+            address: Some(Address::Source(v6)),
+            comment: "Kilo: x",
+            target: "ACCEPT",
+            order: Order::AddressFirst,
+        };
+        assert!(expressions(Family::Ipv4, "filter", &Spec::Typed(wrong)).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! recognition of Kilo's rules are kilo-core's ([`kilo_core::firewall::RuleKey`],
 //! [`kilo_core::firewall::is_kilo_rule`]).
 
-use kilo_core::firewall::Entry;
+use kilo_core::firewall::{Arg, Entry};
 pub(crate) use kilo_core::firewall::{RuleKey, split_args};
 
 /// Upstream's string identity of an entry ([`Entry::identity`]).
@@ -19,15 +19,18 @@ pub(crate) fn identity_single_quoted(entry: &Entry) -> String {
         Entry::Chain { .. } => identity(entry),
         Entry::Rule { table, chain, spec, .. } => {
             let mut out = format!("{table} -A {chain}");
-            for (i, arg) in spec.iter().enumerate() {
+            let mut quote_next = false;
+            for arg in spec.iter() {
                 out.push(' ');
-                if i > 0 && spec[i - 1] == "--comment" {
+                let text = arg.as_str();
+                if quote_next {
                     out.push('\'');
-                    out.push_str(&arg.replace('\\', "\\\\").replace('\'', "\\'"));
+                    out.push_str(&text.replace('\\', "\\\\").replace('\'', "\\'"));
                     out.push('\'');
                 } else {
-                    out.push_str(arg);
+                    out.push_str(&text);
                 }
+                quote_next = arg == Arg::Str("--comment");
             }
             out
         }
@@ -75,12 +78,7 @@ mod tests {
     use kilo_core::firewall::is_kilo_rule;
 
     fn rule(table: &str, chain: &str, spec: &[&str]) -> Entry {
-        Entry::Rule {
-            family: Family::Ipv4,
-            table: table.into(),
-            chain: chain.into(),
-            spec: spec.iter().map(|s| s.to_string()).collect(),
-        }
+        Entry::rule(Family::Ipv4, table, chain, spec)
     }
 
     #[test]
@@ -94,7 +92,7 @@ mod tests {
             identity(&r),
             r#"nat -A KILO-NAT -d 10.4.0.1/32 -m comment --comment "Kilo: x y" -j RETURN"#
         );
-        let c = Entry::Chain { family: Family::Ipv6, table: "nat".into(), name: "KILO-NAT".into() };
+        let c = Entry::chain(Family::Ipv6, "nat", "KILO-NAT");
         assert_eq!(identity(&c), "nat -N KILO-NAT");
     }
 

@@ -66,11 +66,16 @@ fn split(spec: &str) -> Vec<String> {
 }
 
 pub fn chain(family: Family, table: &str, name: &str) -> Entry {
-    Entry::Chain { family, table: table.into(), name: name.into() }
+    Entry::chain(family, table.to_string(), name.to_string())
 }
 
 pub fn rule(family: Family, table: &str, chain: &str, spec: &str) -> Entry {
-    Entry::Rule { family, table: table.into(), chain: chain.into(), spec: split(spec) }
+    Entry::Rule {
+        family,
+        table: table.to_string().into(),
+        chain: chain.to_string().into(),
+        spec: split(spec).into(),
+    }
 }
 
 /// A peer of the mesh with its allowed IPs.
@@ -254,7 +259,7 @@ pub fn expected_order(
         Entry::Rule { family: f, table: t, chain: c, spec }
             if *f == family && t == table && c == chain =>
         {
-            Some(spec.clone())
+            Some(spec.args().into_owned())
         }
         _ => None,
     };
@@ -268,7 +273,7 @@ pub fn chains_of(rules: &RuleSet) -> Vec<(Family, String, String)> {
     let mut out = Vec::new();
     for e in rules.append.iter().chain(&rules.prepend) {
         if let Entry::Rule { family, table, chain, .. } = e {
-            let id = (*family, table.clone(), chain.clone());
+            let id = (*family, table.to_string(), chain.to_string());
             if !out.contains(&id) {
                 out.push(id);
             }
