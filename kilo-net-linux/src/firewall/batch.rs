@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use kilo_core::firewall::{Arg, Family, Spec};
 
-use super::rule::{RuleKey, split_args};
+use super::rule::{Keyed, KeyedRules, RuleKey, split_args};
 
 /// One queued client call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,12 @@ struct Listed {
     target: Option<String>,
 }
 
+impl Keyed for Listed {
+    fn key(&self) -> Option<&RuleKey> {
+        Some(&self.key)
+    }
+}
+
 impl Listed {
     fn new(table: &str, chain: &str, spec: &[String]) -> Listed {
         let target = spec
@@ -81,7 +87,7 @@ impl Listed {
 /// One table: its chains with their rules, and which chains are built in.
 #[derive(Debug, Default)]
 struct Table {
-    chains: HashMap<String, Vec<Listed>>,
+    chains: HashMap<String, KeyedRules<Listed>>,
     builtin: Vec<String>,
 }
 
@@ -122,7 +128,7 @@ impl Model {
                 let args = split_args(line);
                 if let [_, chain, spec @ ..] = args.as_slice() {
                     let listed = Listed::new(name, chain, spec);
-                    table.chains.entry(chain.clone()).or_default().push(listed);
+                    table.chains.entry(chain.clone()).or_default().push(listed, false);
                 }
             } else if line.starts_with("COMMIT") {
                 current = None;
@@ -139,16 +145,16 @@ impl Model {
         match op {
             Op::ClearChain { chain, .. } => match table.chains.get_mut(chain) {
                 Some(rules) => {
-                    rules.clear();
+                    rules.take();
                     Some(format!("-F {chain}"))
                 }
                 None => {
-                    table.chains.insert(chain.clone(), Vec::new());
+                    table.chains.insert(chain.clone(), KeyedRules::default());
                     Some(format!("-N {chain}"))
                 }
             },
             Op::DeleteChain { chain, .. } => {
-                let empty = table.chains.get(chain).is_some_and(Vec::is_empty);
+                let empty = table.chains.get(chain).is_some_and(KeyedRules::is_empty);
                 let referenced = table
                     .chains
                     .values()
@@ -163,22 +169,20 @@ impl Model {
             Op::Append { table: t, chain, spec, .. } | Op::Insert { table: t, chain, spec, .. } => {
                 let listed = Listed::of_spec(t, chain, spec);
                 let rules = table.chains.entry(chain.clone()).or_default();
-                if rules.iter().any(|r| r.key == listed.key) {
+                if rules.contains(&listed.key) {
                     return None;
                 }
                 if matches!(op, Op::Append { .. }) {
-                    rules.push(listed);
+                    rules.push(listed, false);
                     Some(command(&["-A", chain], spec))
                 } else {
-                    rules.insert(0, listed);
+                    rules.push(listed, true);
                     Some(command(&["-I", chain, "1"], spec))
                 }
             }
             Op::Delete { table: t, chain, spec, .. } => {
                 let key = RuleKey::of_spec(t, chain, spec);
-                let rules = table.chains.get_mut(chain)?;
-                let at = rules.iter().position(|r| r.key == key)?;
-                rules.remove(at);
+                table.chains.get_mut(chain)?.remove(&key)?;
                 Some(command(&["-D", chain], spec))
             }
         }

@@ -42,7 +42,8 @@ use rustables::{
 use super::controller::{Client, Controller};
 use super::netns::in_netns;
 use super::rule::{
-    RuleKey, identity, identity_single_quoted, parse_identity, protocol_number, split_args,
+    Keyed, KeyedRules, RuleKey, identity, identity_single_quoted, parse_identity, protocol_number,
+    split_args,
 };
 use super::{FirewallError, OpLabels};
 
@@ -285,7 +286,13 @@ fn target_chain(table: &str, target: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 struct ModelChain {
     name: String,
-    rules: Vec<ModelRule>,
+    rules: KeyedRules<ModelRule>,
+}
+
+impl Keyed for ModelRule {
+    fn key(&self) -> Option<&RuleKey> {
+        self.key.as_ref()
+    }
 }
 
 /// One family's table of ours as the kernel holds it once the pending messages are applied.
@@ -617,21 +624,18 @@ impl NftClient {
         let mut chains = Vec::new();
         for chain in listed.iter().filter_map(|c| c.get_name()) {
             if !wanted(chain) {
-                chains.push(ModelChain { name: chain.clone(), rules: Vec::new() });
+                chains.push(ModelChain { name: chain.clone(), rules: KeyedRules::default() });
                 continue;
             }
             let rules = list_rules_for_chain(&Chain::new(&table).with_name(chain.as_str()))
                 .map_err(|e| {
                     netlink(format!("list rules of {} {name} {chain}", family_name(family)), e)
                 })?;
-            let rules = rules
-                .iter()
-                .map(|rule| {
-                    let identity = rule.get_userdata().and_then(|u| udata_comment(u));
-                    ModelRule::new(identity, rule.get_handle().copied(), None)
-                })
-                .collect();
-            chains.push(ModelChain { name: chain.clone(), rules });
+            let rules = rules.iter().map(|rule| {
+                let identity = rule.get_userdata().and_then(|u| udata_comment(u));
+                ModelRule::new(identity, rule.get_handle().copied(), None)
+            });
+            chains.push(ModelChain { name: chain.clone(), rules: rules.collect() });
         }
         Ok(Model { table: true, chains })
     }
@@ -718,7 +722,7 @@ impl NftClient {
         let name = chain_name(t, c);
         if model.chain(&name).is_none() {
             msgs.push(Msg::AddChain { family: f, table: t.to_string(), chain: c.to_string() });
-            model.chains.push(ModelChain { name, rules: Vec::new() });
+            model.chains.push(ModelChain { name, rules: KeyedRules::default() });
         }
     }
 
@@ -762,21 +766,14 @@ impl NftClient {
         let key = RuleKey::of_spec(t, c, spec);
         self.write(f, |model, msgs| {
             let name = chain_name(t, c);
-            if model
-                .chain(&name)
-                .is_some_and(|ch| ch.rules.iter().any(|r| r.key.as_ref() == Some(&key)))
-            {
+            if model.chain(&name).is_some_and(|ch| ch.rules.contains(&key)) {
                 return Ok(());
             }
             Self::ensure_chain(model, msgs, f, t, c);
             let listed = ModelRule::new(Some(comment.clone()), None, Some(msgs.len()));
             msgs.push(Msg::AddRule { rule: Box::new(rule), head, identity: comment });
             if let Some(chain) = model.chain_mut(&name) {
-                if head {
-                    chain.rules.insert(0, listed);
-                } else {
-                    chain.rules.push(listed);
-                }
+                chain.rules.push(listed, head);
             }
             Ok(())
         })
@@ -803,7 +800,7 @@ impl Client for NftClient {
             let name = chain_name(table, chain);
             let Some(listed) = model.chain_mut(&name) else { return Ok(()) };
             let mut held = false;
-            for rule in std::mem::take(&mut listed.rules) {
+            for rule in listed.rules.take() {
                 match rule.pending {
                     Some(i) => msgs[i] = Msg::Cancelled,
                     None => held = true,
@@ -847,10 +844,7 @@ impl Client for NftClient {
         let key = RuleKey::of_spec(t, c, spec);
         self.write(f, |model, msgs| {
             let name = chain_name(t, c);
-            let found = model.chain_mut(&name).and_then(|chain| {
-                let at = chain.rules.iter().position(|r| r.key.as_ref() == Some(&key))?;
-                Some(chain.rules.remove(at))
-            });
+            let found = model.chain_mut(&name).and_then(|chain| chain.rules.remove(&key));
             match found {
                 None => Err(FirewallError::Netlink {
                     operation: Self::describe(f, "delete rule of", t, c),

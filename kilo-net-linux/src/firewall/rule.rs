@@ -155,3 +155,133 @@ mod tests {
         assert_eq!(parse_identity("filter", "nat -A KILO-NAT -j RETURN"), None);
     }
 }
+
+/// A rule that may carry a [`RuleKey`].
+pub(crate) trait Keyed {
+    /// The rule's key, if it has one.
+    fn key(&self) -> Option<&RuleKey>;
+}
+
+/// A chain's rules in order, with how many carry each key: whether a rule is present is a
+/// lookup, not a scan of the chain (a plan of 5,000 nodes puts some 10,000 rules in one chain,
+/// each checked before it is added).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedRules<T> {
+    rules: std::collections::VecDeque<T>,
+    keys: std::collections::HashMap<RuleKey, usize>,
+}
+
+impl<T> Default for KeyedRules<T> {
+    fn default() -> Self {
+        KeyedRules { rules: Default::default(), keys: Default::default() }
+    }
+}
+
+impl<T: Keyed> KeyedRules<T> {
+    /// Whether a rule with `key` is present.
+    pub(crate) fn contains(&self, key: &RuleKey) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Adds `rule` first (`head`) or last.
+    pub(crate) fn push(&mut self, rule: T, head: bool) {
+        if let Some(key) = rule.key() {
+            *self.keys.entry(key.clone()).or_default() += 1;
+        }
+        if head {
+            self.rules.push_front(rule);
+        } else {
+            self.rules.push_back(rule);
+        }
+    }
+
+    /// Removes the first rule with `key`.
+    pub(crate) fn remove(&mut self, key: &RuleKey) -> Option<T> {
+        let count = self.keys.get_mut(key)?;
+        *count -= 1;
+        if *count == 0 {
+            self.keys.remove(key);
+        }
+        let at = self.rules.iter().position(|r| r.key() == Some(key))?;
+        self.rules.remove(at)
+    }
+
+    /// Removes every rule, returning them in order.
+    pub(crate) fn take(&mut self) -> std::collections::VecDeque<T> {
+        self.keys.clear();
+        std::mem::take(&mut self.rules)
+    }
+
+    /// Whether the chain has no rule.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rules in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.rules.iter()
+    }
+}
+
+impl<T: Keyed> FromIterator<T> for KeyedRules<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(rules: I) -> Self {
+        let mut keyed = KeyedRules::default();
+        for rule in rules {
+            keyed.push(rule, false);
+        }
+        keyed
+    }
+}
+
+impl<'a, T> IntoIterator for &'a KeyedRules<T> {
+    type Item = &'a T;
+    type IntoIter = std::collections::vec_deque::Iter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.rules.iter()
+    }
+}
+
+#[cfg(test)]
+mod keyed_tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct R(&'static str, Option<RuleKey>);
+
+    impl Keyed for R {
+        fn key(&self) -> Option<&RuleKey> {
+            self.1.as_ref()
+        }
+    }
+
+    fn key(spec: &str) -> RuleKey {
+        RuleKey::new("nat", "KILO-NAT", &split_args(spec))
+    }
+
+    fn r(name: &'static str, spec: &str) -> R {
+        R(name, Some(key(spec)))
+    }
+
+    #[test]
+    fn keyed_rules_keep_order_count_duplicates_and_remove_the_first_of_a_key() {
+        let mut rules: KeyedRules<R> =
+            [r("a", "-d 10.0.0.0/8 -j RETURN"), r("b", "-j MASQUERADE")].into_iter().collect();
+        rules.push(r("c", "-d 10.0.0.0/8 -j RETURN"), true);
+        rules.push(R("keyless", None), false);
+        let names = |rules: &KeyedRules<R>| rules.iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(names(&rules), ["c", "a", "b", "keyless"]);
+        assert!(rules.contains(&key("-d 10.0.0.0/8 -j RETURN")));
+
+        // Two rules share a key: removing one leaves the other, found.
+        assert_eq!(rules.remove(&key("-d 10.0.0.0/8 -j RETURN")).map(|r| r.0), Some("c"));
+        assert!(rules.contains(&key("-d 10.0.0.0/8 -j RETURN")));
+        assert_eq!(rules.remove(&key("-d 10.0.0.0/8 -j RETURN")).map(|r| r.0), Some("a"));
+        assert!(!rules.contains(&key("-d 10.0.0.0/8 -j RETURN")));
+        assert_eq!(rules.remove(&key("-d 10.0.0.0/8 -j RETURN")), None);
+        assert_eq!(names(&rules), ["b", "keyless"]);
+
+        assert_eq!(rules.take().len(), 2);
+        assert!(rules.is_empty() && !rules.contains(&key("-j MASQUERADE")));
+    }
+}
