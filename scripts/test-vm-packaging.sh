@@ -141,27 +141,37 @@ if [[ $(id -u) == 0 ]]; then
       echo
     done
   } >"$WORK/vm/mesh.toml"
-  ip netns exec "$NS" setpriv --bounding-set "-all,+$caps" --no-new-privs \
-    "$KG" --backend file --file "$WORK/vm/mesh.toml" --key-file "$WORK/vm/key1" --cni=false \
-    --listen 127.0.0.1:1107 --hostname vm-1 --wireguard userspace --encapsulate never \
-    --wireguard-socket-dir "$WORK/vm/wg" >"$WORK/vm/kg.log" 2>&1 &
-  KGPID=$!
-  up=0
-  for _ in $(seq 100); do
-    if ip -n "$NS" -4 -o addr show dev kilo0 2>/dev/null | grep -q ' 10\.4\.' \
-      && ip netns exec "$NS" iptables-save -t nat 2>/dev/null | grep -q '^-A KILO-NAT'; then
-      up=1
-      break
+  # The default firewall (auto: native nftables on this fresh namespace, which has no iptables
+  # rules), then iptables, as a VM whose host already uses iptables gets.
+  for fw in auto iptables; do
+    ip netns exec "$NS" setpriv --bounding-set "-all,+$caps" --no-new-privs \
+      "$KG" --backend file --file "$WORK/vm/mesh.toml" --key-file "$WORK/vm/key1" --cni=false \
+      --listen 127.0.0.1:1107 --hostname vm-1 --wireguard userspace --encapsulate never \
+      --firewall "$fw" --wireguard-socket-dir "$WORK/vm/wg" >"$WORK/vm/kg.log" 2>&1 &
+    KGPID=$!
+    if [[ $fw == auto ]]; then
+      what="its nftables rules"
+      rules() { ip netns exec "$NS" nft list table ip kilo 2>/dev/null | grep -q 'chain nat-KILO-NAT'; }
+    else
+      what="its iptables rules"
+      rules() { ip netns exec "$NS" iptables-save -t nat 2>/dev/null | grep -q '^-A KILO-NAT'; }
     fi
-    sleep 0.2
+    up=0
+    for _ in $(seq 100); do
+      if ip -n "$NS" -4 -o addr show dev kilo0 2>/dev/null | grep -q ' 10\.4\.' && rules; then
+        up=1
+        break
+      fi
+      sleep 0.2
+    done
+    kill -TERM "$KGPID" 2>/dev/null || true
+    wait "$KGPID" 2>/dev/null || true
+    if ((up)); then
+      ok "with only ${caps//,+/ and }, --firewall $fw: kg brings up kilo0 with its address and writes $what"
+    else
+      fail "with only ${caps//,+/ and }, --firewall $fw: kg brings up kilo0 and writes $what: $(tail -n 5 "$WORK/vm/kg.log")"
+    fi
   done
-  kill -TERM "$KGPID" 2>/dev/null || true
-  wait "$KGPID" 2>/dev/null || true
-  if ((up)); then
-    ok "with only ${caps//,+/ and }, kg brings up kilo0 with its address and writes its iptables rules"
-  else
-    fail "with only ${caps//,+/ and }, kg brings up kilo0 and writes its iptables rules: $(tail -n 5 "$WORK/vm/kg.log")"
-  fi
   ip netns del "$NS" 2>/dev/null || true
 else
   fail "section 4 needs root (network namespaces)"
