@@ -153,10 +153,14 @@ location = "site-b"
 internal-ip = "192.168.77.2/24"
 subnet = "10.2.2.0/24"
 EOF
+# a uses the image's iptables; b the default firewall (auto: native nftables on a namespace
+# without iptables rules, no binary involved).
 for n in a b; do
+  fw=auto
+  [[ $n == a ]] && fw=iptables
   in_root "$P$n" kg --backend file --file /etc/kilo/mesh.toml --hostname "$n" \
     --key-file "/etc/kilo/$n.key" --wireguard userspace --encapsulate never --cni=false \
-    --listen 127.0.0.1:1107 --resync-period 2s >"$WORK/$n.log" 2>&1 &
+    --firewall "$fw" --listen 127.0.0.1:1107 --resync-period 2s >"$WORK/$n.log" 2>&1 &
   PIDS+=($!)
 done
 wg_ip() { ip -n "$P$1" -4 -o addr show dev kilo0 2>/dev/null | awk '{print $4}' | cut -d/ -f1; }
@@ -180,6 +184,8 @@ else
 fi
 check "kg wrote its firewall rules with the image's iptables (KILO-NAT in the nat table)" \
   sh -c "ip netns exec '${P}a' chroot '$R' iptables-save -t nat | grep -q '^-A KILO-NAT'"
+check "kg with the default firewall wrote its rules in native nftables (table ip kilo)" \
+  sh -c "for i in \$(seq 50); do ip netns exec '${P}b' nft list table ip kilo 2>/dev/null | grep -q 'chain nat-KILO-NAT' && exit 0; sleep 0.2; done; exit 1"
 for n in a b; do
   check "kg on $n answers /health" \
     sh -c "for i in \$(seq 50); do ip netns exec '$P$n' curl -sf -o /dev/null http://127.0.0.1:1107/health && exit 0; sleep 0.2; done; exit 1"
