@@ -229,45 +229,155 @@ pub fn check_peer(peer: &Peer, cluster: &Cluster<'_>) -> Result<(), Refusal> {
 /// allowed location IPs, the service CIDRs, the WireGuard subnets, and the first overlapping
 /// allowed IP of each other Peer. Then the key, if a node's or another Peer's.
 pub fn refusals(peer: &Peer, cluster: &Cluster<'_>) -> Vec<Refusal> {
-    let mut out = Vec::new();
-    let others = || cluster.peers.iter().filter(|p| p.name != peer.name);
-    let wireguard = wireguard_networks(cluster);
-    for &allowed_ip in &peer.allowed_ips {
+    ClusterIndex::new(*cluster).refusals(peer)
+}
+
+/// [`refusals`] for many Peers against the same nodes (`kgctl validate` checks every Peer of the
+/// mesh): the nodes' addresses and networks are sorted once, so that the nodes an allowed IP
+/// touches are found by binary search instead of by a scan of every node (and of every node's
+/// [`endpoint_ips`], each a scan of every node). Same refusals, in the same order.
+#[derive(Debug)]
+pub struct ClusterIndex<'a> {
+    cluster: Cluster<'a>,
+    /// The nodes' internal and endpoint IPs, sorted, and the discovered endpoints by key.
+    takeover: Takeover<'a>,
+    /// Every node's pod subnets and allowed location IPs as (the [`sort_key`] of the network's
+    /// address, prefix length, node index), sorted.
+    networks: Vec<((bool, u128), u8, usize)>,
+    /// The (family, prefix length) pairs in `networks`, sorted.
+    prefixes: Vec<(bool, u8)>,
+    /// [`wireguard_networks`] of the cluster.
+    wireguard: Vec<Cidr>,
+}
+
+impl<'a> ClusterIndex<'a> {
+    /// Indexes `cluster`'s nodes and WireGuard networks.
+    pub fn new(cluster: Cluster<'a>) -> Self {
+        let mut networks = Vec::new();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            for net in node.subnets.iter().chain(&node.allowed_location_ips).map(Cidr::network) {
+                networks.push((sort_key(net.addr()), net.prefix(), i));
+            }
+        }
+        networks.sort_unstable();
+        let mut prefixes: Vec<(bool, u8)> =
+            networks.iter().map(|&((family, _), prefix, _)| (family, prefix)).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        ClusterIndex {
+            cluster,
+            takeover: Takeover::new(cluster.nodes),
+            networks,
+            prefixes,
+            wireguard: wireguard_networks(&cluster),
+        }
+    }
+
+    /// Checks against these other Peers from now on instead of the cluster's (`kgctl validate`
+    /// checks each Peer against the Peers listed before it).
+    pub fn set_peers(&mut self, peers: &'a [Peer]) {
+        self.cluster.peers = peers;
+    }
+
+    /// [`refusals`] of `peer` in the indexed cluster.
+    pub fn refusals(&self, peer: &Peer) -> Vec<Refusal> {
+        let cluster = &self.cluster;
+        let mut out = Vec::new();
+        let others = || cluster.peers.iter().filter(|p| p.name != peer.name);
+        for &allowed_ip in &peer.allowed_ips {
+            let net = allowed_ip.network();
+            if net.prefix() == 0 {
+                out.push(Refusal::DefaultRoute { allowed_ip });
+                continue;
+            }
+            for i in self.nodes_touched(net) {
+                self.node_refusals(allowed_ip, &cluster.nodes[i], &mut out);
+            }
+            for &service_cidr in cluster.service_cidrs {
+                if service_cidr.network().overlaps(&net) {
+                    out.push(Refusal::ServiceCidr { allowed_ip, service_cidr });
+                }
+            }
+            for &subnet in &self.wireguard {
+                if subnet.overlaps(&net) {
+                    out.push(Refusal::WireGuardSubnet { allowed_ip, subnet });
+                }
+            }
+            for other in others() {
+                if let Some(&o) = other.allowed_ips.iter().find(|o| o.network().overlaps(&net)) {
+                    let peer = other.name.clone();
+                    out.push(Refusal::OtherPeer { allowed_ip, peer, other: o });
+                }
+            }
+        }
+        let key = peer.public_key;
+        if !key.is_zero() {
+            for node in cluster.nodes.iter().filter(|n| n.key == key) {
+                out.push(Refusal::KeyOfNode { key, node: node.name.clone() });
+            }
+            for other in others().filter(|p| p.public_key == key) {
+                out.push(Refusal::KeyOfPeer { key, peer: other.name.clone() });
+            }
+        }
+        out
+    }
+
+    /// The indices, ascending and once each, of the nodes that may have an address or network
+    /// the network `net` touches: every node that does, and possibly a few that do not (the
+    /// exact checks are [`ClusterIndex::node_refusals`]'). Two CIDR networks overlap when one
+    /// holds the other's first address: a node's network starting inside `net`, or one of the
+    /// networks that hold `net`'s first address (one per prefix length).
+    fn nodes_touched(&self, net: Cidr) -> Vec<usize> {
+        let (family, first, last) = span(net);
+        let mut found: Vec<usize> = self.takeover.addresses.within(family, first, last).collect();
+        let start = self.networks.partition_point(|(k, _, _)| *k < (family, first));
+        let end = self.networks.partition_point(|(k, _, _)| *k <= (family, last));
+        found.extend(self.networks[start..end].iter().map(|&(_, _, i)| i));
+        let max = if family { 32 } else { 128 };
+        for &(_, prefix) in self.prefixes.iter().filter(|(f, p)| *f == family && *p < net.prefix())
+        {
+            let holder = ((family, first & !low_bits(max - u32::from(prefix))), prefix);
+            let start = self.networks.partition_point(|(k, p, _)| (*k, *p) < holder);
+            let end = self.networks.partition_point(|(k, p, _)| (*k, *p) <= holder);
+            found.extend(self.networks[start..end].iter().map(|&(_, _, i)| i));
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// The overlaps of one allowed IP with one node's addresses.
+    fn node_refusals(&self, allowed_ip: Cidr, node: &Node, out: &mut Vec<Refusal>) {
         let net = allowed_ip.network();
-        if net.prefix() == 0 {
-            out.push(Refusal::DefaultRoute { allowed_ip });
-            continue;
+        let name = || node.name.clone();
+        for &subnet in node.subnets.iter().filter(|s| s.network().overlaps(&net)) {
+            out.push(Refusal::PodSubnet { allowed_ip, node: name(), subnet });
         }
-        for node in cluster.nodes {
-            node_refusals(allowed_ip, node, cluster, &mut out);
+        if let Some(internal_ip) = node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip))
+        {
+            out.push(Refusal::InternalIp { allowed_ip, node: name(), internal_ip });
         }
-        for &service_cidr in cluster.service_cidrs {
-            if service_cidr.network().overlaps(&net) {
-                out.push(Refusal::ServiceCidr { allowed_ip, service_cidr });
+        for endpoint in self.takeover.endpoint_ips(node) {
+            if net.contains(endpoint) {
+                out.push(Refusal::NodeEndpoint { allowed_ip, node: name(), endpoint });
             }
         }
-        for &subnet in &wireguard {
-            if subnet.overlaps(&net) {
-                out.push(Refusal::WireGuardSubnet { allowed_ip, subnet });
-            }
-        }
-        for other in others() {
-            if let Some(&o) = other.allowed_ips.iter().find(|o| o.network().overlaps(&net)) {
-                let peer = other.name.clone();
-                out.push(Refusal::OtherPeer { allowed_ip, peer, other: o });
-            }
+        for &location_ip in node.allowed_location_ips.iter().filter(|l| l.network().overlaps(&net))
+        {
+            out.push(Refusal::AllowedLocationIp { allowed_ip, node: name(), location_ip });
         }
     }
-    let key = peer.public_key;
-    if !key.is_zero() {
-        for node in cluster.nodes.iter().filter(|n| n.key == key) {
-            out.push(Refusal::KeyOfNode { key, node: node.name.clone() });
-        }
-        for other in others().filter(|p| p.public_key == key) {
-            out.push(Refusal::KeyOfPeer { key, peer: other.name.clone() });
-        }
-    }
-    out
+}
+
+/// The addresses of the network `net` as (is IPv4, first, last), in [`sort_key`] terms.
+fn span(net: Cidr) -> (bool, u128, u128) {
+    let (family, first) = sort_key(net.addr());
+    (family, first, first | low_bits(u32::from(net.host_bits())))
+}
+
+/// A mask of the `host` lowest bits.
+fn low_bits(host: u32) -> u128 {
+    if host >= 128 { u128::MAX } else { (1u128 << host) - 1 }
 }
 
 /// Whether routing `allowed_ip` into the mesh would take over a node's own connectivity: a
@@ -286,8 +396,58 @@ pub struct Takeover<'a> {
     nodes: &'a [Node],
     /// The endpoints discovered for each key, in node order.
     discovered: HashMap<Key, Vec<IpAddr>>,
-    /// Every node's internal IP and endpoint IPs as ([`sort_key`], node index), sorted.
-    addresses: Vec<((bool, u128), usize)>,
+    /// Every node's internal IP and endpoint IPs with their node's index, sorted.
+    addresses: Addresses,
+}
+
+/// Addresses tagged with a node index, sorted by (address, index), IPv4 and IPv6 apart: the
+/// agent builds this on every topology, and sorting small integer keys is several times cheaper
+/// than sorting `((bool, u128), usize)` tuples (it was most of the guard's cost at 10,000 nodes).
+#[derive(Debug, Default)]
+struct Addresses {
+    /// IPv4: the address in the high 32 bits, the node index in the low 32 (one `u64` sorts
+    /// fastest).
+    v4: Vec<u64>,
+    v6: Vec<(u128, usize)>,
+}
+
+impl Addresses {
+    /// Adds `ip` (after [`crate::cidr::canonical`], as [`sort_key`]) for node `index`.
+    fn push(&mut self, ip: IpAddr, index: usize) {
+        match crate::cidr::canonical(ip) {
+            IpAddr::V4(v4) => {
+                // A slice of 2^32 nodes would need terabytes.
+                let index = u32::try_from(index).expect("fewer than 2^32 nodes");
+                self.v4.push(u64::from(u32::from(v4)) << 32 | u64::from(index));
+            }
+            IpAddr::V6(v6) => self.v6.push((u128::from(v6), index)),
+        }
+    }
+
+    fn sort(&mut self) {
+        self.v4.sort_unstable();
+        self.v6.sort_unstable();
+    }
+
+    /// The node indices of the addresses from `first` to `last` (inclusive, [`sort_key`] terms)
+    /// in the family `v4` (true for IPv4), in address order.
+    fn within(&self, v4: bool, first: u128, last: u128) -> impl Iterator<Item = usize> + '_ {
+        let (four, six) = if v4 {
+            // IPv4 spans come from `sort_key`, so they fit in 32 bits.
+            let clamp = |n: u128| u64::try_from(n).unwrap_or(u64::MAX).min(u64::from(u32::MAX));
+            let (first, last) = (clamp(first), clamp(last));
+            let start = self.v4.partition_point(|&e| e >> 32 < first);
+            let end = self.v4.partition_point(|&e| e >> 32 <= last).max(start);
+            (&self.v4[start..end], &[][..])
+        } else {
+            let start = self.v6.partition_point(|&(a, _)| a < first);
+            let end = self.v6.partition_point(|&(a, _)| a <= last).max(start);
+            (&[][..], &self.v6[start..end])
+        };
+        // The low 32 bits of an IPv4 entry are its node index.
+        let index = |e: u64| (e & u64::from(u32::MAX)) as usize;
+        four.iter().map(move |&e| index(e)).chain(six.iter().map(|&(_, i)| i))
+    }
 }
 
 /// An address as (is IPv4, integer), after [`crate::cidr::canonical`] (as [`Cidr::contains`]
@@ -302,23 +462,56 @@ fn sort_key(ip: IpAddr) -> (bool, u128) {
 impl<'a> Takeover<'a> {
     /// Gathers and sorts what [`Takeover::check`] compares allowed IPs with.
     pub fn new(nodes: &'a [Node]) -> Self {
+        Self::build(nodes, [Some((0, u128::MAX)); 2])
+    }
+
+    /// [`Takeover::new`] for checking the allowed IPs in `scope` only (the guard checks the
+    /// Peers' allowed IPs): node addresses outside the span of every network in `scope`, per
+    /// family, cannot be covered by any of them and are not indexed (node addresses usually lie
+    /// apart from the Peers' networks, and sorting them was most of the guard's cost). For an
+    /// allowed IP in `scope`, [`Takeover::check`] answers as after [`Takeover::new`]; for other
+    /// allowed IPs it may miss a covered node.
+    pub fn for_allowed_ips(nodes: &'a [Node], scope: &[Cidr]) -> Self {
+        // Per family (IPv4, IPv6): the lowest first and the highest last address in `scope`.
+        let mut hull: [Option<(u128, u128)>; 2] = [None; 2];
+        for net in scope.iter().map(Cidr::network).filter(|n| n.prefix() > 0) {
+            let (v4, first, last) = span(net);
+            let slot = &mut hull[usize::from(!v4)];
+            *slot = Some(slot.map_or((first, last), |(lo, hi)| (lo.min(first), hi.max(last))));
+        }
+        Self::build(nodes, hull)
+    }
+
+    /// Indexes the nodes' addresses inside `hull` (per family, IPv4 then IPv6, in
+    /// [`sort_key`] terms; `None` for none).
+    fn build(nodes: &'a [Node], hull: [Option<(u128, u128)>; 2]) -> Self {
         let mut discovered: HashMap<Key, Vec<IpAddr>> = HashMap::new();
         for map in nodes.iter().filter_map(|n| n.discovered_endpoints.as_ref()) {
             for (key, addr) in map {
                 discovered.entry(*key).or_default().push(crate::cidr::canonical(addr.ip()));
             }
         }
-        let mut addresses = Vec::with_capacity(nodes.len() * 2);
+        let mut addresses = Addresses::default();
+        let mut push = |ip: IpAddr, i: usize| {
+            let (v4, n) = sort_key(ip);
+            if hull[usize::from(!v4)].is_some_and(|(lo, hi)| (lo..=hi).contains(&n)) {
+                addresses.push(ip, i);
+            }
+        };
         for (i, node) in nodes.iter().enumerate() {
-            addresses.extend(node.internal_ip.map(|c| (sort_key(c.addr()), i)));
-            addresses
-                .extend(node.endpoint.as_ref().and_then(|e| e.ip()).map(|ip| (sort_key(ip), i)));
-            if !node.key.is_zero() {
-                let found = discovered.get(&node.key).into_iter().flatten();
-                addresses.extend(found.map(|ip| (sort_key(*ip), i)));
+            if let Some(internal) = node.internal_ip {
+                push(internal.addr(), i);
+            }
+            if let Some(ip) = node.endpoint.as_ref().and_then(|e| e.ip()) {
+                push(ip, i);
+            }
+            if !node.key.is_zero() && !discovered.is_empty() {
+                for ip in discovered.get(&node.key).into_iter().flatten() {
+                    push(*ip, i);
+                }
             }
         }
-        addresses.sort_unstable();
+        addresses.sort();
         Takeover { nodes, discovered, addresses }
     }
 
@@ -329,13 +522,23 @@ impl<'a> Takeover<'a> {
         if net.prefix() == 0 {
             return Some(Refusal::DefaultRoute { allowed_ip });
         }
-        let (family, first) = sort_key(net.addr());
-        let host = u32::from(net.host_bits());
-        let last = first | if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
-        let start = self.addresses.partition_point(|(k, _)| *k < (family, first));
-        let end = self.addresses.partition_point(|(k, _)| *k <= (family, last));
-        let index = self.addresses[start..end].iter().map(|&(_, i)| i).min()?;
+        let (family, first, last) = span(net);
+        let index = self.addresses.within(family, first, last).min()?;
         self.node_refusal(allowed_ip, &self.nodes[index])
+    }
+
+    /// [`endpoint_ips`] of `node` (one of the indexed nodes), from the endpoints gathered once.
+    fn endpoint_ips(&self, node: &Node) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> =
+            node.endpoint.as_ref().and_then(|e| e.ip()).into_iter().collect();
+        if !node.key.is_zero() {
+            for &ip in self.discovered.get(&node.key).into_iter().flatten() {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        ips
     }
 
     /// What `allowed_ip` takes of `node`: its internal IP, else its first endpoint IP covered.
@@ -357,26 +560,6 @@ impl<'a> Takeover<'a> {
             .chain(discovered.into_iter().flatten().copied())
             .find(|ip| net.contains(*ip))
             .map(|endpoint| Refusal::NodeEndpoint { allowed_ip, node: name(), endpoint })
-    }
-}
-
-/// The overlaps of one allowed IP with one node's addresses.
-fn node_refusals(allowed_ip: Cidr, node: &Node, cluster: &Cluster<'_>, out: &mut Vec<Refusal>) {
-    let net = allowed_ip.network();
-    let name = || node.name.clone();
-    for &subnet in node.subnets.iter().filter(|s| s.network().overlaps(&net)) {
-        out.push(Refusal::PodSubnet { allowed_ip, node: name(), subnet });
-    }
-    if let Some(internal_ip) = node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip)) {
-        out.push(Refusal::InternalIp { allowed_ip, node: name(), internal_ip });
-    }
-    for endpoint in endpoint_ips(node, cluster.nodes) {
-        if net.contains(endpoint) {
-            out.push(Refusal::NodeEndpoint { allowed_ip, node: name(), endpoint });
-        }
-    }
-    for &location_ip in node.allowed_location_ips.iter().filter(|l| l.network().overlaps(&net)) {
-        out.push(Refusal::AllowedLocationIp { allowed_ip, node: name(), location_ip });
     }
 }
 

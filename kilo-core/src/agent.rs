@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::backend::{Event, Invalid, ObjectKind, Snapshot};
+use crate::health::{Election, Monitor, Probe};
 use crate::plan::{Plan, PlanOptions};
 use crate::topology::TopologyError;
 use crate::{
@@ -79,6 +80,9 @@ struct Deadlines {
     check_in: i64,
     resync: i64,
     device_poll: i64,
+    /// The next probe round, while the local node goes through a leader (see
+    /// [`crate::health`]).
+    probe: Option<i64>,
 }
 
 /// How the agent selects the nodes that take part.
@@ -138,6 +142,10 @@ pub struct AgentConfig {
     /// node: `hostname` is then the Peer's name and each plan is the peer's
     /// ([`crate::connect::peer_plan`]).
     pub connect: Option<ConnectRole>,
+    /// `--leader-health`: publish a leader-health verdict and probe the leader's data path, so
+    /// that leaders fail over on data-path health (see [`crate::health`]). Off, the node
+    /// publishes no verdict, which keeps upstream's election for the whole mesh.
+    pub leader_health: bool,
 }
 
 impl AgentConfig {
@@ -145,7 +153,7 @@ impl AgentConfig {
     /// granularity `location`, port [`DEFAULT_PORT`](crate::settings::DEFAULT_PORT), subnet
     /// [`default_subnet`](crate::settings::default_subnet), no service CIDRs, Kubernetes
     /// readiness ([`ReadinessPolicy::Live`]) with publication, private addresses not
-    /// prioritised, the default [`Timers`], and not a Peer.
+    /// prioritised, the default [`Timers`], not a Peer, and leader health on.
     pub fn new(plan: PlanOptions, private_key: PrivateKey) -> AgentConfig {
         AgentConfig {
             hostname: plan.node.clone(),
@@ -160,6 +168,7 @@ impl AgentConfig {
             plan,
             timers: Timers::default(),
             connect: None,
+            leader_health: true,
         }
     }
 }
@@ -244,6 +253,14 @@ pub enum Input {
     /// not wanted (a mesh file is the truth about every node) or failed (the last facts stay in
     /// force). Completes the resync that asked for it.
     HostDetected(Option<HostFacts>),
+    /// The answer to [`Action::Probe`]: whether any target answered through the leader `via`.
+    /// A probe that could not be sent at all (no permission) is not an answer: report none.
+    Probed {
+        /// The leader the probe went through ([`Probe::via`]).
+        via: String,
+        /// Whether any target answered.
+        ok: bool,
+    },
 }
 
 impl From<Event> for Input {
@@ -299,6 +316,34 @@ pub enum Action {
     UpdateCni(Cidr),
     /// Restore firewall rules someone deleted (upstream's periodic iptables reconcile).
     ReconcileFirewall,
+    /// Ping the targets (other segments' WireGuard addresses, reached through the leader), wait
+    /// at most [`PROBE_TIMEOUT_MS`](crate::health::PROBE_TIMEOUT_MS), and report
+    /// [`Input::Probed`]. It may run while the agent handles other inputs.
+    Probe(Probe),
+    /// A location's leader changed: log it with its reason and count it.
+    LeaderChanged(LeaderChange),
+}
+
+/// A change of a location's leader, as the local agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// The segment key (`location:<name>`).
+    pub location: String,
+    /// The former leader.
+    pub from: String,
+    /// The new leader.
+    pub to: String,
+    /// How the new leader was chosen, and why the former one no longer leads.
+    pub reason: String,
+}
+
+/// A location's leader as the local agent sees it (for metrics, `kgctl` and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderView {
+    /// The leading node.
+    pub node: String,
+    /// How it was chosen; [`Election::healthy`] tells whether it is reported down.
+    pub election: Election,
 }
 
 /// Counters and gauges the agent exports.
@@ -319,6 +364,10 @@ pub struct Status {
     /// Whether the mesh source has been quiet for longer than [`QUIET_AFTER_SECS`] (check-ins
     /// are judged as of the last time the agent heard from it: see [`SILENCE_SECS`]).
     pub source_quiet: bool,
+    /// Each location's leader (segments of more than one node), by segment key.
+    pub leaders: BTreeMap<String, LeaderView>,
+    /// Leader changes seen, by segment key.
+    pub leader_changes: BTreeMap<String, u64>,
 }
 
 /// The agent.
@@ -345,6 +394,10 @@ pub struct Agent {
     deadlines: Option<Deadlines>,
     /// A resync waits for [`Input::HostDetected`].
     resync_pending: bool,
+    /// The local node's leader-health verdict and probe results.
+    monitor: Monitor,
+    /// The verdict the local node published before a restart has been taken over.
+    resumed: bool,
     status: Status,
 }
 
@@ -367,6 +420,8 @@ impl Agent {
             conflict: None,
             deadlines: None,
             resync_pending: false,
+            monitor: Monitor::default(),
+            resumed: false,
             status: Status::default(),
         }
     }
@@ -441,7 +496,10 @@ impl Agent {
     /// When the agent next wants [`Agent::handle_timeout`] called (Unix seconds); `None` until
     /// it has handled its first input.
     pub fn poll_timeout(&self) -> Option<i64> {
-        self.deadlines.map(|d| d.check_in.min(d.resync).min(d.device_poll))
+        self.deadlines.map(|d| {
+            let next = d.check_in.min(d.resync).min(d.device_poll);
+            d.probe.map_or(next, |p| next.min(p))
+        })
     }
 
     /// Starts the timers at `now` if they have not started: each fires one period later.
@@ -451,6 +509,7 @@ impl Agent {
             check_in: now.saturating_add(t.check_in.max(1)),
             resync: now.saturating_add(t.resync.max(1)),
             device_poll: now.saturating_add(t.device_poll.max(1)),
+            probe: None,
         });
     }
 
@@ -480,9 +539,23 @@ impl Agent {
                 *deadline = next;
             }
         }
+        let probe_due = match d.probe.as_mut() {
+            Some(p) if *p <= now => {
+                *p = now.saturating_add(crate::health::PROBE_SECS);
+                true
+            }
+            Some(p) => {
+                *p = (*p).min(now.saturating_add(crate::health::PROBE_SECS));
+                false
+            }
+            None => false,
+        };
         let mut actions = Vec::new();
         if due[0] {
             actions.extend(self.handle(now, Input::CheckIn));
+        }
+        if probe_due && let Some(probe) = self.monitor.next_probe() {
+            actions.push(Action::Probe(probe));
         }
         if due[1] && self.discovers() {
             actions.push(Action::ObserveDevice);
@@ -536,6 +609,7 @@ impl Agent {
         {
             actions.push(Action::Warn(warning));
         }
+        self.resume_health(&input);
         let changed = match input {
             Input::Reset(snapshot) => {
                 self.nodes = snapshot.nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
@@ -584,12 +658,16 @@ impl Agent {
             }
             Input::Device(observed) => self.discover(&observed),
             Input::CheckIn => {
-                if let Some(local) = self.local_for_publishing(now) {
+                // Former leaders found down are forgotten after the hold time; the election
+                // changes with the verdict, so the mesh is planned again before publishing.
+                let expired = self.monitor.expire(now);
+                if !expired && let Some(local) = self.local_for_publishing(now) {
                     actions.push(Action::Publish(Box::new(local.clone())));
                     self.last_published = Some(local);
                 }
-                false
+                expired
             }
+            Input::Probed { via, ok } => self.monitor.observe(now, &via, ok),
             Input::Resync => true,
             Input::HostDetected(facts) => {
                 let changed = facts.as_ref().is_some_and(|f| *f != self.host);
@@ -621,10 +699,11 @@ impl Agent {
             }
         }
         if changed {
-            let action = self.reconcile(now);
+            let (action, leaders) = self.reconcile(now);
             if let Action::Apply(plan) = &action {
                 self.warn_once(&plan.warnings, &mut actions);
             }
+            actions.extend(leaders);
             actions.push(action);
         }
         if resync {
@@ -639,6 +718,113 @@ impl Agent {
             actions.push(Action::Publish(Box::new(local.clone())));
             self.last_published = Some(local);
         }
+        actions
+    }
+
+    /// Takes over the verdict the local node published before a restart, the first time the
+    /// source reports the local node.
+    fn resume_health(&mut self, input: &Input) {
+        if self.resumed || !self.config.leader_health || !self.config.publishes {
+            return;
+        }
+        let hostname = &self.config.hostname;
+        let local = match input {
+            Input::Reset(snapshot) => snapshot.nodes.iter().find(|n| &n.name == hostname),
+            Input::NodeChanged(node) if &node.name == hostname => Some(node),
+            _ => None,
+        };
+        if let Some(local) = local {
+            self.resumed = true;
+            if let Some(health) = &local.health {
+                self.monitor.resume(health);
+            }
+        }
+    }
+
+    /// After a plan: the local node's part in leader health (claim, leader to probe through,
+    /// targets) and each location's leader, with a [`Action::LeaderChanged`] for each change.
+    fn follow_leaders(&mut self, now: i64, topology: &Topology, nodes: &[Node]) -> Vec<Action> {
+        let local = topology.segments.iter().find(|s| s.location == topology.location);
+        let location = self.config.granularity == Granularity::Location;
+        let probes = location
+            && self.config.leader_health
+            && self.config.publishes
+            && crate::health::in_use(nodes);
+        let via = local
+            .filter(|s| probes && !topology.leader && s.members.len() > 1)
+            .map(|s| s.leader_member().name.as_str());
+        let targets: Vec<IpAddr> = topology
+            .segments
+            .iter()
+            .filter(|s| s.location != topology.location)
+            .filter_map(|s| s.wireguard_ip)
+            .collect();
+        // A leader claims leadership (so that it keeps it while healthy) once it took over from
+        // a leader reported down, and for as long as it leads. A leader of upstream's order needs
+        // no claim; claiming at every election would let the order in which the agents started
+        // (a node that sees itself alone at first) decide who leads.
+        let took_over = local.is_some_and(|s| !s.election.passed_over.is_empty());
+        let leads = location && topology.leader && (took_over || self.monitor.claims());
+        self.monitor.follow(now, leads, via, if via.is_some() { targets } else { Vec::new() });
+        if let Some(d) = self.deadlines.as_mut() {
+            d.probe = match (self.monitor.probing(), d.probe) {
+                (false, _) => None,
+                (true, Some(p)) => Some(p),
+                (true, None) => Some(now.saturating_add(crate::health::PROBE_SECS)),
+            };
+        }
+        let leaders: BTreeMap<String, LeaderView> = topology
+            .segments
+            .iter()
+            .filter(|s| s.members.len() > 1)
+            .map(|s| {
+                let view = LeaderView {
+                    node: s.leader_member().name.clone(),
+                    election: s.election.clone(),
+                };
+                (s.location.clone(), view)
+            })
+            .collect();
+        let mut actions = Vec::new();
+        let mut by_name: Option<HashMap<&str, &Node>> = None;
+        for (key, view) in &leaders {
+            let Some(old) = self.status.leaders.get(key).filter(|o| o.node != view.node) else {
+                continue;
+            };
+            let segment = topology.segments.iter().find(|s| &s.location == key);
+            let former = segment.and_then(|s| s.members.iter().position(|m| m.name == old.node));
+            let why = match (segment, former) {
+                (Some(s), Some(i)) => {
+                    let by_name = by_name.get_or_insert_with(|| {
+                        nodes.iter().map(|n| (n.name.as_str(), n)).collect()
+                    });
+                    let group: Vec<&Node> = s
+                        .members
+                        .iter()
+                        .filter_map(|m| by_name.get(m.name.as_str()).copied())
+                        .collect();
+                    let votes = crate::health::votes(&group, i.min(group.len().saturating_sub(1)));
+                    if votes.is_down() {
+                        format!(
+                            "{} is reported not to carry traffic by {} of the location's other \
+                             nodes ({} report it working)",
+                            old.node, votes.down, votes.ok
+                        )
+                    } else {
+                        format!("{} ranks after {} now", old.node, view.node)
+                    }
+                }
+                _ => format!("{} is no longer a ready node of the location", old.node),
+            };
+            *self.status.leader_changes.entry(key.clone()).or_default() += 1;
+            actions.push(Action::LeaderChanged(LeaderChange {
+                location: key.clone(),
+                from: old.node.clone(),
+                to: view.node.clone(),
+                reason: format!("{why}; {} leads ({})", view.node, view.election),
+            }));
+        }
+        self.status.leaders = leaders;
         actions
     }
 
@@ -737,6 +923,7 @@ impl Agent {
         local.wireguard_ip = self.wireguard_ip;
         local.discovered_endpoints = Some(self.discovered.clone());
         local.granularity = Some(self.config.granularity);
+        local.health = self.config.leader_health.then(|| self.monitor.published());
         Some(local)
     }
 
@@ -783,18 +970,26 @@ impl Agent {
         }
     }
 
-    /// Computes the plan (upstream `applyTopology`).
-    fn reconcile(&mut self, now: i64) -> Action {
+    /// Computes the plan (upstream `applyTopology`), and the leader changes it brings.
+    fn reconcile(&mut self, now: i64) -> (Action, Vec<Action>) {
         self.status.reconciles += 1;
         if let Some(role) = self.config.connect.clone() {
-            return self.reconcile_peer(now, &role);
+            return (self.reconcile_peer(now, &role), Vec::new());
         }
+        match self.reconcile_node(now) {
+            Ok((plan, leaders)) => (plan, leaders),
+            Err(blocked) => (blocked, Vec::new()),
+        }
+    }
+
+    /// The plan of a node, or why there is none.
+    fn reconcile_node(&mut self, now: i64) -> Result<(Action, Vec<Action>), Action> {
         let readiness = self.readiness(now);
         let Some(local) = self.local_node(now) else {
-            return Action::Blocked(format!(
+            return Err(Action::Blocked(format!(
                 "the local node {:?} is not in the mesh yet",
                 self.config.hostname
-            ));
+            )));
         };
         let mut nodes: Vec<Node> = self
             .nodes
@@ -807,10 +1002,10 @@ impl Agent {
         self.status.peers = peers.len();
         if !local.is_ready(readiness) {
             self.status.nodes = nodes.len();
-            return Action::Blocked(format!(
+            return Err(Action::Blocked(format!(
                 "the local node {:?} is not ready (it needs a key, an endpoint and a pod subnet)",
                 local.name
-            ));
+            )));
         }
         nodes.push(local.clone());
         self.status.nodes = nodes.len();
@@ -834,14 +1029,15 @@ impl Agent {
             Ok(t) => t,
             Err(e) => {
                 self.status.errors += 1;
-                return Action::Blocked(blocked_message(&e));
+                return Err(Action::Blocked(blocked_message(&e)));
             }
         };
         self.status.leader = topology.leader;
         self.wireguard_ip = topology.leader.then_some(topology.wireguard_cidr);
         // A non-leader's plan has no WireGuard config: link down, no peers (contract C8).
         let wireguard = topology.leader.then(|| topology.conf_for_device());
-        Action::Apply(Box::new(Plan::new(&topology, wireguard, &self.config.plan)))
+        let leaders = self.follow_leaders(now, &topology, &nodes);
+        Ok((Action::Apply(Box::new(Plan::new(&topology, wireguard, &self.config.plan))), leaders))
     }
 }
 

@@ -123,36 +123,66 @@ impl fmt::Display for Cidr {
             // WireGuard configurations print tens of thousands of CIDRs, and `Ipv4Addr`'s
             // `Display` (one padded integer per octet) was a hot spot in the profile.
             IpAddr::V4(v4) => {
-                let mut buf = [0u8; 18];
-                let mut len = 0;
-                for (i, n) in v4.octets().into_iter().chain([self.prefix]).enumerate() {
-                    if i > 0 {
-                        buf[len] = if i == 4 { b'/' } else { b'.' };
-                        len += 1;
-                    }
-                    len += write_decimal(&mut buf[len..], n);
-                }
-                f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+                let mut buf = [0u8; 20];
+                f.write_str(v4_text(v4, self.prefix, &mut buf))
             }
             IpAddr::V6(_) => write!(f, "{}/{}", self.addr, self.prefix),
         }
     }
 }
 
-/// Writes `n` in decimal at the start of `buf` (at least 3 bytes long) and returns its length.
-fn write_decimal(buf: &mut [u8], n: u8) -> usize {
-    let digits = [n / 100, n / 10 % 10, n % 10];
-    let skip = if n >= 100 {
-        0
-    } else if n >= 10 {
-        1
-    } else {
-        2
-    };
-    for (slot, d) in buf.iter_mut().zip(&digits[skip..]) {
-        *slot = b'0' + d;
+impl Cidr {
+    /// Appends the CIDR's text (as [`Display`](fmt::Display) writes it) to `out`; IPv4 without
+    /// going through `core::fmt` (the WireGuard INI text holds one per allowed IP).
+    pub(crate) fn push_text(&self, out: &mut String) {
+        match self.addr {
+            IpAddr::V4(v4) => out.push_str(v4_text(v4, self.prefix, &mut [0; 20])),
+            IpAddr::V6(_) => {
+                // Writing to a String cannot fail.
+                let _ = fmt::Write::write_fmt(out, format_args!("{self}"));
+            }
+        }
     }
-    3 - skip
+}
+
+/// The text `a.b.c.d/prefix` of an IPv4 CIDR, written into `buf` (at most 18 bytes of text;
+/// [`write_decimal`] writes 3 bytes per number).
+fn v4_text(v4: std::net::Ipv4Addr, prefix: u8, buf: &mut [u8; 20]) -> &str {
+    let [a, b, c, d] = v4.octets();
+    let mut len = write_decimal(buf, a);
+    for (separator, n) in [(b'.', b), (b'.', c), (b'.', d), (b'/', prefix)] {
+        buf[len] = separator;
+        len = len + 1 + write_decimal(&mut buf[len + 1..], n);
+    }
+    // Only ASCII digits and separators were written, so this cannot fail.
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+}
+
+/// The decimal digits of every `u8`, left-aligned, and how many there are.
+const DECIMAL: [([u8; 3], u8); 256] = {
+    let mut table = [([0; 3], 0); 256];
+    let mut n = 0;
+    while n < 256 {
+        let (hundreds, tens, ones) =
+            (b'0' + (n / 100) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8);
+        table[n] = if n >= 100 {
+            ([hundreds, tens, ones], 3)
+        } else if n >= 10 {
+            ([tens, ones, 0], 2)
+        } else {
+            ([ones, 0, 0], 1)
+        };
+        n += 1;
+    }
+    table
+};
+
+/// Writes `n` in decimal at the start of `buf` (at least 3 bytes long; all 3 are written) and
+/// returns its length.
+fn write_decimal(buf: &mut [u8], n: u8) -> usize {
+    let (digits, len) = DECIMAL[usize::from(n)];
+    buf[..3].copy_from_slice(&digits);
+    usize::from(len)
 }
 
 impl fmt::Debug for Cidr {

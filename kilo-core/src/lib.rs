@@ -25,6 +25,7 @@ pub mod firewall;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod graph;
+pub mod health;
 pub mod key;
 pub mod mesh;
 pub mod offline;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::health::LeaderHealth;
 use crate::{Cidr, Endpoint, Granularity, Key, PresharedKey};
 
 /// How long a node's check-in stays fresh: upstream's two check-in periods of 30 s.
@@ -50,6 +51,9 @@ pub struct Node {
     pub allowed_location_ips: Vec<Cidr>,
     /// The granularity the node's agent runs with, if published.
     pub granularity: Option<Granularity>,
+    /// The node's leader-health verdict (see [`crate::health`]); `None` when its agent publishes
+    /// none (upstream's agent, a mesh file).
+    pub health: Option<LeaderHealth>,
 }
 
 impl Node {

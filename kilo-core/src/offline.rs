@@ -180,6 +180,73 @@ impl OfflineMesh {
         Ok(dot)
     }
 
+    /// `kgctl leaders`: each location's leader, how it was elected and what the location's other
+    /// nodes report about it (see [`crate::health`]), as a table, after a line that says whether
+    /// the published verdicts are in use.
+    pub fn leaders(&self) -> Result<String, OfflineError> {
+        let t = self.topology(&self.last_node().name.clone(), 0, Duration::ZERO, &[])?;
+        let silent = self.nodes.iter().filter(|n| n.health.is_none()).count();
+        let mut text = if self.granularity != Granularity::Location {
+            format!(
+                "granularity {}: every node is its own segment and leads it\n",
+                self.granularity.as_str()
+            )
+        } else if silent == 0 {
+            "leader health: in use (every ready node publishes a verdict)\n".to_string()
+        } else {
+            format!(
+                "leader health: not in use, upstream's election ({silent} of {} ready nodes \
+                 publish no verdict: upstream's agent, kg --leader-health=false, or a mesh file)\n",
+                self.nodes.len()
+            )
+        };
+        let by_name: std::collections::HashMap<&str, &Node> =
+            self.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let header = ["LOCATION", "LEADER", "ELECTION", "HEALTHY", "REPORTS", "DOWN", "NODES"];
+        let mut rows = vec![header.map(String::from)];
+        for s in &t.segments {
+            let Some(location) = s.location.strip_prefix(crate::topology::LOCATION_PREFIX) else {
+                continue;
+            };
+            let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
+            let group: Vec<&Node> = names.iter().filter_map(|n| by_name.get(n).copied()).collect();
+            let down: Vec<&str> = (0..group.len())
+                .filter(|&i| crate::health::votes(&group, i).is_down())
+                .map(|i| group[i].name.as_str())
+                .collect();
+            let e = &s.election;
+            let (healthy, reports) = if e.rule == crate::health::ElectionRule::Upstream {
+                ("-".to_string(), "-".to_string())
+            } else {
+                let healthy = if e.healthy() { "yes" } else { "no" };
+                (healthy.to_string(), format!("{} ok, {} down", e.votes.ok, e.votes.down))
+            };
+            let location = if location.is_empty() { "\"\"" } else { location };
+            rows.push([
+                location.to_string(),
+                s.leader_member().name.clone(),
+                e.to_string(),
+                healthy,
+                reports,
+                if down.is_empty() { "-".to_string() } else { down.join(",") },
+                names.join(","),
+            ]);
+        }
+        if rows.len() == 1 {
+            return Ok(text);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let cells: Vec<String> =
+                row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            text += cells.join("  ").trim_end();
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
     /// `kgctl showconf node NAME`.
     pub fn showconf_node(
         &self,

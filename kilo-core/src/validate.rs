@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use crate::admission::{Cluster, Refusal, refusals};
+use crate::admission::{Cluster, ClusterIndex, Refusal};
 use crate::backend::{Invalid, ObjectKind};
 use crate::cidr::{Allocator, describe_ip_class};
 use crate::{Cidr, Granularity, Node, Peer};
@@ -223,6 +223,14 @@ fn nodes(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
 
 fn peers(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
     let wireguard_subnets = [input.subnet];
+    // The admission rules, against the nodes and the peers listed before each peer (so that each
+    // overlapping pair is reported once); the nodes are indexed once for all the peers.
+    let mut admission = ClusterIndex::new(Cluster {
+        nodes: input.nodes,
+        peers: &[],
+        wireguard_subnets: &wireguard_subnets,
+        service_cidrs: input.service_cidrs,
+    });
     for (i, p) in input.peers.iter().enumerate() {
         if p.allowed_ips.is_empty() {
             out.push(finding(
@@ -248,15 +256,8 @@ fn peers(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
                 "write the network address",
             ));
         }
-        // The admission rules, against the nodes and the peers listed before this one (so that
-        // each overlapping pair is reported once).
-        let cluster = Cluster {
-            nodes: input.nodes,
-            peers: &input.peers[..i],
-            wireguard_subnets: &wireguard_subnets,
-            service_cidrs: input.service_cidrs,
-        };
-        for refusal in refusals(p, &cluster) {
+        admission.set_peers(&input.peers[..i]);
+        for refusal in admission.refusals(p) {
             if matches!(refusal, Refusal::KeyOfNode { .. } | Refusal::KeyOfPeer { .. }) {
                 // Reported once per key, naming every holder, by `duplicates`.
                 continue;

@@ -114,7 +114,9 @@ impl Sim {
                     Action::ObserveDevice
                     | Action::DetectHost
                     | Action::UpdateCni(_)
-                    | Action::ReconcileFirewall => {}
+                    | Action::ReconcileFirewall
+                    | Action::Probe(_)
+                    | Action::LeaderChanged(_) => {}
                 }
             }
         }

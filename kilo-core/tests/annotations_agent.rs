@@ -71,6 +71,7 @@ fn non_leader_with_ipv4_endpoint_writes_empty_strings_for_none() {
             ("kilo.squat.ai/discovered-endpoints", ""),
             ("kilo.squat.ai/granularity", "location"),
             ("kilo.squat.ai/cni-compatibility-ip", ""),
+            ("kilo.squat.ai/leader-health", ""),
         ])
     );
 }
@@ -86,6 +87,11 @@ fn leader_with_ipv6_endpoint_and_wireguard_ip() {
         wireguard_ip: Some(cidr("10.4.0.1/16")),
         cni_compatibility_ip: Some(cidr("10.0.1.7/32")),
         granularity: Some(Granularity::Full),
+        health: Some(kilo_core::health::LeaderHealth {
+            lead: Some(3),
+            via: None,
+            down: [("b".to_string(), 2)].into(),
+        }),
         ..Node::default()
     };
     assert_eq!(
@@ -99,6 +105,7 @@ fn leader_with_ipv6_endpoint_and_wireguard_ip() {
             ("kilo.squat.ai/discovered-endpoints", ""),
             ("kilo.squat.ai/granularity", "full"),
             ("kilo.squat.ai/cni-compatibility-ip", "10.0.1.7/32"),
+            ("kilo.squat.ai/leader-health", "v1 lead=3 down=b@2"),
         ])
     );
 }
@@ -274,6 +281,7 @@ fn nodes_equal_compares_each_field_upstream_compares() {
         ("discovered", Node { discovered_endpoints: Some(BTreeMap::new()), ..base.clone() }),
         ("allowed location ips", Node { allowed_location_ips: vec![], ..base.clone() }),
         ("granularity", Node { granularity: Some(Granularity::Full), ..base.clone() }),
+        ("leader health", Node { health: Some(Default::default()), ..base.clone() }),
     ];
     for (what, changed) in changes {
         assert!(!nodes_equal(&base, &changed, now), "{what}");

@@ -289,6 +289,7 @@ fn empty_values_written_by_the_agent_are_not_issues() {
             (key::CNI_COMPATIBILITY_IP, ""),
             (key::ALLOWED_LOCATION_IPS, ""),
             (key::FORCE_INTERNAL_IP, "-"),
+            (key::LEADER_HEALTH, ""),
         ],
         &[],
         "",
@@ -379,4 +380,24 @@ fn last_seen_accepts_go_integer_syntax() {
         let (node, _) = translate(&[(key::LAST_SEEN, value)], &[], "");
         assert_eq!(node.last_seen, want, "{value}");
     }
+}
+
+#[test]
+fn a_leader_health_verdict_is_read_and_a_bad_one_is_an_issue_that_leaves_it_out() {
+    let (node, issues) = translate(&[(key::LEADER_HEALTH, "v1 via=a down=a@17,c@3")], &[], "");
+    assert_eq!(issues, vec![]);
+    let expected = kilo_core::health::LeaderHealth {
+        lead: None,
+        via: Some("a".into()),
+        down: [("a".to_string(), 17), ("c".to_string(), 3)].into(),
+    };
+    assert_eq!(node.health, Some(expected));
+    let (node, issues) = translate(&[(key::LEADER_HEALTH, "v1 lead=soon")], &[], "");
+    assert_eq!(node.health, None);
+    assert_eq!(issues.len(), 1);
+    assert_eq!(
+        issues[0].to_string(),
+        "kilo.squat.ai/leader-health=\"v1 lead=soon\": lead: \"soon\" is not Unix time; ignored \
+         (the mesh keeps upstream's leader election)"
+    );
 }

@@ -81,6 +81,7 @@ impl Seg<'_> {
             allowed_ips: cs(self.allowed_ips),
             wireguard_ip: Some(ip(self.wg)),
             allowed_location_ips: cs(self.alips),
+            election: kilo_core::health::Election::upstream(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! A criterion measurement of the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that figures hold on a shared, loaded machine: wall time there
+//! A criterion measurement of the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so
+//! that figures hold on a shared, loaded machine (also used by kilo-net-linux's benches): wall time there
 //! includes the time other processes hold the cores. On an idle machine the two agree for this
 //! single-threaded code, as upstream's baseline (wall time, idle machine) assumes.
 
@@ -56,9 +57,22 @@ impl ValueFormatter for NanosFormatter {
         values.iter_mut().for_each(|v| *v *= factor);
         unit
     }
-    fn scale_throughputs(&self, _: f64, _: &Throughput, values: &mut [f64]) -> &'static str {
-        values.iter_mut().for_each(|v| *v = 1e9 / *v);
-        "elem/s"
+    /// Per CPU second: bytes in GB/s, bits in Gbit/s (values are nanoseconds, so bytes per
+    /// nanosecond are GB/s), elements per second.
+    fn scale_throughputs(
+        &self,
+        _: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per_iteration, unit, scale) = match throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (*n, "GB/s", 1.0),
+            Throughput::Bits(n) => (*n, "Gbit/s", 1.0),
+            Throughput::Elements(n) => (*n, "elem/s", 1e9),
+            Throughput::ElementsAndBytes { elements, .. } => (*elements, "elem/s", 1e9),
+        };
+        values.iter_mut().for_each(|v| *v = per_iteration as f64 * scale / *v);
+        unit
     }
     fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
         "ns"

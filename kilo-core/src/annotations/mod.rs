@@ -49,6 +49,9 @@ pub mod key {
     pub const GRANULARITY: &str = "kilo.squat.ai/granularity";
     /// Cilium's `cilium_host` address in cilium compatibility mode, or `""` (kg).
     pub const CNI_COMPATIBILITY_IP: &str = "kilo.squat.ai/cni-compatibility-ip";
+    /// The node's leader-health verdict (kg; upstream ignores it), or `""` when kg publishes
+    /// none (see [`crate::health::LeaderHealth`]).
+    pub const LEADER_HEALTH: &str = "kilo.squat.ai/leader-health";
 }
 
 /// The label whose value is a node's location when it has no location annotation.
@@ -65,6 +68,7 @@ pub const AGENT_ANNOTATION_KEYS: &[&str] = &[
     key::DISCOVERED_ENDPOINTS,
     key::GRANULARITY,
     key::CNI_COMPATIBILITY_IP,
+    key::LEADER_HEALTH,
 ];
 
 /// The Kubernetes Node fields Kilo reads.
@@ -114,6 +118,7 @@ pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
         ),
         (key::GRANULARITY, node.granularity.map(|g| g.as_str().to_string()).unwrap_or_default()),
         (key::CNI_COMPATIBILITY_IP, opt(node.cni_compatibility_ip)),
+        (key::LEADER_HEALTH, node.health.as_ref().map(ToString::to_string).unwrap_or_default()),
     ];
     values.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
@@ -122,7 +127,7 @@ pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
 /// endpoint (DNS first), key, WireGuard IP, internal IP, CNI compatibility IP, leader, location,
 /// name, subnets (same networks, every one of them: upstream has a single one), readiness (not last-seen itself), keepalive, discovered
 /// endpoints (IP and port per key; `None` differs from empty), allowed location IPs (ordered) and
-/// granularity. `no_internal_ip` is not compared, as upstream does not.
+/// granularity; and the leader-health verdict, which upstream does not have. `no_internal_ip` is not compared, as upstream does not.
 pub fn nodes_equal(a: &Node, b: &Node, now: i64) -> bool {
     let subnets_equal = a.subnets.len() == b.subnets.len()
         && a.subnets.iter().zip(&b.subnets).all(|(x, y)| x.network() == y.network());
@@ -150,4 +155,5 @@ pub fn nodes_equal(a: &Node, b: &Node, now: i64) -> bool {
         && discovered_equal
         && a.allowed_location_ips == b.allowed_location_ips
         && a.granularity == b.granularity
+        && a.health == b.health
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::{AnnotationIssue, NodeObject, discovered, go, key};
 use crate::cidr::parse_network;
+use crate::health::LeaderHealth;
 use crate::{Cidr, Endpoint, Granularity, Key, Node};
 
 /// How many bad entries of a list annotation an issue names before summarising.
@@ -186,6 +187,21 @@ pub fn node_from_object(
         },
     };
 
+    let health = match r.get(key::LEADER_HEALTH) {
+        None | Some("") => None,
+        Some(value) => match value.parse::<LeaderHealth>() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                r.issue(
+                    key::LEADER_HEALTH,
+                    value,
+                    format!("{e}; ignored (the mesh keeps upstream's leader election)"),
+                );
+                None
+            }
+        },
+    };
+
     let node = Node {
         name: obj.name.to_string(),
         endpoint,
@@ -204,6 +220,7 @@ pub fn node_from_object(
         discovered_endpoints,
         allowed_location_ips,
         granularity,
+        health,
     };
     (node, r.issues)
 }

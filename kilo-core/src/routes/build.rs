@@ -190,6 +190,13 @@ impl Builder<'_> {
         let t = self.topology;
         let src = self.our_ip();
         let kilo = self.ifaces.kilo.clone();
+        // At most one route per member subnet, private IP, allowed location IP and peer allowed
+        // IP: one allocation instead of a dozen regrowths at 10,000 nodes.
+        let members: usize =
+            t.segments.iter().flat_map(|s| &s.members).map(|m| m.subnets.len() + 1).sum();
+        let others: usize = t.segments.iter().map(|s| s.allowed_location_ips.len()).sum::<usize>()
+            + t.peers.iter().map(|p| p.allowed_ips.len()).sum::<usize>();
+        self.routes.reserve(members + others);
         for seg in &t.segments {
             if t.is_local_like(seg) {
                 if local && src.is_some() {

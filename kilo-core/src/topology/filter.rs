@@ -61,12 +61,36 @@ impl Containment {
         addrs.dedup();
         let mut first = vec![None; addrs.len()];
         if !addrs.is_empty() {
+            // IPv4 addresses sort last (`(true, _)`); they are searched as `u32`s, which is
+            // cheaper than comparing `(bool, u128)` pairs, for the many IPv4 allowed IPs.
+            let split = addrs.partition_point(|a| !a.0);
+            let v4: Vec<u32> =
+                addrs[split..].iter().map(|a| u32::try_from(a.1).unwrap_or(u32::MAX)).collect();
+            // Allowed-location IPs usually lie apart from pod subnets and node addresses:
+            // networks outside their span hold none of them and need no search.
+            let (v4_min, v4_max) =
+                (v4.first().copied().unwrap_or(u32::MAX), v4.last().copied().unwrap_or(0));
             for (j, s) in segments.iter().enumerate() {
                 for c in &s.allowed_ips {
-                    let (lo, hi) = range(c);
-                    let start = addrs.partition_point(|a| *a < lo);
-                    let end = addrs.partition_point(|a| *a <= hi);
-                    for slot in &mut first[start..end] {
+                    // One binary search, then a walk: a network holds few of these addresses.
+                    let (start, held) = match c.addr() {
+                        IpAddr::V4(ip) => {
+                            let host = u32::from(c.host_bits());
+                            let mask = if host >= 32 { u32::MAX } else { (1u32 << host) - 1 };
+                            let (lo, hi) = (u32::from(ip) & !mask, u32::from(ip) | mask);
+                            if hi < v4_min || lo > v4_max {
+                                continue;
+                            }
+                            let start = v4.partition_point(|a| *a < lo);
+                            (split + start, v4[start..].iter().take_while(|a| **a <= hi).count())
+                        }
+                        IpAddr::V6(_) => {
+                            let (lo, hi) = range(c);
+                            let start = addrs.partition_point(|a| *a < lo);
+                            (start, addrs[start..].iter().take_while(|a| **a <= hi).count())
+                        }
+                    };
+                    for slot in &mut first[start..start + held] {
                         slot.get_or_insert((j, *c));
                     }
                 }

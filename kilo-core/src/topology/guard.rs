@@ -10,13 +10,14 @@
 //! ([`crate::admission::takeover`]).
 
 use crate::admission::Takeover;
-use crate::{Node, Peer};
+use crate::{Cidr, Node, Peer};
 
 /// `peers` without the allowed IPs that would take over a node's connectivity, with one warning
 /// per allowed IP left out. A peer keeps its other allowed IPs.
 pub fn guard_peers(peers: Vec<Peer>, nodes: &[Node]) -> (Vec<Peer>, Vec<String>) {
     let mut warnings = Vec::new();
-    let check = Takeover::new(nodes);
+    let scope: Vec<Cidr> = peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
+    let check = Takeover::for_allowed_ips(nodes, &scope);
     let peers = peers
         .into_iter()
         .map(|mut peer| {
@@ -36,10 +37,47 @@ pub fn guard_peers(peers: Vec<Peer>, nodes: &[Node]) -> (Vec<Peer>, Vec<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Cidr;
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_scoped_index_answers_as_the_full_one_for_the_allowed_ips_in_scope() {
+        let node = |name: &str, endpoint: &str, internal: &str| Node {
+            name: name.into(),
+            endpoint: endpoint.parse().ok(),
+            internal_ip: Some(cidr(internal)),
+            ..Node::default()
+        };
+        let nodes = [
+            node("a", "192.0.2.1:51820", "10.0.0.1/24"),
+            node("b", "[2001:db8::5]:51820", "9.0.0.10/24"),
+            node("c", "198.51.100.7:51820", "10.0.0.2/24"),
+            node("d", "[::ffff:203.0.113.9]:51820", "10.9.0.1/16"),
+        ];
+        let scope: Vec<Cidr> = [
+            "0.0.0.0/0",
+            "10.0.0.0/30",
+            "10.5.0.1/32",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "2001:db8::/64",
+            "fd00::/64",
+        ]
+        .into_iter()
+        .map(cidr)
+        .collect();
+        let (full, scoped) = (Takeover::new(&nodes), Takeover::for_allowed_ips(&nodes, &scope));
+        for &aip in &scope {
+            assert_eq!(scoped.check(aip), full.check(aip), "{aip}");
+        }
+        assert!(full.check(cidr("10.0.0.0/30")).is_some());
+        assert!(full.check(cidr("203.0.113.0/24")).is_some());
+        assert!(full.check(cidr("2001:db8::/64")).is_some());
+        // Only the span of the scope is indexed: 9.0.0.10 lies below it.
+        assert!(scoped.check(cidr("9.0.0.0/24")).is_none());
+        assert!(full.check(cidr("9.0.0.0/24")).is_some());
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub struct Segment {
     pub wireguard_ip: Option<IpAddr>,
     /// Allowed-location IPs after de-duplication, filtering and sorting by CIDR text.
     pub allowed_location_ips: Vec<Cidr>,
+    /// How the leader was chosen (see [`crate::health`]).
+    pub election: crate::health::Election,
 }
 
 /// Inputs to [`Topology::new`].

@@ -51,14 +51,21 @@ fn write_peer(out: &mut String, peer: &PeerConfig) {
             if i > 0 {
                 out.push_str(", ");
             }
-            let _ = write!(out, "{cidr}");
+            cidr.push_text(out);
         }
         out.push('\n');
     }
-    if let Some(endpoint) = peer.endpoint.as_ref().map(ToString::to_string)
-        && !endpoint.is_empty()
-    {
-        let _ = writeln!(out, "Endpoint = {endpoint}");
+    if let Some(endpoint) = &peer.endpoint {
+        // Written in place; the line is taken back out when the endpoint's text is empty.
+        let line = out.len();
+        out.push_str("Endpoint = ");
+        let text = out.len();
+        let _ = write!(out, "{endpoint}");
+        if out.len() == text {
+            out.truncate(line);
+        } else {
+            out.push('\n');
+        }
     }
     let _ = writeln!(out, "PersistentKeepalive = {}", peer.persistent_keepalive);
     if let Some(psk) = peer.preshared_key.filter(|k| !k.is_zero()) {

@@ -46,6 +46,7 @@ fn segment(
         allowed_ips: allowed_ips.iter().map(|s| c(s)).collect(),
         wireguard_ip: Some(wg.parse().unwrap()),
         allowed_location_ips: alips.iter().map(|s| c(s)).collect(),
+        election: kilo_core::health::Election::upstream(),
     }
 }
 
