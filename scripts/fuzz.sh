@@ -29,6 +29,7 @@ max_len() {
     case "$1" in
         cidr_parse | endpoint_parse | key_parse) echo 512 ;;
         peer_spec | annotations_node) echo 8192 ;;
+        tun_offload) echo 65600 ;; # a mode byte, a virtio-net header and a 64 KiB super-packet
         *) echo 65536 ;;
     esac
 }

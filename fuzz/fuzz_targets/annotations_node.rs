@@ -12,6 +12,7 @@ use kilo_core::annotations::{
     AGENT_ANNOTATION_KEYS, DEFAULT_TOPOLOGY_LABEL, NodeObject, agent_annotations, key,
     node_from_object, nodes_equal,
 };
+use kilo_core::health::LeaderHealth;
 use kilo_core::{Cidr, Endpoint, Granularity, Key, Node};
 use libfuzzer_sys::fuzz_target;
 
@@ -31,6 +32,7 @@ const KEYS: &[&str] = &[
     key::ALLOWED_LOCATION_IPS,
     key::GRANULARITY,
     key::CNI_COMPATIBILITY_IP,
+    key::LEADER_HEALTH,
 ];
 
 #[derive(Debug, Arbitrary)]
@@ -51,6 +53,7 @@ enum Value {
     Int(i64),
     Granularity(Granularity),
     Discovered(BTreeMap<Key, SocketAddr>),
+    Health(LeaderHealth),
 }
 
 impl Value {
@@ -69,6 +72,7 @@ impl Value {
                 let node = Node { discovered_endpoints: Some(map.clone()), ..Node::default() };
                 agent_annotations(&node).remove(key::DISCOVERED_ENDPOINTS).unwrap_or_default()
             }
+            Value::Health(h) => h.to_string(),
         }
     }
 }

@@ -59,8 +59,13 @@ fn open_firewall(kind: FirewallKind) -> Firewall {
                         kubelet_hint = survey.hint.is_some(),
                         "firewall: iptables (the host already has rules there)"
                     );
-                    if let Err(e) = Nftables::new().clean_up() {
-                        tracing::debug!(error = %e, "no native nftables tables of Kilo's to remove");
+                    match Nftables::new().clean_up_leftovers() {
+                        Ok(false) => {}
+                        Ok(true) => tracing::info!("removed the native nftables tables of Kilo's"),
+                        Err(e) => tracing::debug!(
+                            error = %e,
+                            "no native nftables tables of Kilo's to remove"
+                        ),
                     }
                     Firewall::Iptables(Iptables::new(runner, variant))
                 }
@@ -94,6 +99,9 @@ pub struct HostOptions {
     pub firewall: FirewallKind,
     /// The encapsulation tunnel's name (`tunl0`).
     pub tunnel: String,
+    /// `--tun-offloads`: whether an in-process userspace device asks its TUN interface for
+    /// segmentation offloads ([`DeviceOptions::offloads`]).
+    pub offloads: bool,
 }
 
 impl HostOptions {
@@ -111,6 +119,7 @@ impl HostOptions {
             create_interface: true,
             firewall: FirewallKind::Auto,
             tunnel: kilo_core::routes::IPIP_TUNNEL.to_string(),
+            offloads: true,
         }
     }
 }
@@ -177,13 +186,21 @@ impl std::fmt::Debug for Host {
     }
 }
 
+/// Where the host's device lives: this namespace, the options' socket directory and offloads.
+fn device_options(options: &HostOptions) -> DeviceOptions {
+    let mut device = DeviceOptions::default();
+    device.uapi_dir.clone_from(&options.uapi_dir);
+    device.offloads = options.offloads;
+    device
+}
+
 impl Host {
     /// Connects to the kernel (this process's network namespace), opens or creates the
     /// WireGuard device (`ip link add kilo0 type wireguard`, or an in-process userspace device)
     /// and prepares the route reconciler and firewall.
     pub async fn open(options: HostOptions) -> Result<Host, HostError> {
         let netlink = Netlink::connect()?;
-        let device_options = DeviceOptions { uapi_dir: options.uapi_dir.clone(), netns: None };
+        let device_options = device_options(&options);
         let kind = crate::wireguard::select(options.wireguard, &device_options).await;
         let mtu = match options.mtu {
             Some(mtu) => mtu,
@@ -267,7 +284,7 @@ impl Host {
         }
         tracing::warn!(interface = %name, "the WireGuard interface is gone; re-creating it");
         self.device.stop().await;
-        let device_options = DeviceOptions { uapi_dir: self.options.uapi_dir.clone(), netns: None };
+        let device_options = device_options(&self.options);
         let mtu = match self.options.mtu {
             Some(mtu) => mtu,
             None => detect_mtu(&self.netlink).await,

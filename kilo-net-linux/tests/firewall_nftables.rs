@@ -230,6 +230,41 @@ fn a_restarted_agent_adopts_the_nftables_rules_it_finds() {
     assert!(!ruleset.contains("kilo"), "{ruleset}");
 }
 
+#[test]
+fn leftover_tables_are_removed_only_when_there_are_some() {
+    if root_support::skip_unless_root() {
+        return;
+    }
+    let ns = Netns::new("nftleft");
+    let nftables = |ipv6| Nftables::with_options(Some(ns.path()), ipv6);
+    let ruleset = || ns.run(&["nft", "list", "ruleset"]);
+
+    // None of ours (another table is not): nothing removed, nothing sent.
+    ns.run(&["nft", "add", "table", "ip", "filter"]);
+    let mut fw = nftables(true);
+    assert!(!fw.clean_up_leftovers().unwrap());
+    assert_eq!(fw.transactions(), 0);
+    assert!(ruleset().contains("table ip filter"));
+
+    // An earlier run's rules: all removed, with the tables.
+    firewall(&ns).set(&leader_rules(&PEERS)).unwrap();
+    assert!(nftables(true).clean_up_leftovers().unwrap());
+    let left = ruleset();
+    assert!(!left.contains("kilo") && !left.contains("KILO"), "{left}");
+    assert!(left.contains("table ip filter"), "{left}");
+
+    // An empty table of ours counts too.
+    ns.run(&["nft", "add", "table", "ip6", "kilo6"]);
+    assert!(nftables(true).clean_up_leftovers().unwrap());
+    assert!(!ruleset().contains("kilo6"));
+
+    // Without IPv6 the IPv6 table is not ours to manage, as for clean_up.
+    ns.run(&["nft", "add", "table", "ip6", "kilo6"]);
+    assert!(!nftables(false).clean_up_leftovers().unwrap());
+    nftables(false).clean_up().unwrap();
+    assert!(ruleset().contains("table ip6 kilo6"));
+}
+
 /// A leader's rule set with `n` IPv4 peers (two rules each, `10.128.0.0/16` onwards).
 fn many_peer_rules(n: usize) -> RuleSet {
     let mut rules = leader_rules(&PEERS);

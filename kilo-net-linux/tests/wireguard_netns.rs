@@ -503,3 +503,347 @@ async fn a_peer_behind_nat_dials_in_with_keepalive_and_is_reached_at_its_roamed_
     b.delete().await?;
     Ok(())
 }
+
+/// The bytes a transfer sends: a fixed pseudo-random stream (xorshift), so the receiver checks
+/// every byte without keeping a copy.
+struct Stream(u64);
+
+impl Stream {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Sends `len` bytes of [`Stream`] over TCP from namespace `from` to `to_ip:port` in namespace
+/// `to`, through whatever routes them there; the receiver checks every byte and the length.
+fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, port: u16, len: usize) -> Result<()> {
+    use kilo_net_linux::wireguard::netns;
+    use std::io::{Read, Write};
+    let seed = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+    let (to_path, from_path) = (to.path(), from.path());
+    let addr: std::net::SocketAddr = format!("{to_ip}:{port}").parse()?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || -> Result<usize> {
+        netns::enter(&to_path)?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        ready_tx.send(())?;
+        // Accept with a deadline: a sender that never connects must fail the test, not hang it.
+        listener.set_nonblocking(true)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ensure!(std::time::Instant::now() < deadline, "nobody connected");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let (mut expected, mut got) = (Stream(seed), 0usize);
+        let mut buf = vec![0u8; 1 << 16];
+        // Generated but not yet compared bytes of the expected stream.
+        let mut ahead: Vec<u8> = Vec::new();
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            while ahead.len() < n {
+                let mut more = vec![0u8; 1 << 16];
+                expected.fill(&mut more);
+                ahead.extend_from_slice(&more);
+            }
+            ensure!(buf[..n] == ahead[..n], "from byte {got} on the data differ");
+            ahead.drain(..n);
+            got += n;
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).context("the receiver did not listen")?;
+    let client = std::thread::spawn(move || -> Result<()> {
+        netns::enter(&from_path)?;
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        conn.set_write_timeout(Some(Duration::from_secs(20)))?;
+        let mut stream = Stream(seed);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut sent = 0;
+        while sent < len {
+            // The stream in 64 KiB blocks, as the receiver generates it.
+            stream.fill(&mut buf);
+            let n = (len - sent).min(buf.len());
+            conn.write_all(&buf[..n])?;
+            sent += n;
+        }
+        Ok(())
+    });
+    client.join().map_err(|_| anyhow::anyhow!("the sender panicked"))??;
+    let got = server.join().map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
+    ensure!(got == len, "received {got} bytes of {len}");
+    Ok(())
+}
+
+/// Two in-process devices, `a` and `b`, each with offloads as given, peered and addressed
+/// (10.9.0.1 and 10.9.0.2, fd00:9::1 and fd00:9::2).
+async fn offload_pair(
+    tag: &str,
+    offloads: (bool, bool),
+) -> Result<(Netns, Netns, tempfile::TempDir, tempfile::TempDir, Device, Device)> {
+    let (nsa, nsb) = pair(tag)?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(1);
+    let (kb, pb) = key_pair(2);
+    let (mut oa, mut ob) = (options(&nsa, &dira), options(&nsb, &dirb));
+    (oa.offloads, ob.offloads) = offloads;
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &oa).await?;
+    let b = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &ob).await?;
+    a.set_interface(&ka, 51820).await?;
+    b.set_interface(&kb, 51820).await?;
+    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32", "fd00:9::2/128"])).await?;
+    b.set_peer(&peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32", "fd00:9::1/128"])).await?;
+    address(&nsa, "10.9.0.1/24")?;
+    address(&nsb, "10.9.0.2/24")?;
+    nsa.ip(&["addr", "add", "fd00:9::1/64", "dev", "wg0", "nodad"])?;
+    nsb.ip(&["addr", "add", "fd00:9::2/64", "dev", "wg0", "nodad"])?;
+    Ok((nsa, nsb, dira, dirb, a, b))
+}
+
+fn tun_counters(device: &Device) -> kilo_net_linux::wireguard::offload::TunCounters {
+    match device {
+        Device::Userspace(d) => d.tun_counters().expect("an in-process device"),
+        _ => panic!("not a userspace device"),
+    }
+}
+
+/// Large TCP transfers (both directions, IPv4 and IPv6) arrive byte for byte whether the TUN
+/// interfaces have segmentation offloads or not, and whether the two ends agree on them. With
+/// offloads the sender's reads carry super-packets (more packets than reads) and the receiver's
+/// writes merge segments (fewer bytes written than the packets had: their headers); without,
+/// one packet per read and per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_tcp_transfers_arrive_intact_with_offloads_on_off_and_mixed() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
+    const LEN: usize = 24 << 20;
+    for (i, offloads) in [(true, true), (false, false), (true, false)].into_iter().enumerate() {
+        let (nsa, nsb, _da, _db, a, b) = offload_pair(&format!("tso{i}"), offloads).await?;
+        ping(&nsb, "10.9.0.1")?;
+        let before = (tun_counters(&a), tun_counters(&b));
+        tcp_transfer(&nsb, &nsa, "10.9.0.1", 5201, LEN).with_context(|| format!("{offloads:?}"))?;
+        tcp_transfer(&nsa, &nsb, "10.9.0.2", 5202, LEN).with_context(|| format!("{offloads:?}"))?;
+        tcp_transfer(&nsb, &nsa, "[fd00:9::1]", 5203, LEN)
+            .with_context(|| format!("{offloads:?} over IPv6"))?;
+        let (ca, cb) = (tun_counters(&a), tun_counters(&b));
+        for (name, on, now, then) in
+            [("a", offloads.0, ca, before.0), ("b", offloads.1, cb, before.1)]
+        {
+            let (reads, packets) = (now.reads - then.reads, now.packets_in - then.packets_in);
+            assert_eq!(now.rejected, 0, "{name} {offloads:?}: {now:?}");
+            assert!(now.packets_out > then.packets_out, "{name} {offloads:?}: {now:?}");
+            let written = now.bytes_written - then.bytes_written;
+            let packet_bytes = now.packet_bytes_out - then.packet_bytes_out;
+            if on {
+                // 24 MiB sent by each side: thousands of segments, far fewer reads; and
+                // received segments merged before they were written (their headers saved).
+                assert!(
+                    packets > 2 * reads,
+                    "{name} {offloads:?}: {reads} reads, {packets} packets"
+                );
+                assert!(
+                    written < packet_bytes * 99 / 100,
+                    "{name} {offloads:?}: {written} bytes written for {packet_bytes} of packets"
+                );
+            } else {
+                assert_eq!(packets, reads, "{name} {offloads:?}: one packet per read");
+                assert_eq!(written, packet_bytes, "{name} {offloads:?}: written one by one");
+            }
+        }
+        a.delete().await?;
+        b.delete().await?;
+    }
+    Ok(())
+}
+
+/// Where the kernel refuses a UDP segmentation offload send, the device falls back to one
+/// datagram per message and a large transfer still arrives intact. Here the underlay's MTU
+/// (1400) is below the tunnel's datagrams (1452 bytes for MTU 1420): the kernel refuses segments
+/// larger than the path (EMSGSIZE) but fragments single datagrams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_segmentation_falls_back_when_the_kernel_refuses_it() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
+    let (nsa, nsb, _da, _db, a, b) = offload_pair("nogso", (true, true)).await?;
+    nsa.ip(&["link", "set", "veth0", "mtu", "1400"])?;
+    nsb.ip(&["link", "set", "veth1", "mtu", "1400"])?;
+    ping(&nsb, "10.9.0.1")?;
+    tcp_transfer(&nsb, &nsa, "10.9.0.1", 5201, 16 << 20)?;
+    let counters = tun_counters(&b);
+    assert!(counters.packets_in > counters.reads, "{counters:?}");
+    a.delete().await?;
+    b.delete().await?;
+    Ok(())
+}
+
+/// A userspace WireGuard of another implementation in `ns`, serving its socket in `dir` (a
+/// private mount namespace puts `/run/wireguard` there), killed on drop.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    /// Starts `kind` (`wireguard-go` or `boringtun-cli`, from PATH; scripts/setup.sh installs
+    /// both) with interface `wg0` and waits for its socket.
+    async fn start(kind: &str, ns: &Netns, dir: &Path) -> Result<Daemon> {
+        let command = match kind {
+            "wireguard-go" => "exec wireguard-go -f wg0".to_string(),
+            _ => format!("exec {kind} -f --disable-drop-privileges wg0"),
+        };
+        std::fs::create_dir_all("/run/wireguard")?;
+        let script = format!("mount --bind '{}' /run/wireguard && {command}", dir.display());
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "unshare", "-m", "sh", "-c", &script])
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {kind} (scripts/setup.sh installs it)"))?;
+        let daemon = Daemon(child);
+        let socket = dir.join("wg0.sock");
+        for _ in 0..100 {
+            if socket.exists() {
+                return Ok(daemon);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{kind} did not open its socket (is it installed? scripts/setup.sh installs it)")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The in-process device `a` (offloads on, in `nsa`) and another implementation (`kind`, in
+/// `nsb`), peered over the veth pair and addressed 10.9.0.1 and 10.9.0.2.
+struct Mixed {
+    _daemon: Daemon,
+    a: Device,
+    pa: Key,
+    pb: Key,
+    dirb: tempfile::TempDir,
+    _dira: tempfile::TempDir,
+    nsa: Netns,
+    nsb: Netns,
+}
+
+async fn mixed_pair(tag: &str, kind: &str) -> Result<Mixed> {
+    let (nsa, nsb) = pair(tag)?;
+    let (dira, dirb) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (ka, pa) = key_pair(1);
+    let (kb, pb) = key_pair(2);
+    let a = Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&nsa, &dira))
+        .await?;
+    a.set_interface(&ka, 51820).await?;
+    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32"])).await?;
+    address(&nsa, "10.9.0.1/24")?;
+    let daemon = Daemon::start(kind, &nsb, dirb.path()).await?;
+    let key_file = dirb.path().join("key");
+    std::fs::write(&key_file, format!("{}\n", kb.expose_base64()))?;
+    wg(
+        dirb.path(),
+        &format!(
+            "set wg0 private-key {} listen-port 51820 peer {pa} endpoint 192.168.50.1:51820 \
+             allowed-ips 10.9.0.1/32",
+            key_file.display()
+        ),
+    )?;
+    nsb.ip(&["link", "set", "wg0", "mtu", "1420"])?;
+    address(&nsb, "10.9.0.2/24")?;
+    Ok(Mixed { _daemon: daemon, a, pa, pb, dirb, _dira: dira, nsa, nsb })
+}
+
+/// An in-process device with offloads (in `a`) and another implementation (in `b`): handshake,
+/// pings, 16 MiB both ways checked byte for byte, then `b` moves to a new port and `a` follows
+/// it (roaming: `a` answers where the authenticated packets came from).
+async fn interoperate_with(kind: &str) -> Result<()> {
+    let Mixed { _daemon, a, pa, pb, dirb, _dira, nsa, nsb } = mixed_pair(&kind[..4], kind).await?;
+    ping(&nsa, "10.9.0.2").with_context(|| kind.to_string())?;
+    tcp_transfer(&nsa, &nsb, "10.9.0.2", 5201, 16 << 20).with_context(|| kind.to_string())?;
+    tcp_transfer(&nsb, &nsa, "10.9.0.1", 5202, 16 << 20).with_context(|| kind.to_string())?;
+    let counters = tun_counters(&a);
+    assert!(counters.packets_in > counters.reads, "{kind}: {counters:?}");
+    assert!(counters.bytes_written < counters.packet_bytes_out, "{kind}: {counters:?}");
+    let shown = wg(dirb.path(), "show wg0")?;
+    assert!(
+        shown.contains(&format!("peer: {pa}")) && shown.contains("latest handshake"),
+        "{shown}"
+    );
+
+    // b moves to a new port (its socket re-bound, as after a NAT rebinding); its next packets
+    // come from there, and a answers there.
+    wg(dirb.path(), "set wg0 listen-port 51822")?;
+    ping(&nsb, "10.9.0.1").with_context(|| format!("{kind} after roaming"))?;
+    ping(&nsa, "10.9.0.2").with_context(|| format!("{kind} after roaming"))?;
+    let state = a.read().await?;
+    let endpoint = state.peer(&pb).and_then(|p| p.config.endpoint.as_ref()).map(|e| e.to_string());
+    assert_eq!(endpoint.as_deref(), Some("192.168.50.2:51822"), "{kind}");
+    tcp_transfer(&nsb, &nsa, "10.9.0.1", 5203, 4 << 20).with_context(|| kind.to_string())?;
+    a.delete().await?;
+    Ok(())
+}
+
+/// Interoperability with wireguard-go (Debian's: what upstream's userspace sidecars run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offloaded_device_interoperates_with_wireguard_go() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
+    interoperate_with("wireguard-go").await
+}
+
+/// Interoperability with boringtun-cli (the other sidecar upstream documents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offloaded_device_interoperates_with_boringtun() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
+    interoperate_with("boringtun-cli").await
+}
+
+/// A session older than two minutes (WireGuard's rekey time, which neither side lets a test
+/// shorten) is renewed by a new handshake while traffic goes on: the in-process device with
+/// wireguard-go, pinging every two seconds for 135 s, then a transfer on the new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_rekeyed_after_two_minutes_while_traffic_flows() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
+    // Every field bound: one left to `..` would be dropped here (the socket directories).
+    let Mixed { _daemon, a, pb, nsa, nsb, dirb: _dirb, _dira, .. } =
+        mixed_pair("rekey", "wireguard-go").await?;
+    ping(&nsa, "10.9.0.2")?;
+    let handshake = |state: &kilo_net_linux::wireguard::DeviceState| {
+        state.peer(&pb).and_then(|p| p.last_handshake)
+    };
+    let first = handshake(&a.read().await?).context("no first handshake")?;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(135) {
+        ping(&nsa, "10.9.0.2").context("a ping during the session's life")?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let last = handshake(&a.read().await?).context("the handshake is gone")?;
+    let renewed = last.duration_since(first).unwrap_or_default();
+    assert!(renewed >= Duration::from_secs(100), "handshakes at {first:?} and {last:?}");
+    tcp_transfer(&nsa, &nsb, "10.9.0.2", 5201, 8 << 20)?;
+    a.delete().await?;
+    Ok(())
+}

@@ -552,6 +552,17 @@ fn transact(batch: Batch, head: &[u32], what: &[String]) -> Result<(), FirewallE
     }
 }
 
+/// The kernel's nftables tables (one netlink dump), in the current namespace.
+fn list_tables() -> Result<Vec<Table>, FirewallError> {
+    rustables::list_tables().map_err(|e| netlink("list tables".into(), e))
+}
+
+/// Whether `tables` include our table of `family` (by its name).
+fn holds_table(tables: &[Table], family: Family) -> bool {
+    let name = table_name(family);
+    tables.iter().any(|t| t.get_name().map(String::as_str) == Some(name))
+}
+
 /// nf_tables over netlink as a controller client. Writes go through a model of our tables:
 /// each controller batch ([`Client::begin_batch`] to [`Client::commit_batch`]) is one netlink
 /// transaction, which the kernel applies whole or not at all; a write outside a batch is a
@@ -614,8 +625,7 @@ impl NftClient {
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Model, FirewallError> {
         let name = table_name(family);
-        let tables = rustables::list_tables().map_err(|e| netlink("list tables".into(), e))?;
-        if !tables.iter().any(|t| t.get_name().map(String::as_str) == Some(name)) {
+        if !holds_table(&list_tables()?, family) {
             return Ok(Model::default());
         }
         let table = Self::table(family);
@@ -776,6 +786,14 @@ impl NftClient {
                 chain.rules.push(listed, head);
             }
             Ok(())
+        })
+    }
+
+    /// Whether the kernel holds our table of any of `families`: one listing of the tables.
+    fn has_tables(&self, families: &[Family]) -> Result<bool, FirewallError> {
+        self.run(|| {
+            let tables = list_tables()?;
+            Ok(families.iter().any(|&f| holds_table(&tables, f)))
         })
     }
 
@@ -968,8 +986,7 @@ impl Nftables {
     /// Removes everything applied, then our (now empty) `kilo` tables with their base chains;
     /// all of it one transaction.
     pub fn clean_up(&mut self) -> Result<(), FirewallError> {
-        let families: &[Family] =
-            if self.controller.ipv6() { &[Family::Ipv4, Family::Ipv6] } else { &[Family::Ipv4] };
+        let families = self.families();
         self.controller.begin();
         let result = self
             .controller
@@ -977,6 +994,21 @@ impl Nftables {
             .and_then(|()| self.controller.client().delete_tables(families));
         let committed = self.controller.commit();
         result.and(committed)
+    }
+
+    /// [`Nftables::clean_up`] only when our tables exist (tables an earlier run left on a host
+    /// whose firewall is now `iptables`): without them, it costs one listing of the kernel's
+    /// tables. Returns whether there were any.
+    pub fn clean_up_leftovers(&mut self) -> Result<bool, FirewallError> {
+        if !self.controller.client().has_tables(self.families())? {
+            return Ok(false);
+        }
+        self.clean_up().map(|()| true)
+    }
+
+    /// The families whose tables are ours to manage.
+    fn families(&self) -> &'static [Family] {
+        if self.controller.ipv6() { &[Family::Ipv4, Family::Ipv6] } else { &[Family::Ipv4] }
     }
 
     /// How many nf_tables netlink transactions (batches) this firewall has sent: one per

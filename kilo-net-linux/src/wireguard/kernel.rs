@@ -9,18 +9,17 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use futures::TryStreamExt;
 use kilo_core::wireguard::PeerConfig;
-use kilo_core::{Cidr, Endpoint, Key, PrivateKey};
+use kilo_core::{Cidr, Key, PrivateKey};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{LinkUnspec, LinkWireguard};
 
 use super::error::WireGuardError;
 use super::genl::{self, GenlError};
 use super::netns;
-use super::state::{DeviceState, PeerState};
+use super::state::{DeviceState, RawDevice, RawPeer};
 use super::uapi::endpoint_addr;
 
 /// A kernel WireGuard device.
@@ -298,31 +297,27 @@ pub(crate) fn to_update(peer: &PeerConfig) -> Result<genl::PeerUpdate, WireGuard
 /// The state of a kernel device as `WG_CMD_GET_DEVICE` reports it: unset (all-zero) keys and
 /// a zero firewall mark are `None`, a handshake at the epoch is no handshake.
 pub(crate) fn from_device(name: &str, device: genl::DeviceInfo) -> DeviceState {
-    let private_key = device.private_key.filter(|k| !k.is_zero());
-    DeviceState {
-        name: name.to_string(),
-        public_key: private_key.as_ref().map(PrivateKey::public_key),
-        private_key,
+    RawDevice {
+        private_key: device.private_key,
         listen_port: device.listen_port,
-        fwmark: device.fwmark.filter(|m| *m != 0),
-        peers: device.peers.into_iter().map(peer_state).collect(),
+        fwmark: device.fwmark,
+        peers: device.peers.into_iter().map(raw_peer).collect(),
     }
+    .into_state(name)
 }
 
-fn peer_state(info: genl::PeerInfo) -> PeerState {
-    PeerState {
-        config: PeerConfig {
-            public_key: info.public_key,
-            preshared_key: info.preshared_key.filter(|k| !k.is_zero()),
-            endpoint: info.endpoint.map(Endpoint::from_addr),
-            allowed_ips: info
-                .allowed_ips
-                .iter()
-                .filter_map(|(addr, prefix)| Cidr::new(*addr, *prefix))
-                .collect(),
-            persistent_keepalive: info.persistent_keepalive.unwrap_or(0),
-        },
-        last_handshake: info.last_handshake.filter(|t| *t != SystemTime::UNIX_EPOCH),
+fn raw_peer(info: genl::PeerInfo) -> RawPeer {
+    RawPeer {
+        public_key: info.public_key,
+        preshared_key: info.preshared_key,
+        endpoint: info.endpoint,
+        allowed_ips: info
+            .allowed_ips
+            .iter()
+            .filter_map(|(addr, prefix)| Cidr::new(*addr, *prefix))
+            .collect(),
+        persistent_keepalive: info.persistent_keepalive,
+        last_handshake: info.last_handshake,
         rx_bytes: info.rx_bytes,
         tx_bytes: info.tx_bytes,
     }
@@ -331,9 +326,14 @@ fn peer_state(info: genl::PeerInfo) -> PeerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wireguard::PeerState;
     use kilo_core::PresharedKey;
     use std::net::IpAddr;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
+
+    fn peer_state(info: genl::PeerInfo) -> PeerState {
+        raw_peer(info).into_state()
+    }
 
     fn key(b: u8) -> Key {
         Key::from_bytes([b; 32])

@@ -21,8 +21,10 @@ pub mod error;
 mod genl;
 pub mod kernel;
 pub mod netns;
+pub mod offload;
 pub mod state;
 pub mod uapi;
+pub mod udp_gso;
 pub mod userspace;
 
 use std::fmt;
@@ -120,11 +122,15 @@ pub struct DeviceOptions {
     /// The network namespace to create and run the device in (a file such as
     /// `/run/netns/NAME`); `None`: the caller's.
     pub netns: Option<PathBuf>,
+    /// Whether an in-process userspace device asks its TUN interface for segmentation offloads
+    /// (TCP and UDP super-packets in, coalesced packets out; see [`offload`]); default on. Off,
+    /// or refused by the kernel: one packet per read and per write.
+    pub offloads: bool,
 }
 
 impl Default for DeviceOptions {
     fn default() -> Self {
-        DeviceOptions { uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR), netns: None }
+        DeviceOptions { uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR), netns: None, offloads: true }
     }
 }
 
@@ -182,7 +188,8 @@ impl Device {
                     name: name.to_string(),
                     message: format!("MTU {mtu} is larger than 65535"),
                 })?;
-                UserspaceDevice::open_or_create(name, mtu, &options.uapi_dir, netns)
+                let tun = offload::TunOptions { offloads: options.offloads };
+                UserspaceDevice::open_or_create(name, mtu, &options.uapi_dir, netns, tun)
                     .await
                     .map(Device::Userspace)
             }

@@ -8,15 +8,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use kilo_core::wireguard::PeerConfig;
-use kilo_core::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
+use kilo_core::{Cidr, Key, PresharedKey, PrivateKey};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::error::WireGuardError;
-use super::state::{DeviceState, PeerState};
+use super::state::{DeviceState, RawDevice, RawPeer, handshake_at};
 
 /// How long one request may take before the client gives up.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +54,7 @@ pub fn interface_request(private_key: Option<&PrivateKey>, listen_port: Option<u
 /// masked networks of `peer.allowed_ips`. The pre-shared key is set, or cleared when `None`. A
 /// missing endpoint leaves the device's (possibly roamed) endpoint as it is.
 ///
-/// A DNS endpoint must have been resolved first ([`Endpoint::with_resolved`]).
+/// A DNS endpoint must have been resolved first ([`kilo_core::Endpoint::with_resolved`]).
 pub fn set_peer_request(peer: &PeerConfig) -> Result<String, WireGuardError> {
     peer_request(peer, false)
 }
@@ -120,13 +120,12 @@ fn number<T: std::str::FromStr>(line: &str, v: &str) -> Result<T, WireGuardError
 /// Parses the answer to `get=1` into a [`DeviceState`] named `name`. Returns the `errno` value as
 /// well (0 on success). Unknown keys are ignored (implementations add their own).
 pub fn parse_get_response(name: &str, text: &str) -> Result<(DeviceState, i64), WireGuardError> {
-    let mut state = DeviceState { name: name.to_string(), ..Default::default() };
+    let mut device = RawDevice::default();
     let mut errno = None;
     let mut handshake: Option<(u64, u32)> = None;
-    fn finish(state: &mut DeviceState, handshake: &mut Option<(u64, u32)>) {
-        if let (Some(peer), Some((sec, nsec))) = (state.peers.last_mut(), handshake.take()) {
-            peer.last_handshake = (sec != 0 || nsec != 0)
-                .then(|| SystemTime::UNIX_EPOCH + Duration::new(sec, nsec.min(999_999_999)));
+    fn finish(device: &mut RawDevice, handshake: &mut Option<(u64, u32)>) {
+        if let (Some(peer), Some((sec, nsec))) = (device.peers.last_mut(), handshake.take()) {
+            peer.last_handshake = Some(handshake_at(sec, nsec));
         }
     }
     for line in text.lines() {
@@ -135,47 +134,39 @@ pub fn parse_get_response(name: &str, text: &str) -> Result<(DeviceState, i64), 
         }
         let (k, v) = line.split_once('=').ok_or_else(|| parse_err(line, "missing '='"))?;
         if k == "public_key" {
-            finish(&mut state, &mut handshake);
+            finish(&mut device, &mut handshake);
             let key = Key::from_bytes(hex_key(line, v)?);
-            state.peers.push(PeerState {
-                config: PeerConfig { public_key: key, ..Default::default() },
-                ..Default::default()
-            });
+            device.peers.push(RawPeer { public_key: key, ..Default::default() });
             continue;
         }
         if k == "errno" {
             errno = Some(number(line, v)?);
             continue;
         }
-        match state.peers.last_mut() {
+        match device.peers.last_mut() {
             None => match k {
                 "private_key" => {
-                    let key = PrivateKey::from_bytes(hex_key(line, v)?);
-                    if !key.is_zero() {
-                        state.public_key = Some(key.public_key());
-                        state.private_key = Some(key);
-                    }
+                    device.private_key = Some(PrivateKey::from_bytes(hex_key(line, v)?));
                 }
-                "listen_port" => state.listen_port = Some(number(line, v)?),
-                "fwmark" => state.fwmark = Some(number(line, v)?).filter(|m| *m != 0),
+                "listen_port" => device.listen_port = Some(number(line, v)?),
+                "fwmark" => device.fwmark = Some(number(line, v)?),
                 _ => {}
             },
             Some(peer) => match k {
                 "preshared_key" => {
-                    let key = PresharedKey::from_bytes(hex_key(line, v)?);
-                    peer.config.preshared_key = (!key.is_zero()).then_some(key);
+                    peer.preshared_key = Some(PresharedKey::from_bytes(hex_key(line, v)?));
                 }
                 "endpoint" => {
                     let addr: SocketAddr =
                         v.parse().map_err(|_| parse_err(line, "not an address:port"))?;
-                    peer.config.endpoint = Some(Endpoint::from_addr(addr));
+                    peer.endpoint = Some(addr);
                 }
                 "persistent_keepalive_interval" => {
-                    peer.config.persistent_keepalive = number(line, v)?;
+                    peer.persistent_keepalive = Some(number(line, v)?);
                 }
                 "allowed_ip" => {
                     let cidr: Cidr = v.parse().map_err(|e| parse_err(line, format!("{e}")))?;
-                    peer.config.allowed_ips.push(cidr);
+                    peer.allowed_ips.push(cidr);
                 }
                 "last_handshake_time_sec" => handshake.get_or_insert((0, 0)).0 = number(line, v)?,
                 "last_handshake_time_nsec" => {
@@ -187,9 +178,9 @@ pub fn parse_get_response(name: &str, text: &str) -> Result<(DeviceState, i64), 
             },
         }
     }
-    finish(&mut state, &mut handshake);
+    finish(&mut device, &mut handshake);
     let errno = errno.ok_or_else(|| parse_err("", "response has no errno line"))?;
-    Ok((state, errno))
+    Ok((device.into_state(name), errno))
 }
 
 /// An async client of one UAPI socket.
@@ -276,6 +267,7 @@ impl UapiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn key(b: u8) -> Key {
         Key::from_bytes([b; 32])

@@ -10,24 +10,32 @@
 //! agent's tokio main) only talks to it over the socket.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use gotatun::device::DefaultDeviceTransports;
 use gotatun::device::uapi::{UapiClient as ChannelClient, UapiServer};
-use gotatun::tun::tun_async_device::TunDevice;
 use kilo_core::wireguard::PeerConfig;
-use kilo_core::{Cidr, Endpoint, Key, PresharedKey, PrivateKey};
+use kilo_core::{Cidr, Key, PresharedKey, PrivateKey};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
 use super::error::WireGuardError;
 use super::netns;
-use super::state::{DeviceState, PeerState};
+use super::offload::{self, OffloadRecv, OffloadSend, TunCounters, TunOptions, TunStats};
+use super::state::{DeviceState, RawDevice, RawPeer, handshake_at};
 use super::uapi::{self, UapiClient};
+use super::udp_gso::GsoSocketFactory;
 
-/// How many worker threads an in-process device's runtime has.
-const WORKER_THREADS: usize = 2;
+/// How many worker threads an in-process device's runtime has: one core fewer than the machine
+/// has (the kernel's network stack and the applications need the rest), at least 1, at most 4
+/// (the device runs six tasks: TUN and UDP, each read and write, and encryption and decryption).
+/// On 2 cores one worker moved 10-20 % more than two (`scripts/bench-datapath.sh`): the tasks
+/// hand each packet on without waking another thread.
+fn worker_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.saturating_sub(1).clamp(1, 4)
+}
 
 /// A userspace WireGuard device, in-process (gotatun) or attached to another implementation's
 /// UAPI socket.
@@ -43,8 +51,8 @@ pub struct UserspaceDevice {
     stopped: bool,
 }
 
-/// The request channel of an in-process device.
-struct Channel(ChannelClient);
+/// The request channel of an in-process device, and its TUN interface's counters.
+struct Channel(ChannelClient, Arc<TunStats>);
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,12 +86,14 @@ impl UserspaceDevice {
     /// Attaches to the implementation serving `<uapi_dir>/<name>.sock` if one answers there;
     /// otherwise starts gotatun in-process on a new TUN interface `name` with `mtu` (created
     /// down, without addresses), inside network namespace `netns` when given, serving that socket
-    /// (the directory is created if missing; a stale socket file is replaced).
+    /// (the directory is created if missing; a stale socket file is replaced), its TUN interface
+    /// opened as `tun` says.
     pub async fn open_or_create(
         name: &str,
         mtu: u16,
         uapi_dir: &Path,
         netns: Option<&Path>,
+        tun: TunOptions,
     ) -> Result<Self, WireGuardError> {
         let socket = uapi::socket_path(uapi_dir, name);
         let client = UapiClient::new(&socket);
@@ -103,13 +113,13 @@ impl UserspaceDevice {
             action: "create the socket directory",
             source: e,
         })?;
-        let (runner, channel) =
-            spawn(name.to_string(), mtu, socket, netns.map(Path::to_path_buf)).await?;
+        let (runner, channel, stats) =
+            spawn(name.to_string(), mtu, socket, netns.map(Path::to_path_buf), tun).await?;
         tracing::info!(interface = name, "started in-process userspace WireGuard (gotatun)");
         Ok(UserspaceDevice {
             name: name.to_string(),
             client,
-            channel: Some(Channel(channel)),
+            channel: Some(Channel(channel, stats)),
             has_key: AtomicBool::new(false),
             runner: Some(runner),
             stopped: false,
@@ -135,6 +145,13 @@ impl UserspaceDevice {
             runner: None,
             stopped: false,
         })
+    }
+
+    /// The interface name.
+    /// The counters of the in-process device's TUN interface (`None` when attached to another
+    /// implementation).
+    pub fn tun_counters(&self) -> Option<TunCounters> {
+        self.channel.as_ref().map(|c| c.1.snapshot())
     }
 
     /// The interface name.
@@ -178,7 +195,7 @@ impl UserspaceDevice {
     /// millisecond), another one through its socket.
     pub async fn read(&self) -> Result<DeviceState, WireGuardError> {
         let state = match &self.channel {
-            Some(Channel(channel)) => self.read_channel(channel).await?,
+            Some(Channel(channel, _)) => self.read_channel(channel).await?,
             None => self.client.get(&self.name).await?,
         };
         if state.private_key.is_some() {
@@ -291,7 +308,8 @@ async fn spawn(
     mtu: u16,
     socket: PathBuf,
     netns: Option<PathBuf>,
-) -> Result<(Runner, ChannelClient), WireGuardError> {
+    tun: TunOptions,
+) -> Result<(Runner, ChannelClient, Arc<TunStats>), WireGuardError> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let thread_name = format!("wg-{name}");
@@ -301,7 +319,7 @@ async fn spawn(
         .spawn(move || {
             let runtime = netns.as_deref().map(netns::enter).transpose().and_then(|_| {
                 tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(WORKER_THREADS)
+                    .worker_threads(worker_threads())
                     .thread_name(thread_name)
                     .enable_all()
                     .build()
@@ -314,13 +332,13 @@ async fn spawn(
                     return;
                 }
             };
-            runtime.block_on(serve(n, mtu, socket, ready_tx, shutdown_rx));
+            runtime.block_on(serve(n, mtu, socket, tun, ready_tx, shutdown_rx));
             runtime.shutdown_timeout(Duration::from_secs(2));
         })
         .map_err(|e| failure(&name, format!("cannot spawn the device thread: {e}")))?;
     let mut runner = Runner { shutdown: Some(shutdown_tx), thread: Some(thread) };
     match ready_rx.await {
-        Ok(Ok(channel)) => Ok((runner, channel)),
+        Ok(Ok((channel, stats))) => Ok((runner, channel, stats)),
         Ok(Err(e)) => {
             if let Some(t) = runner.stop() {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -332,76 +350,70 @@ async fn spawn(
 }
 
 /// What the device's typed answer to a read says, as [`super::uapi::parse_get_response`] reads
-/// the same answer in text: a zero private key, pre-shared key, fwmark or handshake time is none.
+/// the same answer in text: a zero private key, pre-shared key, fwmark or handshake time is none
+/// ([`RawDevice::into_state`]).
 fn device_state(name: &str, response: gotatun::device::uapi::command::GetResponse) -> DeviceState {
     use gotatun::device::uapi::command::SetUnset;
-    let private_key =
-        response.private_key.map(|k| PrivateKey::from_bytes(k.0)).filter(|k| !k.is_zero());
     let peers = response
         .peers
         .into_iter()
-        .map(|p| {
-            let preshared_key = match p.peer.preshared_key {
-                Some(SetUnset::Set(k)) => {
-                    Some(PresharedKey::from_bytes(k.0)).filter(|k| !k.is_zero())
-                }
+        .map(|p| RawPeer {
+            public_key: Key::from_bytes(p.peer.public_key.0),
+            preshared_key: match p.peer.preshared_key {
+                Some(SetUnset::Set(k)) => Some(PresharedKey::from_bytes(k.0)),
                 _ => None,
-            };
-            let allowed_ips = p
+            },
+            endpoint: p.peer.endpoint,
+            allowed_ips: p
                 .peer
                 .allowed_ip
                 .iter()
                 .filter_map(|net| Cidr::new(net.ip(), net.prefix()))
-                .collect();
-            let (sec, nsec) =
-                (p.last_handshake_time_sec.unwrap_or(0), p.last_handshake_time_nsec.unwrap_or(0));
-            PeerState {
-                config: PeerConfig {
-                    public_key: Key::from_bytes(p.peer.public_key.0),
-                    preshared_key,
-                    endpoint: p.peer.endpoint.map(Endpoint::from_addr),
-                    allowed_ips,
-                    persistent_keepalive: p.peer.persistent_keepalive_interval.unwrap_or(0),
-                },
-                last_handshake: (sec != 0 || nsec != 0)
-                    .then(|| SystemTime::UNIX_EPOCH + Duration::new(sec, nsec.min(999_999_999))),
-                rx_bytes: p.rx_bytes.unwrap_or(0),
-                tx_bytes: p.tx_bytes.unwrap_or(0),
-            }
+                .collect(),
+            persistent_keepalive: p.peer.persistent_keepalive_interval,
+            last_handshake: Some(handshake_at(
+                p.last_handshake_time_sec.unwrap_or(0),
+                p.last_handshake_time_nsec.unwrap_or(0),
+            )),
+            rx_bytes: p.rx_bytes.unwrap_or(0),
+            tx_bytes: p.tx_bytes.unwrap_or(0),
         })
         .collect();
-    DeviceState {
-        name: name.to_string(),
-        public_key: private_key.as_ref().map(PrivateKey::public_key),
-        private_key,
+    RawDevice {
+        private_key: response.private_key.map(|k| PrivateKey::from_bytes(k.0)),
         listen_port: response.listen_port,
-        fwmark: response.fwmark.filter(|m| *m != 0),
+        fwmark: response.fwmark,
         peers,
     }
+    .into_state(name)
 }
 
-/// Creates the TUN interface (named as asked, MTU set, left down).
-fn create_tun(name: &str, mtu: u16) -> Result<TunDevice, WireGuardError> {
-    let mut config = gotatun::tun::tun::Configuration::default();
-    config.tun_name(name).mtu(mtu);
-    let tun = gotatun::tun::tun::create_as_async(&config)
-        .map_err(|e| failure(name, format!("cannot create TUN interface: {e}")))?;
-    TunDevice::from_tun_device(tun).map_err(|e| failure(name, e))
-}
+/// The in-process device's transports: gotatun's UDP sockets (batched, with UDP GRO), sending
+/// with UDP GSO ([`super::udp_gso`]), and a TUN interface with offloads ([`offload`]).
+type Transports = (GsoSocketFactory, OffloadSend, OffloadRecv);
 
 async fn start(
     name: &str,
     mtu: u16,
     socket: &Path,
+    tun: TunOptions,
 ) -> Result<
-    (gotatun::device::Device<DefaultDeviceTransports>, UnixListener, ChannelClient),
+    (gotatun::device::Device<Transports>, UnixListener, ChannelClient, Arc<TunStats>),
     WireGuardError,
 > {
-    let tun = create_tun(name, mtu)?;
+    let (tun_tx, tun_rx, offloads, stats) = offload::open(name, mtu, tun)
+        .map_err(|e| failure(name, format!("cannot create TUN interface: {e}")))?;
+    tracing::debug!(
+        interface = name,
+        asked = tun.offloads,
+        tcp = offloads.tcp,
+        udp = offloads.udp,
+        "TUN segmentation offloads"
+    );
     let (client, server) = UapiServer::new();
     let device = gotatun::device::build()
-        .with_default_udp()
-        .with_ip(tun)
+        .with_udp(GsoSocketFactory::default())
+        .with_ip_pair(tun_tx, tun_rx)
         .with_uapi(server)
         .build()
         .await
@@ -411,7 +423,7 @@ async fn start(
         listener.set_nonblocking(true).and_then(|()| UnixListener::from_std(listener)).map_err(
             |e| WireGuardError::UapiIo { path: socket.to_path_buf(), action: "listen", source: e },
         )?;
-    Ok((device, listener, client))
+    Ok((device, listener, client, stats))
 }
 
 /// Binds a Unix socket at `path` that is mode 0600 from the moment it appears there: whoever can
@@ -463,17 +475,18 @@ async fn serve(
     name: String,
     mtu: u16,
     socket: PathBuf,
-    ready: oneshot::Sender<Result<ChannelClient, WireGuardError>>,
+    tun: TunOptions,
+    ready: oneshot::Sender<Result<(ChannelClient, Arc<TunStats>), WireGuardError>>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
-    let (mut device, listener, client) = match start(&name, mtu, &socket).await {
+    let (mut device, listener, client, stats) = match start(&name, mtu, &socket, tun).await {
         Ok(started) => started,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let _ = ready.send(Ok(client.clone()));
+    let _ = ready.send(Ok((client.clone(), Arc::clone(&stats))));
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
