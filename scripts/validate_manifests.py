@@ -348,7 +348,7 @@ def check_chart(manifest_sets):
 # docs/kubernetes.md
 
 
-# Upstream 2: every node annotation (user-set and agent-written).
+# Upstream 2: every node annotation (user-set and agent-written), and kilo-rs's own.
 KNOWN_ANNOTATIONS = {
     "endpoint",
     "force-endpoint",
@@ -364,6 +364,8 @@ KNOWN_ANNOTATIONS = {
     "allowed-location-ips",
     "granularity",
     "cni-compatibility-ip",
+    # kilo-rs's own, which upstream's agent ignores: the leader-health verdict.
+    "leader-health",
 }
 
 

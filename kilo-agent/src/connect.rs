@@ -343,6 +343,15 @@ impl std::fmt::Debug for PeerHost {
 impl Host for PeerHost {
     type Error = PeerHostError;
 
+    fn probe(
+        &self,
+        _targets: Vec<std::net::IpAddr>,
+        _timeout: std::time::Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'static {
+        // A Peer goes through no leader: the core never asks it to probe.
+        std::future::ready(Err(std::io::Error::other("a Peer does not probe")))
+    }
+
     async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, PeerHostError> {
         let mut report = ApplyReport::default();
         let current = self.device.read().await?.to_config();

@@ -55,6 +55,10 @@ fn observed(state: &DeviceState) -> Vec<ObservedPeer> {
 
 struct Loop<B: Backend, H: Host, C: Clock> {
     agent: Agent,
+    /// Probe results ([`Input::Probed`]) come back here from the tasks that run the probes.
+    probed: tokio::sync::mpsc::UnboundedSender<Input>,
+    /// A probe that could not be sent has been logged (it is logged once, not every round).
+    probe_failed: bool,
     backend: B,
     host: H,
     clock: C,
@@ -175,6 +179,40 @@ impl<B: Backend, H: Host, C: Clock> Loop<B, H, C> {
                 }
                 None
             }
+            Action::Probe(probe) => {
+                // The probe waits up to a second for answers: it runs on its own and its result
+                // comes back as an input, so that the loop goes on meanwhile.
+                let timeout = Duration::from_millis(kilo_core::health::PROBE_TIMEOUT_MS);
+                let ping = self.host.probe(probe.targets, timeout);
+                let sender = self.probed.clone();
+                let log_failure = !self.probe_failed;
+                self.probe_failed = true;
+                tokio::spawn(async move {
+                    match ping.await {
+                        Ok(ok) => {
+                            let _ = sender.send(Input::Probed { via: probe.via, ok });
+                        }
+                        Err(e) if log_failure => tracing::warn!(
+                            error = %e,
+                            "cannot probe the leader's data path (raw ICMP sockets need \
+                             CAP_NET_RAW); this node reports nothing about its leader"
+                        ),
+                        Err(_) => {}
+                    }
+                });
+                None
+            }
+            Action::LeaderChanged(change) => {
+                tracing::info!(
+                    location = change.location.strip_prefix(kilo_core::topology::LOCATION_PREFIX)
+                        .unwrap_or(&change.location),
+                    from = %change.from,
+                    to = %change.to,
+                    reason = %change.reason,
+                    "location leader changed"
+                );
+                None
+            }
         }
     }
 
@@ -186,7 +224,7 @@ impl<B: Backend, H: Host, C: Clock> Loop<B, H, C> {
         m.netlink_writes.inc_by(counters.route_writes.saturating_sub(self.route_writes));
         self.route_writes = counters.route_writes;
         m.sync_iptables(&counters.firewall);
-        let status = self.agent.status().clone();
+        let status = self.agent.status();
         m.leader.set(i64::from(status.leader));
         m.nodes.set(status.nodes as i64);
         m.peers.set(status.peers as i64);
@@ -194,10 +232,36 @@ impl<B: Backend, H: Host, C: Clock> Loop<B, H, C> {
         let reconciles = m.reconciles.get();
         if status.reconciles > reconciles {
             m.reconciles.inc_by(status.reconciles - reconciles);
+            // Leaders change only when the agent plans: not at every probe answer or timer.
+            sync_leaders(m, status);
             // `/graph` draws the mesh as of the last reconcile; it is computed on request.
             *self.shared.mesh.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(Arc::new(self.agent.clone()));
         }
+    }
+}
+
+/// Brings the per-location leader metrics up to the agent's status.
+fn sync_leaders(m: &crate::metrics::Metrics, status: &kilo_core::agent::Status) {
+    let location = |key: &str| {
+        key.strip_prefix(kilo_core::topology::LOCATION_PREFIX).unwrap_or(key).to_string()
+    };
+    let leaders: Vec<(String, String, bool)> = status
+        .leaders
+        .iter()
+        .map(|(key, view)| (location(key), view.node.clone(), view.election.healthy()))
+        .collect();
+    m.set_leaders(&leaders);
+    // Every location's change counter exists from the start (at 0), not from its first
+    // change.
+    for (location, _, _) in &leaders {
+        let labels = crate::metrics::LocationLabels { location: location.clone() };
+        m.location_leader_changes.get_or_create(&labels).inc_by(0);
+    }
+    for (key, &count) in &status.leader_changes {
+        let labels = crate::metrics::LocationLabels { location: location(key) };
+        let counter = m.location_leader_changes.get_or_create(&labels);
+        counter.inc_by(count.saturating_sub(counter.get()));
     }
 }
 
@@ -217,7 +281,9 @@ pub async fn run<B: Backend, H: Host, C: Clock>(
 ) -> Result<(), H::Error> {
     let hostname = agent.config().hostname.clone();
     let initial = backend.snapshot().await;
-    let mut l = Loop { agent, backend, host, clock, shared, route_writes: 0 };
+    let (probed, mut probe_results) = tokio::sync::mpsc::unbounded_channel();
+    let mut l =
+        Loop { agent, probed, probe_failed: false, backend, host, clock, shared, route_writes: 0 };
     if let Some(facts) = l.host.detect().await {
         l.feed(Input::HostFacts(facts)).await;
     }
@@ -253,6 +319,7 @@ pub async fn run<B: Backend, H: Host, C: Clock>(
                     }
                 },
                 () = tokio::time::sleep(wait) => l.timeout().await,
+                Some(input) = probe_results.recv() => l.feed(input).await,
                 Some(done) = async {
                     match device_reads.as_mut() {
                         Some(reads) => reads.recv().await,

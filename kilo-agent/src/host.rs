@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use kilo_core::Cidr;
 use kilo_core::agent::HostFacts;
@@ -50,6 +52,16 @@ pub trait Host: Send + 'static {
     /// Completes when the WireGuard interface has been deleted by someone else (the driver then
     /// has the plan applied again at once). A host that does not watch never completes.
     fn interface_deleted(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Pings `targets` and says whether any answered within `timeout` (`Action::Probe`: other
+    /// segments' WireGuard addresses, reached through the local node's leader). It runs on its
+    /// own while the driver goes on, so it borrows nothing. An error means the host cannot
+    /// probe at all (no permission to open the sockets); the driver then reports no answer.
+    fn probe(
+        &self,
+        targets: Vec<IpAddr>,
+        timeout: Duration,
+    ) -> impl Future<Output = std::io::Result<bool>> + Send + 'static;
 
     /// The host's counters.
     fn counters(&self) -> HostCounters;

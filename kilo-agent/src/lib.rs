@@ -11,6 +11,7 @@
 //! - [`chain`](mod@chain): error messages with their causes.
 //! - [`clock`]: the system's clock, or tokio's for simulations with a manual clock.
 //! - [`host`]: what the driver needs from a host; [`linux`] and [`recording`] provide it.
+//! - [`probe`]: an ICMP echo probe ("does any of these addresses answer?") of the data path.
 
 pub mod chain;
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod linux;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod probe;
 pub mod recording;
 pub mod sidecar;
 

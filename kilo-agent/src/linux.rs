@@ -2,8 +2,10 @@
 //! CNI configuration file and the host's address detection.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use kilo_core::Cidr;
 use kilo_core::agent::HostFacts;
@@ -83,6 +85,11 @@ impl LinuxHost {
     }
 }
 
+/// [`crate::probe::ping_any`] owning its targets, so that the probe borrows nothing.
+async fn ping(targets: Vec<IpAddr>, timeout: Duration) -> std::io::Result<bool> {
+    crate::probe::ping_any(&targets, timeout).await
+}
+
 impl Host for LinuxHost {
     type Error = LinuxHostError;
 
@@ -121,6 +128,14 @@ impl Host for LinuxHost {
             }
             None => std::future::pending::<()>().await,
         }
+    }
+
+    fn probe(
+        &self,
+        targets: Vec<IpAddr>,
+        timeout: Duration,
+    ) -> impl Future<Output = std::io::Result<bool>> + Send + 'static {
+        ping(targets, timeout)
     }
 
     fn counters(&self) -> HostCounters {

@@ -42,12 +42,15 @@ pub enum Stream {
 /// `warn`, `error`, `none`).
 pub fn init(level: &str, format: Format, stream: Stream) -> Result<(), UnknownLevel> {
     let filter = match level {
-        "all" => "trace",
-        "debug" | "info" | "warn" | "error" => level,
-        "none" => "off",
+        "all" => "trace".to_string(),
+        // rustables reports every nftables attribute it does not model at info, on every listing
+        // of the rule set (hundreds of lines a minute): its warnings still show.
+        "debug" | "info" => format!("{level},rustables=warn"),
+        "warn" | "error" => level.to_string(),
+        "none" => "off".to_string(),
         other => return Err(UnknownLevel(other.to_string())),
     };
-    install(filter, format, stream);
+    install(&filter, format, stream);
     Ok(())
 }
 

@@ -44,6 +44,22 @@ pub struct PeerLabels {
     pub public_key: String,
 }
 
+/// `kilo_location_leader{location, node}` and the other per-location leader metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct LeaderLabels {
+    /// The location (segment key without `location:`).
+    pub location: String,
+    /// The leading node.
+    pub node: String,
+}
+
+/// `kilo_location_leader_changes_total{location}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LocationLabels {
+    /// The location (segment key without `location:`).
+    pub location: String,
+}
+
 /// Everything the agent exports, registered in one registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -75,7 +91,14 @@ pub struct Metrics {
     pub peer_rx: Family<PeerLabels, Counter<u64, AtomicU64>>,
     /// `kilo_wireguard_peer_transmit_bytes_total`.
     pub peer_tx: Family<PeerLabels, Counter<u64, AtomicU64>>,
+    /// `kilo_location_leader`: 1 for each location's current leader, as this agent sees it.
+    pub location_leader: Family<LeaderLabels, Gauge>,
+    /// `kilo_location_leader_healthy`: whether that leader is not reported down (1) or is (0).
+    pub location_leader_healthy: Family<LeaderLabels, Gauge>,
+    /// `kilo_location_leader_changes_total`.
+    pub location_leader_changes: Family<LocationLabels, Counter>,
     iptables_seen: Mutex<std::collections::BTreeMap<OpLabels, u64>>,
+    leaders_seen: Mutex<std::collections::BTreeSet<LeaderLabels>>,
 }
 
 impl Default for Metrics {
@@ -102,7 +125,11 @@ impl Metrics {
             peer_handshake: Family::default(),
             peer_rx: Family::default(),
             peer_tx: Family::default(),
+            location_leader: Family::default(),
+            location_leader_healthy: Family::default(),
+            location_leader_changes: Family::default(),
             iptables_seen: Mutex::new(Default::default()),
+            leaders_seen: Mutex::new(Default::default()),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,9 +186,48 @@ impl Metrics {
                 "Bytes sent to a peer.",
                 m.peer_tx.clone(),
             );
+            r.register(
+                "kilo_location_leader",
+                "Each location's leader as this agent sees it (1; one series per location).",
+                m.location_leader.clone(),
+            );
+            r.register(
+                "kilo_location_leader_healthy",
+                "Whether each location's leader carries its location's traffic (1) or is \
+                 reported down by the location's other nodes (0).",
+                m.location_leader_healthy.clone(),
+            );
+            r.register(
+                "kilo_location_leader_changes",
+                "Changes of a location's leader seen by this agent.",
+                m.location_leader_changes.clone(),
+            );
             r.register_collector(Box::new(ProcessCollector));
         }
         m
+    }
+
+    /// Sets the per-location leader gauges to `leaders` (location, node, healthy), removing the
+    /// series of former leaders.
+    pub fn set_leaders(&self, leaders: &[(String, String, bool)]) {
+        let mut seen = self.leaders_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let now: std::collections::BTreeSet<LeaderLabels> = leaders
+            .iter()
+            .map(|(location, node, _)| LeaderLabels {
+                location: location.clone(),
+                node: node.clone(),
+            })
+            .collect();
+        for gone in seen.difference(&now) {
+            self.location_leader.remove(gone);
+            self.location_leader_healthy.remove(gone);
+        }
+        for (location, node, healthy) in leaders {
+            let labels = LeaderLabels { location: location.clone(), node: node.clone() };
+            self.location_leader.get_or_create(&labels).set(1);
+            self.location_leader_healthy.get_or_create(&labels).set(i64::from(*healthy));
+        }
+        *seen = now;
     }
 
     /// Counts an error of upstream's `event` kind.

@@ -139,6 +139,9 @@ pub struct NodeOptions {
     pub wireguard: Option<WireGuardKind>,
     /// Directory for the userspace implementation's UAPI sockets.
     pub wireguard_socket_dir: PathBuf,
+    /// Whether the in-process userspace device asks its TUN interface for segmentation
+    /// offloads (`kg --tun-offloads`, default on).
+    pub tun_offloads: bool,
     /// Create the WireGuard interface if it is missing.
     pub create_interface: bool,
     /// The WireGuard interface MTU; `None`: the default-route interface's MTU minus 80.
@@ -161,6 +164,9 @@ pub struct NodeOptions {
     pub iptables_forward_rules: bool,
     /// Use the private IP as the endpoint when no endpoint is set.
     pub prioritise_private_addresses: bool,
+    /// `--leader-health`: probe the leader's data path and publish a verdict, so that leaders
+    /// fail over on data-path health (see `kilo_core::health`).
+    pub leader_health: bool,
     /// The address of `/metrics`, `/health` and `/graph` (`:PORT` or `HOST:PORT`).
     pub listen: String,
     /// How often to reconcile everything.
@@ -190,6 +196,7 @@ impl NodeOptions {
             interface: "kilo0".to_string(),
             wireguard: None,
             wireguard_socket_dir: PathBuf::from(kilo_net_linux::wireguard::DEFAULT_UAPI_DIR),
+            tun_offloads: true,
             create_interface: true,
             mtu: None,
             firewall: FirewallKind::Auto,
@@ -201,6 +208,7 @@ impl NodeOptions {
             cni: Some(PathBuf::from(kilo_net_linux::cni::DEFAULT_CNI_PATH)),
             iptables_forward_rules: false,
             prioritise_private_addresses: false,
+            leader_health: true,
             listen: ":1107".to_string(),
             resync: Duration::from_secs(30),
             clean_up: true,
@@ -240,6 +248,7 @@ async fn open_host(o: &NodeOptions) -> Result<Host, HostError> {
     let mut options = HostOptions::new(o.interface.clone());
     options.wireguard = wireguard;
     options.uapi_dir = o.wireguard_socket_dir.clone();
+    options.offloads = o.tun_offloads;
     options.mtu = o.mtu;
     options.create_interface = o.create_interface;
     options.firewall = o.firewall;
@@ -273,6 +282,7 @@ fn agent_config(o: &NodeOptions, key: PrivateKey, mode: Mode) -> AgentConfig {
     config.prioritise_private_addresses = o.prioritise_private_addresses;
     config.timers = Timers::default().with_resync(o.resync);
     config.connect = None;
+    config.leader_health = o.leader_health;
     config
 }
 

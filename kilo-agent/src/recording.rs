@@ -1,7 +1,9 @@
 //! A host that records what the driver asks of it, in memory: simulations (the multi-node
 //! tests, an embedder's own) run the real driver against it without root.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use kilo_core::Cidr;
 use kilo_core::agent::HostFacts;
@@ -38,6 +40,11 @@ pub struct Recording {
     pub device: DeviceState,
     /// The error the next apply reports, once.
     pub fail_next_apply: Option<String>,
+    /// Every probe asked for: its targets, in order.
+    pub probes: Vec<Vec<IpAddr>>,
+    /// Whether probes are answered (`true`), unanswered (`false`) or cannot be sent (`None`,
+    /// the default: an error).
+    pub probe_answer: Option<bool>,
 }
 
 /// The test's side of a [`RecordingHost`]: reads what was recorded and sets what is reported.
@@ -118,6 +125,19 @@ impl Host for RecordingHost {
 
     async fn interface_deleted(&mut self) {
         self.recorder.deleted.notified().await;
+    }
+
+    fn probe(
+        &self,
+        targets: Vec<IpAddr>,
+        _timeout: Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'static {
+        let answer = {
+            let mut r = self.recorder.lock();
+            r.probes.push(targets);
+            r.probe_answer
+        };
+        async move { answer.ok_or_else(|| std::io::Error::other("the recording host does not probe")) }
     }
 
     fn counters(&self) -> HostCounters {

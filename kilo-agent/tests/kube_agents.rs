@@ -330,3 +330,68 @@ async fn a_connecting_peer_gets_every_segment_and_routes_through_the_same_driver
         agent.abort();
     }
 }
+
+/// The driver runs the core's probes on the host and feeds the results back: when b's probes
+/// through its leader a start failing, b reports a down on its Node and every agent moves
+/// location x to b, through the API server.
+#[tokio::test]
+async fn a_leader_whose_data_path_fails_is_replaced_through_the_api_server() {
+    let server = FakeApiServer::start().await;
+    for index in 0..3 {
+        server.put(Collection::Nodes, node_object(index));
+    }
+    let (agents, recorders): (Vec<JoinHandle<()>>, Vec<Recorder>) =
+        (0..3).map(|index| spawn_agent(&server, index)).unzip();
+    recorders[1].lock().probe_answer = Some(true);
+    wait_until(&recorders, 10, "the three agents converge on one topology", converged).await;
+    let health = |name: &str| {
+        let stored = server.get(Collection::Nodes, name).unwrap();
+        stored["metadata"]["annotations"]["kilo.squat.ai/leader-health"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // b goes through a and probes c's WireGuard address (10.4.0.2) every 2 s.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !(health("b") == "v1 via=a" && recorders[1].lock().probes.len() >= 2) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("b never probed through a: {:?}", health("b")));
+    assert!(
+        recorders[1]
+            .lock()
+            .probes
+            .iter()
+            .all(|t| t == &["10.4.0.2".parse::<std::net::IpAddr>().unwrap()])
+    );
+    // a leads by upstream's order: it has nothing to claim.
+    assert_eq!(health("a"), "v1");
+    assert!(recorders[0].lock().probes.is_empty(), "a leader does not probe");
+
+    recorders[1].lock().probe_answer = Some(false);
+    let b_key = private_key(1).public_key();
+    wait_until(&recorders, 30, "b takes over location x", |o| {
+        o.plans.get("b").is_some_and(|p| p.leader)
+            && o.plans.get("a").is_some_and(|p| !p.leader)
+            && o.plans.get("c").is_some_and(|p| wireguard_peer_keys(p) == [b_key])
+    })
+    .await;
+    let b = health("b");
+    assert!(b.starts_with("v1 lead=") && b.contains(" down=a@"), "{b}");
+    // a cannot probe (its host answers no probe): it names no leader, which would vouch for b.
+    assert_eq!(health("a"), "v1");
+    // Once a's probes through b are answered, a names b.
+    recorders[0].lock().probe_answer = Some(true);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while health("a") != "v1 via=b" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a never named b: {:?}", health("a")));
+    for agent in agents {
+        agent.abort();
+    }
+}

@@ -85,6 +85,11 @@ pub struct Cli {
     /// Use the private IP as the endpoint when no endpoint is set.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub prioritise_private_addresses: bool,
+    /// Leader failover on data-path health: probe the location's leader through the tunnel and
+    /// publish a verdict (kilo.squat.ai/leader-health) from which every agent elects leaders.
+    /// Used only while every node publishes one; false turns it off (for the whole mesh).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub leader_health: bool,
     /// How often to reconcile everything (e.g. 30s, 1m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub resync_period: Duration,
@@ -108,6 +113,10 @@ pub struct Cli {
     /// Directory for the userspace implementation's UAPI sockets.
     #[arg(long, default_value = "/run/wireguard")]
     pub wireguard_socket_dir: String,
+    /// In-process userspace WireGuard: ask the TUN interface for segmentation offloads (TCP
+    /// and UDP super-packets in, coalesced packets out); false: one packet per read and write.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub tun_offloads: bool,
     /// Subcommands.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -87,6 +87,7 @@ pub fn node(cli: &Cli) -> Result<NodeOptions> {
         WireGuardMode::Userspace => Some(WireGuardKind::Userspace),
     };
     options.wireguard_socket_dir = cli.wireguard_socket_dir.clone().into();
+    options.tun_offloads = cli.tun_offloads;
     options.create_interface = cli.create_interface;
     options.mtu = mtu;
     options.firewall = match cli.firewall {
@@ -102,6 +103,7 @@ pub fn node(cli: &Cli) -> Result<NodeOptions> {
     options.cni = cli.cni.then(|| cli.cni_path.clone().into());
     options.iptables_forward_rules = cli.iptables_forward_rules;
     options.prioritise_private_addresses = cli.prioritise_private_addresses;
+    options.leader_health = cli.leader_health;
     options.listen = cli.listen.clone();
     options.resync = cli.resync_period;
     options.clean_up = cli.clean_up;

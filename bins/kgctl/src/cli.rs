@@ -60,6 +60,8 @@ pub enum Command {
         #[arg(short, long, default_value = "dot")]
         output: GraphFormat,
     },
+    /// Print each location's leader, how it was elected and whether it carries traffic.
+    Leaders,
     /// Print a node's or a peer's WireGuard configuration.
     Showconf {
         /// node or peer.

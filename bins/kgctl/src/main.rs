@@ -174,6 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 GraphFormat::Svg => out.write_all(&render_svg(&dot)?)?,
             }
         }
+        Command::Leaders => out.write_all(mesh.leaders()?.as_bytes())?,
         Command::Showconf { kind, name, as_peer, output, allowed_ips } => {
             let as_peer = as_peer.then_some(AsPeer {
                 allowed_ips: &allowed_ips,

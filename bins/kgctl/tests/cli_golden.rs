@@ -541,3 +541,17 @@ fn plan_hides_preshared_keys_in_json_as_in_text() {
         ]
     );
 }
+
+#[test]
+fn leaders_of_every_example_match_their_golden_files() {
+    let mut failures = Vec::new();
+    for ex in EXAMPLES {
+        case(&mut failures, ex.file, "leaders.txt", &["leaders"]);
+    }
+    // A snapshot whose agents publish leader-health verdicts: a failed-over location.
+    let file = "examples/leader-failover.yaml";
+    case(&mut failures, file, "leaders.txt", &["leaders"]);
+    case(&mut failures, file, "leaders-full.txt", &["leaders", "--mesh-granularity", "full"]);
+    case(&mut failures, file, "graph.dot", &["graph"]);
+    report(failures);
+}

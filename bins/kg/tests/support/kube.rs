@@ -15,7 +15,7 @@ use kilo_backend_k8s::testing::{Collection, FakeApiServer};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Cluster, MeshSpec, NODES, Process};
+use super::{Cluster, Host, MeshSpec, NODES, Process};
 
 /// What the proxies between the nodes and the API server do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum ApiPath {
 
 /// A mesh of `kg` agents with the Kubernetes backend. Fields drop in order: agents first.
 pub struct KubeMesh {
+    /// The nodes: [`NODES`] and the extra ones of [`KubeMesh::build_with`].
+    pub nodes: Vec<Host>,
     /// One `kg` per node, by node name.
     pub agents: Vec<(&'static str, Process)>,
     /// The hosts.
@@ -49,11 +51,20 @@ impl KubeMesh {
     /// starts from it, upstream 9.1), the API server with the three Nodes (location, forced
     /// endpoint and internal IP, pod CIDR) and the proxies; no agent yet.
     pub fn build() -> Result<KubeMesh> {
-        let cluster = Cluster::build(&MeshSpec::new("location"))?;
+        KubeMesh::build_with(&[])
+    }
+
+    /// [`KubeMesh::build`] with more nodes than [`NODES`] (hosts on the same WAN and LANs).
+    pub fn build_with(extra: &[Host]) -> Result<KubeMesh> {
+        let mut cluster = Cluster::build(&MeshSpec::new("location"))?;
+        for host in extra {
+            cluster.add_host(*host)?;
+        }
+        let nodes: Vec<Host> = NODES.iter().chain(extra).copied().collect();
         let runtime = tokio::runtime::Runtime::new()?;
         let server = runtime.block_on(FakeApiServer::start());
         let path = Arc::new(AtomicU8::new(ApiPath::Pass as u8));
-        for (name, location, wan, lan, pod) in NODES {
+        for &(name, location, wan, lan, pod) in &nodes {
             server.put(Collection::Nodes, node_object(name, location, wan, lan, pod));
             cluster.ns(name).ip(&[
                 "route",
@@ -74,16 +85,16 @@ impl KubeMesh {
              cluster:\n    server: http://127.0.0.1:6443\ncontexts:\n- name: test\n  context:\n    \
              cluster: test\n    user: test\nusers:\n- name: test\n  user: {}\n",
         )?;
-        Ok(KubeMesh { agents: Vec::new(), cluster, server, kubeconfig, path, runtime })
+        Ok(KubeMesh { nodes, agents: Vec::new(), cluster, server, kubeconfig, path, runtime })
     }
 
     /// Starts `kg` on every node and waits for every `/health`.
     pub fn start_agents(&mut self) -> Result<()> {
-        for (name, ..) in NODES {
+        for (name, ..) in self.nodes.clone() {
             let agent = self.start_agent(name)?;
             self.agents.push((name, agent));
         }
-        for (name, ..) in NODES {
+        for &(name, ..) in &self.nodes {
             self.cluster.wait_healthy(name)?;
         }
         Ok(())

@@ -27,8 +27,11 @@ mod root;
 
 pub use root::skip_unless_root;
 
-/// The nodes: name, location, WAN address, LAN address, pod subnet number.
-pub const NODES: [(&str, &str, &str, &str, u8); 3] = [
+/// A node's host: name, location, WAN address, LAN address with its mask, pod subnet number.
+pub type Host = (&'static str, &'static str, &'static str, &'static str, u8);
+
+/// The nodes.
+pub const NODES: [Host; 3] = [
     ("a1", "a", "203.0.113.11", "192.168.1.11/24", 1),
     ("a2", "a", "203.0.113.12", "192.168.1.12/24", 2),
     ("b1", "b", "203.0.113.21", "192.168.2.21/24", 3),
@@ -250,6 +253,8 @@ pub struct Cluster {
     /// Namespaces by short name (`wan`, `lana`, `lanb`, `a1`, `a2`, `b1`, `peer`).
     pub namespaces: Vec<(String, Netns)>,
     keys: Vec<(String, KeyPair)>,
+    /// The prefix of the namespaces' names.
+    prefix: String,
     /// The mesh file.
     pub mesh: PathBuf,
     /// The temporary directory of keys, logs and sockets.
@@ -288,18 +293,33 @@ impl Cluster {
             peer_daemon: None,
             namespaces: Vec::new(),
             keys: Vec::new(),
+            prefix: format!("{}{index}", Cluster::prefix()),
             mesh,
             dir,
         };
-        let prefix = format!("{}{index}", Cluster::prefix());
+        let prefix = cluster.prefix.clone();
         for hub in ["wan", "lana", "lanb"] {
             let ns = Netns::new(format!("{prefix}{hub}"))?;
             ns.ip(&["link", "add", "br0", "type", "bridge"])?;
             ns.ip(&["link", "set", "br0", "up"])?;
             cluster.namespaces.push((hub.to_string(), ns));
         }
-        for (name, location, wan, lan, pod) in NODES {
-            let ns = Netns::new(format!("{prefix}{name}"))?;
+        for host in NODES {
+            cluster.add_host(host)?;
+        }
+        cluster.namespaces.push(("peer".into(), Netns::new(format!("{prefix}peer"))?));
+        cluster.plug("peer", "wan0", "wan", &format!("{PEER_WAN}/24"))?;
+        cluster.keys.push(("laptop".into(), keypair()?));
+        cluster.write_mesh(spec)?;
+        Ok(cluster)
+    }
+
+    /// Adds a node's host: its namespace (forwarding on), its WAN and LAN links, its pod bridge
+    /// (`10.2.POD.1/24`) and its key file. Only `NODES` are in the mesh file.
+    pub fn add_host(&mut self, (name, location, wan, lan, pod): Host) -> Result<()> {
+        let cluster = self;
+        {
+            let ns = Netns::new(format!("{}{name}", cluster.prefix))?;
             ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
             cluster.namespaces.push((name.to_string(), ns));
             cluster.plug(name, "wan0", "wan", &format!("{wan}/24"))?;
@@ -313,11 +333,7 @@ impl Cluster {
             write_private(&key_file, &keys.private)?;
             cluster.keys.push((name.to_string(), keys));
         }
-        cluster.namespaces.push(("peer".into(), Netns::new(format!("{prefix}peer"))?));
-        cluster.plug("peer", "wan0", "wan", &format!("{PEER_WAN}/24"))?;
-        cluster.keys.push(("laptop".into(), keypair()?));
-        cluster.write_mesh(spec)?;
-        Ok(cluster)
+        Ok(())
     }
 
     /// A veth `iface` from namespace `from`, its other end in bridge `br0` of namespace `hub`.
