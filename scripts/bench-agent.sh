@@ -13,6 +13,9 @@
 #   3. the agent's RSS once settled (VmRSS), and its CPU time over IDLE seconds (default 60)
 #      without events, its children's included (utime+stime+cutime+cstime: `iptables-save` and
 #      the like count); --resync-period 30s, upstream's default, so two resyncs fall in the window.
+#      SETTLE=S waits S more seconds before that window (default 0): SETTLE=30 lets the first
+#      resync after the edit (which reads the kernel's routes and firewall once more, to know them
+#      in order) fall before it, so that the window shows the steady state.
 # PROFILE=release (default) or debug picks the build; KG=/path/to/kg benchmarks another binary
 # (an older build, say: give it the same flags) and skips the build; SKIP_BUILD=1 uses the
 # existing build. DEVICE=in-process (default: kg's own userspace WireGuard) or DEVICE=external
@@ -141,7 +144,7 @@ run_one() { # $1: N, $2: firewall
   wg2=$(metric kilo_wireguard_operations_total); nl2=$(metric kilo_netlink_writes_total); fw2=$(firewall_writes)
 
   # 3. memory and idle CPU.
-  sleep 5
+  sleep $((5 + ${SETTLE:-0}))
   local rss; rss=$(awk '/^VmRSS/ { printf "%.1f MB", $2 / 1000 }' "/proc/$PID/status")
   local c1 c2; c1=$(cpu); sleep "$IDLE"; c2=$(cpu)
   local wg3; wg3=$(metric kilo_wireguard_operations_total)

@@ -13,13 +13,17 @@
 //! tunnel; routes and rules; firewall rules.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use kilo_core::dns::Resolved;
 use kilo_core::plan::Plan;
 use kilo_core::wireguard::{self, Config};
 
 use crate::discovery::detect_mtu;
-use crate::firewall::{Firewall, FirewallError, Iptables, Nftables, Runner, write_count};
+use crate::firewall::{
+    Firewall, FirewallError, Iptables, NFT_TABLE, NFT_TABLE_IPV6, Nftables, Runner, TableWatch,
+    Variant, write_count,
+};
 use crate::reconcile::{LinkMonitor, ReconcileError, RouteMonitor, RouteReconciler};
 use crate::wireguard::{
     Device, DeviceOptions, DeviceState, WireGuardChoice, WireGuardError, WireGuardKind,
@@ -178,12 +182,39 @@ pub struct Host {
     link_index: Option<u32>,
     routes: RouteReconciler,
     firewall: Firewall,
+    /// nf_tables notifications, when the firewall's rules live in nf_tables (native nftables or
+    /// `iptables-nft`): the view that lets [`Host::reconcile_firewall`] skip its listing.
+    firewall_watch: Option<TableWatch>,
+    /// The watch's stamp when a listing last found every applied rule in place and restored
+    /// nothing, with the time of that listing.
+    firewall_whole: Option<(u64, Instant)>,
 }
+
+/// How long [`Host::reconcile_firewall`] trusts nf_tables notifications before listing anyway
+/// (a safety net: a notification the kernel never sent, a bug of ours).
+const FIREWALL_LISTING_EVERY: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host").field("options", &self.options).finish_non_exhaustive()
     }
+}
+
+/// nf_tables notifications for `firewall`, when its rules live in nf_tables and the
+/// subscription works; `None` otherwise (every resync then lists the firewall).
+fn watch_firewall(firewall: &Firewall) -> Option<TableWatch> {
+    let in_nf_tables = match firewall {
+        Firewall::Nftables(_) => true,
+        Firewall::Iptables(iptables) => iptables.variant() == Variant::Nft,
+    };
+    if !in_nf_tables {
+        return None;
+    }
+    TableWatch::open()
+        .inspect_err(|e| {
+            tracing::info!(error = %e, "no nf_tables notifications; the firewall is listed on every resync");
+        })
+        .ok()
 }
 
 /// Where the host's device lives: this namespace, the options' socket directory and offloads.
@@ -218,7 +249,17 @@ impl Host {
             [options.interface.clone(), options.tunnel.clone()],
         );
         let firewall = open_firewall(options.firewall);
-        Ok(Host { options, netlink, device, link_index, routes, firewall })
+        let firewall_watch = watch_firewall(&firewall);
+        Ok(Host {
+            options,
+            netlink,
+            device,
+            link_index,
+            routes,
+            firewall,
+            firewall_watch,
+            firewall_whole: None,
+        })
     }
 
     /// The firewall implementation in use ([`FirewallKind::Auto`] resolved).
@@ -242,6 +283,12 @@ impl Host {
     /// Route and rule writes made so far (including the route monitor's).
     pub fn route_writes(&self) -> u64 {
         self.routes.writes()
+    }
+
+    /// Reads of the kernel's routes and rules made so far (one route and one rule dump each):
+    /// a resync of an unchanged host makes none while the route monitor runs.
+    pub fn route_reads(&self) -> u64 {
+        self.routes.reads()
     }
 
     /// Firewall operation counts by upstream's metric labels.
@@ -349,9 +396,43 @@ impl Host {
     }
 
     /// Restores firewall rules someone deleted (upstream's periodic iptables reconcile).
+    ///
+    /// Where the rules live in nf_tables (native nftables, `iptables-nft`), the kernel reports
+    /// every change of a table, and a resync that finds no change of Kilo's tables since a
+    /// listing found all its rules in place lists nothing and returns 0 (for at most
+    /// five minutes in a row: then it lists anyway). Legacy iptables reports nothing, so there
+    /// every call lists.
     pub fn reconcile_firewall(&mut self) -> Result<usize, HostError> {
+        let stamp = self.firewall_stamp();
+        if let (Some(now), Some((whole, at))) = (stamp, self.firewall_whole)
+            && now == whole
+            && at.elapsed() < FIREWALL_LISTING_EVERY
+        {
+            return Ok(0);
+        }
         let firewall = &mut self.firewall;
-        Ok(tokio::task::block_in_place(|| firewall.reconcile())?)
+        let restored = tokio::task::block_in_place(|| firewall.reconcile());
+        self.firewall_whole = match (&restored, stamp) {
+            (Ok(0), Some(stamp)) => Some((stamp, Instant::now())),
+            _ => None,
+        };
+        Ok(restored?)
+    }
+
+    /// The watch's stamp of the tables Kilo's rules live in; `None` without a watch.
+    fn firewall_stamp(&self) -> Option<u64> {
+        let watch = self.firewall_watch.as_ref()?;
+        match &self.firewall {
+            Firewall::Nftables(_) => watch.stamp([NFT_TABLE, NFT_TABLE_IPV6]),
+            Firewall::Iptables(_) => {
+                let applied = self.firewall.applied();
+                let mut tables: Vec<&str> =
+                    applied.append.iter().chain(&applied.prepend).map(|e| e.table()).collect();
+                tables.sort_unstable();
+                tables.dedup();
+                watch.stamp(tables)
+            }
+        }
     }
 
     /// Removes what Kilo created (upstream 10.4): firewall rules, routes and rules, and with

@@ -10,6 +10,7 @@ mod root_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -28,7 +29,8 @@ struct Netns {
 
 impl Netns {
     fn new() -> Result<Netns> {
-        let name = format!("khost-{}", std::process::id());
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("khost-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name])?;
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -174,4 +176,162 @@ fn a_leader_turned_non_leader_gets_exactly_what_its_plan_states_for_the_interfac
     go_tx.send(()).unwrap();
 
     host_thread.join().expect("the host thread").unwrap();
+}
+
+/// The read operations (listings) among `Host::firewall_operations`.
+fn firewall_listings(host: &Host) -> u64 {
+    host.firewall_operations().iter().filter(|(l, _)| !l.operation.is_write()).map(|(_, n)| n).sum()
+}
+
+/// What one resync of the agent costs the host (its `apply` of the same plan and its firewall
+/// reconcile): route dumps, firewall listings, and every write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ResyncCost {
+    route_reads: u64,
+    firewall_listings: u64,
+    route_writes: u64,
+    firewall_writes: u64,
+}
+
+fn cost(host: &Host) -> ResyncCost {
+    ResyncCost {
+        route_reads: host.route_reads(),
+        firewall_listings: firewall_listings(host),
+        route_writes: host.route_writes(),
+        firewall_writes: kilo_net_linux::firewall::write_count(&host.firewall_operations()),
+    }
+}
+
+/// One resync as the agent makes it, after the notifications of the last one had time to arrive.
+async fn resync(host: &mut Host, plan: &Plan) -> Result<usize> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.apply(plan).await?;
+    Ok(host.reconcile_firewall()?)
+}
+
+/// Leader `b`'s plan with its routes on the WireGuard interface and its firewall rules (the
+/// namespace has no `eth0` for the others, nor the node's private IP for their sources).
+fn plan_with_routes() -> Plan {
+    let mut leader = plan("b");
+    let full = {
+        let topology = Topology::new(TopologyInput {
+            nodes: &fixtures::nodes(),
+            peers: &fixtures::peers(),
+            granularity: Granularity::Location,
+            hostname: "b",
+            port: 51821,
+            key: fixtures::private_key(),
+            subnet: fixtures::subnet(),
+            service_cidrs: &[],
+            persistent_keepalive: Duration::ZERO,
+        })
+        .expect("the fixture's topology");
+        let interfaces =
+            Interfaces { kilo: "kilo0".into(), private: "eth0".into(), tunnel: "tunl0".into() };
+        let mut options = PlanOptions::new("b", interfaces);
+        options.local = false;
+        options.cni = false;
+        options.encapsulation = Encapsulation::Never;
+        options.compatibility = None;
+        Plan::new(&topology, Some(topology.conf_for_device()), &options)
+    };
+    // Without their source address: the namespace lacks the node's private IP.
+    leader.routes = full
+        .routes
+        .into_iter()
+        .filter(|r| r.dev == "kilo0")
+        .map(|r| kilo_core::routes::Route { src: None, ..r })
+        .collect();
+    leader.firewall = full.firewall;
+    leader
+}
+
+/// Resyncs of an unchanged host read nothing (no route dump, no firewall listing) once the
+/// kernel's notifications show nothing changed; a route added and a firewall chain flushed behind
+/// Kilo's back are found and repaired at the next resync. With native nftables and with
+/// `iptables-nft` (both in nf_tables, which notifies); legacy iptables lists every time.
+#[test]
+fn an_unchanged_host_reads_nothing_on_resync_and_a_change_behind_its_back_is_repaired() {
+    if root_support::skip_unless_root() {
+        return;
+    }
+    for (kind, flush) in [
+        (FirewallKind::Nftables, &["nft", "flush", "chain", "ip", "kilo", "nat-KILO-NAT"][..]),
+        (FirewallKind::Iptables, &["iptables-nft", "-t", "nat", "-F", "KILO-NAT"][..]),
+    ] {
+        let ns = Netns::new().unwrap();
+        let uapi = tempfile::tempdir().unwrap();
+        let (path, uapi_dir) = (ns.path(), uapi.path().to_path_buf());
+        let plan = plan_with_routes();
+        assert!(!plan.routes.is_empty() && !plan.firewall.append.is_empty());
+        let (tx, rx) = std::sync::mpsc::channel::<ResyncCost>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let host_thread = std::thread::spawn(move || -> Result<Vec<ResyncCost>> {
+            netns::enter(&path)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut options = HostOptions::new("kilo0");
+                options.wireguard = WireGuardChoice::Auto;
+                options.uapi_dir = uapi_dir;
+                options.mtu = Some(1420);
+                options.create_interface = true;
+                options.firewall = kind;
+                options.tunnel = "tunl0".into();
+                let mut host = Host::open(options).await?;
+                let monitor = tokio::spawn(host.route_monitor()?.run());
+                host.apply(&plan).await?;
+                // Settling: the first resyncs read (the apply's own notifications arrive).
+                for _ in 0..3 {
+                    resync(&mut host, &plan).await?;
+                }
+                let settled = cost(&host);
+                for _ in 0..3 {
+                    ensure!(resync(&mut host, &plan).await? == 0, "a quiet resync restored rules");
+                }
+                let quiet = cost(&host);
+                tx.send(quiet)?;
+                go_rx.recv()?;
+                // The test changed the kernel behind the host's back.
+                let restored = resync(&mut host, &plan).await?;
+                let repaired = cost(&host);
+                monitor.abort();
+                host.clean_up(true).await?;
+                Ok(vec![
+                    settled,
+                    quiet,
+                    repaired,
+                    ResyncCost { route_reads: restored as u64, ..quiet },
+                ])
+            })
+        });
+        let Ok(quiet) = rx.recv() else {
+            panic!("{kind:?}: the host's resyncs: {:?}", host_thread.join());
+        };
+        // Behind Kilo's back: a `proto static` route on kilo0 no plan has, and a flushed chain.
+        ns.ip(&["route", "add", "10.99.0.0/24", "dev", "kilo0", "proto", "static"]).unwrap();
+        let out =
+            Command::new("ip").args(["netns", "exec", &ns.name]).args(flush).output().unwrap();
+        assert!(out.status.success(), "{flush:?}: {}", String::from_utf8_lossy(&out.stderr));
+        go_tx.send(()).unwrap();
+        let costs = host_thread.join().expect("the host thread").unwrap();
+        let (settled, repaired, restored) = (costs[0], costs[2], costs[3].route_reads);
+        eprintln!("{kind:?}: settled {settled:?}, repaired {repaired:?}, {restored} restored");
+        assert_eq!(quiet, costs[1]);
+        assert_eq!(
+            quiet, settled,
+            "{kind:?}: three quiet resyncs read or wrote something (settled {settled:?}, then {quiet:?})"
+        );
+        assert_eq!(repaired.route_reads, quiet.route_reads + 1, "{kind:?}: {repaired:?}");
+        assert_eq!(
+            repaired.route_writes,
+            quiet.route_writes + 1,
+            "{kind:?}: the stray route deleted"
+        );
+        assert!(repaired.firewall_listings > quiet.firewall_listings, "{kind:?}: {repaired:?}");
+        assert!(restored > 0, "{kind:?}: the flushed chain's rules restored");
+        assert!(repaired.firewall_writes > quiet.firewall_writes, "{kind:?}: {repaired:?}");
+    }
 }

@@ -90,7 +90,9 @@ pub struct Cli {
     /// Used only while every node publishes one; false turns it off (for the whole mesh).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub leader_health: bool,
-    /// How often to reconcile everything (e.g. 30s, 1m).
+    /// How often to reconcile everything (e.g. 30s, 1m). Routes and firewall rules are listed
+    /// only when the kernel announced a change to them since they were last found in place (and at
+    /// least every 5 minutes).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub resync_period: Duration,
     /// Service CIDRs, excluded from NAT (repeatable, comma-separated).

@@ -53,6 +53,7 @@ mod iptables;
 mod netns;
 mod nftables;
 mod rule;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,6 +63,7 @@ use kilo_core::firewall::{Family, RuleSet};
 pub use detect::{Choice, Survey, detect_variant, survey};
 pub use iptables::{Iptables, Runner, Variant, ipv6_disabled};
 pub use nftables::{Nftables, TABLE_NAME as NFT_TABLE, TABLE_NAME_IPV6 as NFT_TABLE_IPV6};
+pub use watch::TableWatch;
 
 /// An error from a firewall operation. Each names what it was doing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,6 +8,12 @@
 //! every netlink write). Only managed routes and rules are ever deleted (see [`Ownership`]).
 //! A [`RouteMonitor`] restores a managed route as soon as something deletes it.
 //!
+//! While a [`RouteMonitor`] runs, the kernel's route and rule notifications also keep the
+//! reconciler's view current: a reconcile of the same routes and rules as the last one that found
+//! everything in place, with no route or rule changed in the kernel since, reads nothing
+//! ([`RouteReconciler::reads`] counts the dumps). It reads anyway once that view is five minutes
+//! old, as a safety net.
+//!
 //! # Ownership, from the kernel alone
 //!
 //! An agent killed with SIGKILL records nothing; the next one must still find, in the kernel,
@@ -50,7 +56,8 @@ mod monitor;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use kilo_core::routes::{InstalledRoute, InstalledRule, Route, Rule};
 use tokio::sync::Mutex;
@@ -80,12 +87,36 @@ pub enum ReconcileError {
     },
 }
 
+/// How long a reconcile trusts the notifications before reading the kernel anyway.
+const READ_EVERY: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Default)]
 struct State {
     /// The desired routes by identity (the first of each, normalised), for the monitor's
     /// restores.
     desired: HashMap<RouteKey, Route>,
     ownership: Ownership,
+    /// The last reconcile that read the kernel and found nothing to change.
+    whole: Option<Whole>,
+}
+
+/// What a reconcile that found the kernel in order saw: the notifications' count then, when,
+/// and the desired routes and rules.
+#[derive(Debug)]
+struct Whole {
+    events: u64,
+    at: Instant,
+    routes: Vec<Route>,
+    rules: Vec<Rule>,
+}
+
+/// Route and rule notifications seen by the running monitors.
+#[derive(Debug, Default)]
+struct Events {
+    /// Route and rule notifications received (and subscriptions lost).
+    count: AtomicU64,
+    /// How many monitors are listening.
+    monitors: AtomicUsize,
 }
 
 /// The kernel's routes and rules, as read and in kilo-core's terms.
@@ -103,6 +134,8 @@ pub struct RouteReconciler {
     netlink: Netlink,
     state: Arc<Mutex<State>>,
     writes: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    events: Arc<Events>,
 }
 
 impl RouteReconciler {
@@ -114,13 +147,30 @@ impl RouteReconciler {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let state =
-            State { desired: HashMap::new(), ownership: Ownership::with_devices(owned_devices) };
+        let state = State {
+            desired: HashMap::new(),
+            ownership: Ownership::with_devices(owned_devices),
+            whole: None,
+        };
         RouteReconciler {
             netlink,
             state: Arc::new(Mutex::new(state)),
             writes: Arc::new(AtomicU64::new(0)),
+            reads: Arc::new(AtomicU64::new(0)),
+            events: Arc::default(),
         }
+    }
+
+    /// How many times this reconciler has read the kernel's routes and rules (one route dump and
+    /// one rule dump each).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// The count of route and rule notifications while a monitor listens; `None` otherwise.
+    fn events(&self) -> Option<u64> {
+        (self.events.monitors.load(Ordering::Acquire) > 0)
+            .then(|| self.events.count.load(Ordering::Acquire))
     }
 
     /// The connection this reconciler writes through.
@@ -153,6 +203,7 @@ impl RouteReconciler {
 
     /// Reads the kernel's routes and rules.
     async fn read(&self) -> Result<Read, ReconcileError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let routes = self.netlink.routes().await.map_err(ReconcileError::Read)?;
         let rules = self.netlink.rules().await.map_err(ReconcileError::Read)?;
         let installed_routes = routes.iter().map(installed_route).collect();
@@ -181,12 +232,26 @@ impl RouteReconciler {
     /// ip route del …; ip route replace …; ip rule add …`). Desired items found in place are
     /// recorded as Kilo's (they go at clean-up). Returns the diff it applied. Failed changes do
     /// not stop the others.
+    ///
+    /// With a monitor running, the same routes and rules as the last reconcile that found the
+    /// kernel in order, and no route or rule notification since, read nothing and return an
+    /// empty diff (see the module documentation).
     pub async fn reconcile(
         &self,
         routes: &[Route],
         rules: &[Rule],
     ) -> Result<RouteDiff, ReconcileError> {
         let mut state = self.state.lock().await;
+        let events = self.events();
+        if let (Some(events), Some(whole)) = (events, &state.whole)
+            && whole.events == events
+            && whole.at.elapsed() < READ_EVERY
+            && whole.routes == routes
+            && whole.rules == rules
+        {
+            return Ok(RouteDiff::default());
+        }
+        state.whole = None;
         state.desired.clear();
         for route in routes {
             state
@@ -254,6 +319,14 @@ impl RouteReconciler {
             );
         }
         if failures.is_empty() {
+            if let Some(events) = events.filter(|_| diff.is_empty()) {
+                state.whole = Some(Whole {
+                    events,
+                    at: Instant::now(),
+                    routes: routes.to_vec(),
+                    rules: rules.to_vec(),
+                });
+            }
             Ok(diff)
         } else {
             Err(ReconcileError::Apply { attempted: diff.len(), failures })

@@ -1,6 +1,8 @@
 //! The route monitor: restores managed routes deleted behind Kilo's back (upstream 7.5 `Run`);
 //! and the link monitor, which tells when the WireGuard interface is deleted.
 
+use std::sync::atomic::Ordering;
+
 use futures::{Stream, StreamExt};
 use kilo_core::routes::Route;
 use rtnetlink::MulticastGroup;
@@ -19,6 +21,8 @@ use crate::netlink::Notifications;
 pub struct RouteMonitor {
     reconciler: RouteReconciler,
     messages: Notifications,
+    /// Whether the subscription still delivers (it counts among the reconciler's monitors).
+    listening: bool,
 }
 
 impl std::fmt::Debug for RouteMonitor {
@@ -27,18 +31,41 @@ impl std::fmt::Debug for RouteMonitor {
     }
 }
 
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        self.stop_listening();
+    }
+}
+
 impl RouteMonitor {
     pub(super) fn new(reconciler: RouteReconciler) -> Result<RouteMonitor, NetlinkError> {
-        let messages = reconciler
-            .netlink
-            .subscribe(&[MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route])?;
-        Ok(RouteMonitor { reconciler, messages })
+        let messages = reconciler.netlink.subscribe(&[
+            MulticastGroup::Ipv4Route,
+            MulticastGroup::Ipv6Route,
+            MulticastGroup::Ipv4Rule,
+            MulticastGroup::Ipv6Rule,
+        ])?;
+        // Counted from here: the reconciler trusts its view only after a read that follows.
+        reconciler.events.count.fetch_add(1, Ordering::AcqRel);
+        reconciler.events.monitors.fetch_add(1, Ordering::AcqRel);
+        Ok(RouteMonitor { reconciler, messages, listening: true })
+    }
+
+    /// Leaves the reconciler's monitors: its view is no longer kept current by this one.
+    fn stop_listening(&mut self) {
+        if std::mem::take(&mut self.listening) {
+            self.reconciler.events.count.fetch_add(1, Ordering::AcqRel);
+            self.reconciler.events.monitors.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Waits until a desired route is deleted and restores it (`ip route replace …`). Returns
     /// the restored route, the failure to restore it, or `None` when the subscription ended.
     pub async fn next_restored(&mut self) -> Option<Result<Route, NetlinkError>> {
         while let Some((message, _)) = self.messages.next().await {
+            // Every route or rule change (whoever made it, this reconciler too) makes the next
+            // reconcile read the kernel.
+            self.reconciler.events.count.fetch_add(1, Ordering::AcqRel);
             let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) = message.payload
             else {
                 continue;
@@ -56,6 +83,7 @@ impl RouteMonitor {
                 return Some(result);
             }
         }
+        self.stop_listening();
         None
     }
 
