@@ -444,6 +444,60 @@ async fn applying_a_diff_configures_the_device_and_a_resync_without_changes_touc
     Ok(())
 }
 
+/// A 600-peer diff goes to the device in a few calls of up to 256 peers; one peer that cannot be
+/// sent (a DNS endpoint nobody resolved) fails its call, whose other peers are then made one by
+/// one: the device ends with every peer but that one, exactly as desired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_peers_are_set_in_batches_and_one_bad_peer_fails_alone() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
+    let ns = Netns::new("batch")?;
+    let dir = tempfile::tempdir()?;
+    let (key, _) = key_pair(40);
+    let peers: Vec<PeerConfig> = (0..600u32)
+        .map(|i| {
+            let (_, public) = key_pair(0);
+            let mut bytes = *public.as_bytes();
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            let endpoint = format!("192.168.{}.{}:51820", 60 + i / 250, 1 + i % 250);
+            let allowed = format!("10.{}.{}.0/24", 20 + i / 256, i % 256);
+            peer(Key::from_bytes(bytes), Some(&endpoint), &[&allowed])
+        })
+        .collect();
+    let mut desired = Config {
+        interface: Some(InterfaceConfig { private_key: Some(key), listen_port: Some(51820) }),
+        peers,
+    };
+    let device =
+        Device::open_or_create(WireGuardKind::Userspace, "wg0", 1420, &options(&ns, &dir)).await?;
+    let bad = 300;
+    desired.peers[bad].endpoint = Some("nowhere.invalid:51820".parse()?);
+    let result = device.apply(&diff(&device.read().await?.to_config(), &desired)).await;
+    let Err(WireGuardError::Apply { failed, total, .. }) = result else {
+        panic!("one peer cannot be sent: {result:?}");
+    };
+    assert_eq!((failed, total), (1, 601));
+    let mut applied = desired.clone();
+    let left_out = applied.peers.remove(bad).public_key;
+    let now = device.read().await?.to_config();
+    assert!(now.peers.iter().all(|p| p.public_key != left_out));
+    assert!(diff(&now, &applied).is_empty(), "{}", diff(&now, &applied));
+
+    // Nothing to change: nothing sent. Then every peer gets a second allowed IP: 599 updates.
+    let unchanged = diff(&device.read().await?.to_config(), &applied);
+    assert_eq!(device.apply(&unchanged).await?, 0);
+    for p in &mut applied.peers {
+        let more = p.allowed_ips[0].to_string().replacen("10.", "10.1", 1);
+        p.allowed_ips.push(more.parse()?);
+    }
+    let widen = diff(&device.read().await?.to_config(), &applied);
+    assert_eq!(device.apply(&widen).await?, 599);
+    assert!(diff(&device.read().await?.to_config(), &applied).is_empty());
+    device.delete().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_behind_nat_dials_in_with_keepalive_and_is_reached_at_its_roamed_endpoint()
 -> Result<()> {

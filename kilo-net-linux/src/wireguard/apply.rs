@@ -2,8 +2,11 @@
 //! `replace_peers`, so peers that did not change keep their sessions.
 //!
 //! Order: the interface first (a userspace device needs its private key before any peer), then
-//! removals, then additions and updates. An operation that fails does not stop the others; the
-//! result reports how many failed.
+//! removals, then additions and updates. The peer operations go to the device in as few calls as
+//! it takes: up to [`PEERS_PER_CALL`] in one `set=1` request of the UAPI protocol, or one
+//! `WG_CMD_SET_DEVICE` of the kernel's (split across netlink messages as `wg(8)` splits them). When
+//! such a call fails, its operations are made again one by one, so that an operation that fails
+//! does not stop the others; the result reports how many failed.
 
 use kilo_core::wireguard::{
     Config, ConfigDiff, InterfaceChange, PeerChange, PeerConfig, PeerField,
@@ -12,6 +15,10 @@ use kilo_core::{Key, PrivateKey};
 
 use super::Device;
 use super::error::WireGuardError;
+
+/// How many peer operations one device call carries at most (a 1,000-peer mesh is configured in
+/// four calls instead of a thousand).
+pub const PEERS_PER_CALL: usize = 256;
 
 /// One device operation, planned from a diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,18 +118,29 @@ impl Device {
         let ops = plan(diff, &current);
         let total = ops.len();
         let mut failures = Vec::new();
-        for op in ops {
-            let result = match &op {
-                Operation::Interface { private_key, listen_port } => {
-                    self.configure_interface(private_key.as_ref(), *listen_port).await
-                }
-                Operation::SetPeer(peer) => self.set_peer(peer).await,
-                Operation::UpdatePeer(peer) => self.update_peer(peer).await,
-                Operation::RemovePeer(key) => self.remove_peer(key).await,
-            };
-            if let Err(e) = result {
-                tracing::warn!(interface = self.name(), error = %e, "WireGuard change failed");
+        let (interface, peers): (Vec<Operation>, Vec<Operation>) =
+            ops.into_iter().partition(|op| matches!(op, Operation::Interface { .. }));
+        for op in &interface {
+            if let Err(e) = self.operate(op).await {
                 failures.push(e);
+            }
+        }
+        for chunk in peers.chunks(PEERS_PER_CALL) {
+            if chunk.len() > 1 {
+                match self.set_peers(chunk).await {
+                    Ok(()) => continue,
+                    Err(e) => tracing::debug!(
+                        interface = self.name(),
+                        error = %e,
+                        changes = chunk.len(),
+                        "a call of several WireGuard changes failed; making them one by one"
+                    ),
+                }
+            }
+            for op in chunk {
+                if let Err(e) = self.operate(op).await {
+                    failures.push(e);
+                }
             }
         }
         match failures.len() {
@@ -133,6 +151,34 @@ impl Device {
                 total,
                 first: Box::new(failures.swap_remove(0)),
             }),
+        }
+    }
+}
+
+impl Device {
+    /// Makes one operation, logging its failure.
+    async fn operate(&self, op: &Operation) -> Result<(), WireGuardError> {
+        let result = match op {
+            Operation::Interface { private_key, listen_port } => {
+                self.configure_interface(private_key.as_ref(), *listen_port).await
+            }
+            Operation::SetPeer(peer) => self.set_peer(peer).await,
+            Operation::UpdatePeer(peer) => self.update_peer(peer).await,
+            Operation::RemovePeer(key) => self.remove_peer(key).await,
+        };
+        if let Err(e) = &result {
+            tracing::warn!(interface = self.name(), error = %e, "WireGuard change failed");
+        }
+        result
+    }
+
+    /// Makes several peer operations in one device call, in order (interface operations are
+    /// [`Device::apply`]'s to make on their own, first: none may be among `ops`). On an error
+    /// some of them may have been made.
+    async fn set_peers(&self, ops: &[Operation]) -> Result<(), WireGuardError> {
+        match self {
+            Device::Kernel(d) => d.set_peers(ops).await,
+            Device::Userspace(d) => d.set_peers(ops).await,
         }
     }
 }

@@ -16,6 +16,7 @@ use kilo_core::{Cidr, Key, PrivateKey};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{LinkUnspec, LinkWireguard};
 
+use super::apply::Operation;
 use super::error::WireGuardError;
 use super::genl::{self, GenlError};
 use super::netns;
@@ -230,6 +231,25 @@ impl KernelDevice {
             }
             other => other,
         }
+    }
+
+    /// Makes several peer operations in one `WG_CMD_SET_DEVICE` (split across netlink messages
+    /// as `wg(8)` splits them), in order; interface operations are not among them.
+    pub(crate) async fn set_peers(&self, ops: &[Operation]) -> Result<(), WireGuardError> {
+        let mut updates = Vec::with_capacity(ops.len());
+        for op in ops {
+            updates.push(match op {
+                Operation::SetPeer(peer) => to_update(peer)?,
+                Operation::UpdatePeer(peer) => {
+                    genl::PeerUpdate { update_only: true, ..to_update(peer)? }
+                }
+                Operation::RemovePeer(key) => {
+                    genl::PeerUpdate { public_key: *key, remove: true, ..Default::default() }
+                }
+                Operation::Interface { .. } => continue,
+            });
+        }
+        self.set("wg set peers", genl::InterfaceUpdate::default(), updates).await
     }
 
     /// Removes ONE peer (`wg set IFACE peer K remove`).

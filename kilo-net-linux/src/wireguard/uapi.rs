@@ -103,6 +103,20 @@ pub fn remove_peer_request(key: &Key) -> String {
     format!("set=1\npublic_key={}\nremove=true\n\n", hex::encode(key.as_bytes()))
 }
 
+/// One `set=1` request made of the peer sections of several requests of [`set_peer_request`],
+/// [`update_peer_request`] and [`remove_peer_request`]: the protocol takes any number of peers in
+/// one request and applies them in order.
+pub fn join_requests(requests: &[String]) -> String {
+    let mut joined = String::with_capacity(requests.iter().map(String::len).sum::<usize>() + 8);
+    joined.push_str("set=1\n");
+    for request in requests {
+        let section = request.strip_prefix("set=1\n").unwrap_or(request);
+        joined.push_str(section.strip_suffix('\n').unwrap_or(section));
+    }
+    joined.push('\n');
+    joined
+}
+
 fn parse_err(line: &str, reason: impl Into<String>) -> WireGuardError {
     WireGuardError::UapiParse { line: line.to_string(), reason: reason.into() }
 }
@@ -271,6 +285,38 @@ mod tests {
 
     fn key(b: u8) -> Key {
         Key::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn joined_requests_are_one_set_with_every_peer_section_in_order() {
+        let one = PeerConfig {
+            public_key: key(1),
+            preshared_key: None,
+            endpoint: Some("10.0.0.1:51820".parse().unwrap()),
+            allowed_ips: vec!["10.4.0.1/32".parse().unwrap()],
+            persistent_keepalive: 0,
+        };
+        let two = PeerConfig { public_key: key(2), endpoint: None, ..one.clone() };
+        let joined = join_requests(&[
+            remove_peer_request(&key(3)),
+            set_peer_request(&one).unwrap(),
+            update_peer_request(&two).unwrap(),
+        ]);
+        let zero = "0".repeat(64);
+        assert_eq!(
+            joined,
+            format!(
+                "set=1\n\
+                 public_key={k3}\nremove=true\n\
+                 public_key={k1}\nreplace_allowed_ips=true\npreshared_key={zero}\n\
+                 endpoint=10.0.0.1:51820\npersistent_keepalive_interval=0\nallowed_ip=10.4.0.1/32\n\
+                 public_key={k2}\nupdate_only=true\nreplace_allowed_ips=true\n\
+                 preshared_key={zero}\npersistent_keepalive_interval=0\nallowed_ip=10.4.0.1/32\n\n",
+                k1 = hex::encode(key(1).as_bytes()),
+                k2 = hex::encode(key(2).as_bytes()),
+                k3 = hex::encode(key(3).as_bytes()),
+            )
+        );
     }
 
     #[test]

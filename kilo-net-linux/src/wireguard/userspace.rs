@@ -20,6 +20,7 @@ use kilo_core::{Cidr, Key, PresharedKey, PrivateKey};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
+use super::apply::Operation;
 use super::error::WireGuardError;
 use super::netns;
 use super::offload::{self, OffloadRecv, OffloadSend, TunCounters, TunOptions, TunStats};
@@ -261,6 +262,29 @@ impl UserspaceDevice {
             return Err(WireGuardError::NoPrivateKey { name: self.name.clone() });
         }
         self.client.set(&request).await
+    }
+
+    /// Makes several peer operations in one `set=1` request, in order; interface operations are
+    /// not among them. Like [`UserspaceDevice::set_peer`], adding peers needs a private key.
+    pub(crate) async fn set_peers(&self, ops: &[Operation]) -> Result<(), WireGuardError> {
+        let mut sections = Vec::with_capacity(ops.len());
+        let mut adds = false;
+        for op in ops {
+            sections.push(match op {
+                Operation::SetPeer(peer) => {
+                    adds = true;
+                    uapi::set_peer_request(peer)?
+                }
+                Operation::UpdatePeer(peer) => uapi::update_peer_request(peer)?,
+                Operation::RemovePeer(key) => uapi::remove_peer_request(key),
+                Operation::Interface { .. } => continue,
+            });
+        }
+        if adds && !self.has_key.load(Ordering::Relaxed) && self.read().await?.private_key.is_none()
+        {
+            return Err(WireGuardError::NoPrivateKey { name: self.name.clone() });
+        }
+        self.client.set(&uapi::join_requests(&sections)).await
     }
 
     /// Updates one peer only if the device has it (`update_only`); other peers are untouched.
