@@ -65,9 +65,9 @@ fn ip(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The plan of fixture node `hostname` (location granularity: `b` leads location 2, `c` does
-/// not), with only the interface part left.
-fn plan(hostname: &str) -> Plan {
+/// The whole plan of fixture node `hostname` (location granularity: `b` leads location 2, `c`
+/// does not), without encapsulation, CNI or local routes; FORWARD accepts when `forward_rules`.
+fn whole_plan(hostname: &str, forward_rules: bool) -> Plan {
     let topology = Topology::new(TopologyInput {
         nodes: &fixtures::nodes(),
         peers: &fixtures::peers(),
@@ -85,16 +85,34 @@ fn plan(hostname: &str) -> Plan {
     let mut options = PlanOptions::new(hostname, interfaces);
     options.local = false;
     options.cni = false;
-    options.iptables_forward_rules = false;
+    options.iptables_forward_rules = forward_rules;
     options.encapsulation = Encapsulation::Never;
     options.compatibility = None;
     let wireguard = topology.leader.then(|| topology.conf_for_device());
-    let mut plan = Plan::new(&topology, wireguard, &options);
+    Plan::new(&topology, wireguard, &options)
+}
+
+/// The plan of fixture node `hostname` with only the interface part left.
+fn plan(hostname: &str) -> Plan {
+    let mut plan = whole_plan(hostname, false);
     plan.routes.clear();
     plan.rules.clear();
     plan.firewall = RuleSet::default();
     plan.tunnel_address = None;
     plan
+}
+
+/// The host's options: `kilo0` created with MTU 1420, WireGuard as available, sockets in
+/// `uapi_dir`.
+fn host_options(uapi_dir: PathBuf, firewall: FirewallKind) -> HostOptions {
+    let mut options = HostOptions::new("kilo0");
+    options.wireguard = WireGuardChoice::Auto;
+    options.uapi_dir = uapi_dir;
+    options.mtu = Some(1420);
+    options.create_interface = true;
+    options.firewall = firewall;
+    options.tunnel = "tunl0".into();
+    options
 }
 
 /// The link as `ip -details link show` prints it (flags `<…,UP,…>`).
@@ -126,14 +144,7 @@ fn a_leader_turned_non_leader_gets_exactly_what_its_plan_states_for_the_interfac
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         runtime.block_on(async move {
-            let mut options = HostOptions::new("kilo0");
-            options.wireguard = WireGuardChoice::Auto;
-            options.uapi_dir = uapi_dir;
-            options.mtu = Some(1420);
-            options.create_interface = true;
-            options.firewall = FirewallKind::Nftables;
-            options.tunnel = "tunl0".into();
-            let mut host = Host::open(options).await?;
+            let mut host = Host::open(host_options(uapi_dir, FirewallKind::Nftables)).await?;
             host.apply(&leader).await?;
             tx.send(("leader", host.observe().await?.to_config()))?;
             go_rx.recv()?;
@@ -212,37 +223,15 @@ async fn resync(host: &mut Host, plan: &Plan) -> Result<usize> {
 /// Leader `b`'s plan with its routes on the WireGuard interface and its firewall rules (the
 /// namespace has no `eth0` for the others, nor the node's private IP for their sources).
 fn plan_with_routes() -> Plan {
-    let mut leader = plan("b");
-    let full = {
-        let topology = Topology::new(TopologyInput {
-            nodes: &fixtures::nodes(),
-            peers: &fixtures::peers(),
-            granularity: Granularity::Location,
-            hostname: "b",
-            port: 51821,
-            key: fixtures::private_key(),
-            subnet: fixtures::subnet(),
-            service_cidrs: &[],
-            persistent_keepalive: Duration::ZERO,
-        })
-        .expect("the fixture's topology");
-        let interfaces =
-            Interfaces { kilo: "kilo0".into(), private: "eth0".into(), tunnel: "tunl0".into() };
-        let mut options = PlanOptions::new("b", interfaces);
-        options.local = false;
-        options.cni = false;
-        options.encapsulation = Encapsulation::Never;
-        options.compatibility = None;
-        Plan::new(&topology, Some(topology.conf_for_device()), &options)
-    };
-    // Without their source address: the namespace lacks the node's private IP.
-    leader.routes = full
+    let mut leader = whole_plan("b", true);
+    leader.routes = leader
         .routes
         .into_iter()
         .filter(|r| r.dev == "kilo0")
         .map(|r| kilo_core::routes::Route { src: None, ..r })
         .collect();
-    leader.firewall = full.firewall;
+    leader.rules.clear();
+    leader.tunnel_address = None;
     leader
 }
 
@@ -273,14 +262,7 @@ fn an_unchanged_host_reads_nothing_on_resync_and_a_change_behind_its_back_is_rep
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let mut options = HostOptions::new("kilo0");
-                options.wireguard = WireGuardChoice::Auto;
-                options.uapi_dir = uapi_dir;
-                options.mtu = Some(1420);
-                options.create_interface = true;
-                options.firewall = kind;
-                options.tunnel = "tunl0".into();
-                let mut host = Host::open(options).await?;
+                let mut host = Host::open(host_options(uapi_dir, kind)).await?;
                 let monitor = tokio::spawn(host.route_monitor()?.run());
                 host.apply(&plan).await?;
                 // Settling: the first resyncs read (the apply's own notifications arrive).
