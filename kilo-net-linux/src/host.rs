@@ -424,14 +424,7 @@ impl Host {
         let watch = self.firewall_watch.as_ref()?;
         match &self.firewall {
             Firewall::Nftables(_) => watch.stamp([NFT_TABLE, NFT_TABLE_IPV6]),
-            Firewall::Iptables(_) => {
-                let applied = self.firewall.applied();
-                let mut tables: Vec<&str> =
-                    applied.append.iter().chain(&applied.prepend).map(|e| e.table()).collect();
-                tables.sort_unstable();
-                tables.dedup();
-                watch.stamp(tables)
-            }
+            Firewall::Iptables(_) => watch.stamp(kilo_core::firewall::TABLES),
         }
     }
 

@@ -258,9 +258,7 @@ impl UserspaceDevice {
     /// The device must have a private key first (gotatun cannot hold peers without one).
     pub async fn set_peer(&self, peer: &PeerConfig) -> Result<(), WireGuardError> {
         let request = uapi::set_peer_request(peer)?;
-        if !self.has_key.load(Ordering::Relaxed) && self.read().await?.private_key.is_none() {
-            return Err(WireGuardError::NoPrivateKey { name: self.name.clone() });
-        }
+        self.require_key().await?;
         self.client.set(&request).await
     }
 
@@ -280,11 +278,18 @@ impl UserspaceDevice {
                 Operation::Interface { .. } => continue,
             });
         }
-        if adds && !self.has_key.load(Ordering::Relaxed) && self.read().await?.private_key.is_none()
-        {
-            return Err(WireGuardError::NoPrivateKey { name: self.name.clone() });
+        if adds {
+            self.require_key().await?;
         }
         self.client.set(&uapi::join_requests(&sections)).await
+    }
+
+    /// An error unless the device has a private key (gotatun cannot hold peers without one).
+    async fn require_key(&self) -> Result<(), WireGuardError> {
+        if !self.has_key.load(Ordering::Relaxed) && self.read().await?.private_key.is_none() {
+            return Err(WireGuardError::NoPrivateKey { name: self.name.clone() });
+        }
+        Ok(())
     }
 
     /// Updates one peer only if the device has it (`update_only`); other peers are untouched.
