@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use kilo_core::Backend;
@@ -57,8 +58,9 @@ struct Loop<B: Backend, H: Host, C: Clock> {
     agent: Agent,
     /// Probe results ([`Input::Probed`]) come back here from the tasks that run the probes.
     probed: tokio::sync::mpsc::UnboundedSender<Input>,
-    /// A probe that could not be sent has been logged (it is logged once, not every round).
-    probe_failed: bool,
+    /// Whether a probe that could not be sent has been logged (once, not every round; set by
+    /// the probe's task when it fails).
+    probe_failed: Arc<AtomicBool>,
     backend: B,
     host: H,
     clock: C,
@@ -185,14 +187,13 @@ impl<B: Backend, H: Host, C: Clock> Loop<B, H, C> {
                 let timeout = Duration::from_millis(kilo_core::health::PROBE_TIMEOUT_MS);
                 let ping = self.host.probe(probe.targets, timeout);
                 let sender = self.probed.clone();
-                let log_failure = !self.probe_failed;
-                self.probe_failed = true;
+                let failed = Arc::clone(&self.probe_failed);
                 tokio::spawn(async move {
                     match ping.await {
                         Ok(ok) => {
                             let _ = sender.send(Input::Probed { via: probe.via, ok });
                         }
-                        Err(e) if log_failure => tracing::warn!(
+                        Err(e) if !failed.swap(true, Ordering::Relaxed) => tracing::warn!(
                             error = %e,
                             "cannot probe the leader's data path (raw ICMP sockets need \
                              CAP_NET_RAW); this node reports nothing about its leader"
@@ -282,8 +283,16 @@ pub async fn run<B: Backend, H: Host, C: Clock>(
     let hostname = agent.config().hostname.clone();
     let initial = backend.snapshot().await;
     let (probed, mut probe_results) = tokio::sync::mpsc::unbounded_channel();
-    let mut l =
-        Loop { agent, probed, probe_failed: false, backend, host, clock, shared, route_writes: 0 };
+    let mut l = Loop {
+        agent,
+        probed,
+        probe_failed: Arc::default(),
+        backend,
+        host,
+        clock,
+        shared,
+        route_writes: 0,
+    };
     if let Some(facts) = l.host.detect().await {
         l.feed(Input::HostFacts(facts)).await;
     }
