@@ -158,6 +158,7 @@ fuzz_target!(|input: Input| {
         ignored: &[],
         granularity: input.granularity,
         subnet,
+        subnet6: None,
         service_cidrs: &service_cidrs,
     });
     for finding in &findings {
@@ -177,6 +178,7 @@ fuzz_target!(|input: Input| {
         port: input.port,
         key: input.key.clone(),
         subnet,
+        subnet6: None,
         service_cidrs: &service_cidrs,
         persistent_keepalive: Duration::from_secs(input.keepalive.into()),
     });

@@ -367,8 +367,9 @@ impl Host for PeerHost {
             report.wireguard += self.device.apply(&diff).await?;
         }
         let link = self.netlink.link(&self.interface).await?;
-        if let Some(address) = plan.interface.address {
-            report.links += self.netlink.set_only_address(&link, address).await?;
+        let addresses = plan.interface.addresses();
+        if !addresses.is_empty() {
+            report.links += self.netlink.set_only_addresses(&link, &addresses).await?;
         }
         report.links +=
             usize::from(self.netlink.ensure_link_state(&self.interface, plan.interface.up).await?);

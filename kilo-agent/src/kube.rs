@@ -73,6 +73,7 @@ pub async fn detect_once(
         .map_err(KubeError::Detect)?;
     Ok(HostFacts {
         private_ip: found.private,
+        private_ip6: found.private6,
         public_ip: found.public.map(|c| c.addr()),
         cni_compatibility_ip: None,
     })

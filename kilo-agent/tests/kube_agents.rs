@@ -80,6 +80,7 @@ fn spawn_agent(server: &FakeApiServer, index: usize) -> (JoinHandle<()>, Recorde
     let (_, _, _, private, public) = NODES[index];
     let facts = HostFacts {
         private_ip: Some(cidr(private)),
+        private_ip6: None,
         public_ip: Some(public.parse().unwrap()),
         cni_compatibility_ip: None,
     };

@@ -103,6 +103,7 @@ async fn sigterm_cleans_the_host_up_when_asked() {
     let cluster = Cluster::default();
     let facts = HostFacts {
         private_ip: Some(cidr("192.168.1.1/24")),
+        private_ip6: None,
         public_ip: Some("203.0.113.1".parse().unwrap()),
         cni_compatibility_ip: None,
     };

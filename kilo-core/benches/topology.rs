@@ -62,6 +62,7 @@ fn main() {
                 port: 51820,
                 key: kilo_core::fixtures::private_key(),
                 subnet,
+                subnet6: None,
                 service_cidrs: &[],
                 persistent_keepalive: Duration::ZERO,
             })

@@ -353,8 +353,7 @@ impl<'a> ClusterIndex<'a> {
         for &subnet in node.subnets.iter().filter(|s| s.network().overlaps(&net)) {
             out.push(Refusal::PodSubnet { allowed_ip, node: name(), subnet });
         }
-        if let Some(internal_ip) = node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip))
-        {
+        for internal_ip in node.internal_ips().map(|c| c.addr()).filter(|ip| net.contains(*ip)) {
             out.push(Refusal::InternalIp { allowed_ip, node: name(), internal_ip });
         }
         for endpoint in self.takeover.endpoint_ips(node) {
@@ -499,7 +498,7 @@ impl<'a> Takeover<'a> {
             }
         };
         for (i, node) in nodes.iter().enumerate() {
-            if let Some(internal) = node.internal_ip {
+            for internal in node.internal_ips() {
                 push(internal.addr(), i);
             }
             if let Some(ip) = node.endpoint.as_ref().and_then(|e| e.ip()) {
@@ -545,7 +544,7 @@ impl<'a> Takeover<'a> {
     fn node_refusal(&self, allowed_ip: Cidr, node: &Node) -> Option<Refusal> {
         let net = allowed_ip.network();
         let name = || node.name.clone();
-        if let Some(internal_ip) = node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip))
+        if let Some(internal_ip) = node.internal_ips().map(|c| c.addr()).find(|ip| net.contains(*ip))
         {
             return Some(Refusal::InternalIp { allowed_ip, node: name(), internal_ip });
         }
@@ -590,7 +589,7 @@ pub fn wireguard_networks(cluster: &Cluster<'_>) -> Vec<Cidr> {
             out.push(subnet);
         }
     }
-    for ip in cluster.nodes.iter().filter_map(|n| n.wireguard_ip) {
+    for ip in cluster.nodes.iter().flat_map(|n| n.wireguard_ip.into_iter().chain(n.wireguard_ip6)) {
         let net = ip.network();
         if !out.iter().any(|s| s.covers(&net)) {
             out.push(net);
@@ -639,7 +638,7 @@ mod tests {
         }
         nodes.iter().find_map(|node| {
             if let Some(internal_ip) =
-                node.internal_ip.map(|c| c.addr()).filter(|ip| net.contains(*ip))
+                node.internal_ips().map(|c| c.addr()).find(|ip| net.contains(*ip))
             {
                 return Some(Refusal::InternalIp {
                     allowed_ip,

@@ -119,8 +119,10 @@ pub struct AgentConfig {
     pub granularity: Granularity,
     /// `--port`: the listen port unless the local endpoint names another.
     pub port: u16,
-    /// `--subnet`: the WireGuard subnet.
+    /// `--subnet`: the WireGuard subnet (the IPv4 one when given once per family).
     pub subnet: Cidr,
+    /// The IPv6 `--subnet` of a dual-stack mesh.
+    pub subnet6: Option<Cidr>,
     /// `--service-cidr`.
     pub service_cidrs: Vec<Cidr>,
     /// The private key from the key file.
@@ -160,6 +162,7 @@ impl AgentConfig {
             granularity: Granularity::Location,
             port: crate::settings::DEFAULT_PORT,
             subnet: crate::settings::default_subnet(),
+            subnet6: None,
             service_cidrs: Vec::new(),
             private_key,
             readiness: ReadinessPolicy::Live,
@@ -205,6 +208,8 @@ impl ConnectRole {
 pub struct HostFacts {
     /// The private IP with its interface mask, if any.
     pub private_ip: Option<Cidr>,
+    /// On a dual-stack LAN, the IPv6 private IP beside an IPv4 `private_ip`.
+    pub private_ip6: Option<Cidr>,
     /// The public IP (or, lacking one, the first private IP).
     pub public_ip: Option<IpAddr>,
     /// Cilium's `cilium_host` address in cilium compatibility mode.
@@ -380,6 +385,7 @@ pub struct Agent {
     host: HostFacts,
     discovered: BTreeMap<Key, SocketAddr>,
     wireguard_ip: Option<Cidr>,
+    wireguard_ip6: Option<Cidr>,
     last_published: Option<Node>,
     /// When the agent last heard from its mesh source (any backend input).
     heard_at: Option<i64>,
@@ -413,6 +419,7 @@ impl Agent {
             host: HostFacts::default(),
             discovered: BTreeMap::new(),
             wireguard_ip: None,
+            wireguard_ip6: None,
             last_published: None,
             heard_at: None,
             recovery: None,
@@ -471,6 +478,7 @@ impl Agent {
             port: 0,
             key: PrivateKey::from_bytes([0; 32]),
             subnet: self.config.subnet,
+            subnet6: self.config.subnet6,
             service_cidrs: &self.config.service_cidrs,
             persistent_keepalive: local.persistent_keepalive,
         })
@@ -917,10 +925,16 @@ impl Agent {
         {
             local.internal_ip = self.host.private_ip;
         }
+        local.internal_ip6 = if local.internal_ip.is_some_and(|c| c.is_ipv4()) {
+            self.host.private_ip6.filter(|c| !c.is_ipv4())
+        } else {
+            None
+        };
         local.key = self.config.private_key.public_key();
         local.cni_compatibility_ip = self.host.cni_compatibility_ip;
         local.last_seen = now;
         local.wireguard_ip = self.wireguard_ip;
+        local.wireguard_ip6 = self.wireguard_ip6;
         local.discovered_endpoints = Some(self.discovered.clone());
         local.granularity = Some(self.config.granularity);
         local.health = self.config.leader_health.then(|| self.monitor.published());
@@ -1023,6 +1037,7 @@ impl Agent {
             port,
             key: self.config.private_key.clone(),
             subnet: self.config.subnet,
+            subnet6: self.config.subnet6,
             service_cidrs: &self.config.service_cidrs,
             persistent_keepalive: local.persistent_keepalive,
         }) {
@@ -1034,6 +1049,7 @@ impl Agent {
         };
         self.status.leader = topology.leader;
         self.wireguard_ip = topology.leader.then_some(topology.wireguard_cidr);
+        self.wireguard_ip6 = topology.wireguard_cidr6.filter(|_| topology.leader);
         // A non-leader's plan has no WireGuard config: link down, no peers (contract C8).
         let wireguard = topology.leader.then(|| topology.conf_for_device());
         let leaders = self.follow_leaders(now, &topology, &nodes);

@@ -48,8 +48,10 @@ impl std::fmt::Display for Invalid {
 pub struct MeshSettings {
     /// The granularity, if the source names one.
     pub granularity: Option<Granularity>,
-    /// The WireGuard subnet, if the source names one.
+    /// The WireGuard subnet, if the source names one (the IPv4 one of a dual-stack mesh).
     pub subnet: Option<Cidr>,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh, if the source names one.
+    pub subnet6: Option<Cidr>,
     /// The default listen port, if the source names one.
     pub port: Option<u16>,
     /// Whether this is a static mesh (contract 3), where nodes need only a name and a key:

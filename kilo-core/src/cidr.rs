@@ -210,6 +210,39 @@ pub fn parse_network(s: &str) -> Result<Cidr, CidrError> {
     s.parse::<Cidr>().map(|c| c.network())
 }
 
+/// Two CIDRs of one address family where at most one per family is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{first} and {second} are both {family}: give at most one CIDR per address family")]
+pub struct SameFamilyError {
+    /// The first CIDR of the family.
+    pub first: Cidr,
+    /// The second one.
+    pub second: Cidr,
+    /// `IPv4` or `IPv6`.
+    pub family: &'static str,
+}
+
+/// A list of at most one CIDR per family as Kilo holds dual-stack values: the first (IPv4 when
+/// there is one, else the IPv6 one) and, in a dual-stack list, the IPv6 one as the second.
+/// An empty list gives `(None, None)`.
+///
+/// # Errors
+/// Two CIDRs of one family.
+pub fn per_family(cidrs: &[Cidr]) -> Result<(Option<Cidr>, Option<Cidr>), SameFamilyError> {
+    let (mut v4, mut v6): (Option<Cidr>, Option<Cidr>) = (None, None);
+    for c in cidrs {
+        let (slot, family) = if c.is_ipv4() { (&mut v4, "IPv4") } else { (&mut v6, "IPv6") };
+        if let Some(first) = *slot {
+            return Err(SameFamilyError { first, second: *c, family });
+        }
+        *slot = Some(*c);
+    }
+    Ok(match (v4, v6) {
+        (Some(a), b) => (Some(a), b),
+        (None, b) => (b, None),
+    })
+}
+
 /// IPv4-mapped IPv6 addresses as IPv4; every other address unchanged.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

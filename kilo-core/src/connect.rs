@@ -67,6 +67,7 @@ impl ConnectPlan {
             interface: PlanInterface {
                 name: interface.to_string(),
                 address: Some(address),
+                address6: None,
                 up: true,
                 wireguard: self.config.clone(),
             },
@@ -121,6 +122,7 @@ pub fn peer_plan(
         port: settings.port,
         key: input.private_key.clone(),
         subnet: settings.subnet,
+        subnet6: settings.subnet6,
         service_cidrs: &[],
         persistent_keepalive: me.persistent_keepalive,
     })?;

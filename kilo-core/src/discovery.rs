@@ -55,6 +55,10 @@ pub struct Discovered {
     pub private: Option<Cidr>,
     /// The first public address, or the private one when there is no public address.
     pub public: Option<Cidr>,
+    /// When `private` is IPv4, an IPv6 address on the same interface (a dual-stack LAN): the
+    /// first unique-local one, else the first global one; link-local addresses never count. With
+    /// IPv6 `--internal-cidr`s it must lie in one of them.
+    pub private6: Option<Cidr>,
 }
 
 /// Upstream's `getIP`: candidates from the hostname's addresses (only those assigned to an
@@ -115,7 +119,24 @@ pub fn select_ips(input: &DiscoveryInput) -> Result<Discovered, SelectError> {
         return Err(SelectError::NoValidIp);
     }
     let private = private.first().copied();
-    Ok(Discovered { private, public: public.first().copied().or(private) })
+    let private6 = private.filter(|p| p.is_ipv4()).and_then(|p| second_family(input, p, &ignore));
+    Ok(Discovered { private, public: public.first().copied().or(private), private6 })
+}
+
+/// The IPv6 address beside the IPv4 private IP `private` on its interface (see
+/// [`Discovered::private6`]).
+fn second_family(input: &DiscoveryInput, private: Cidr, ignore: &[Cidr]) -> Option<Cidr> {
+    let iface = input.interfaces.iter().find(|i| i.addresses.contains(&private))?;
+    let v6_internal: Vec<&Cidr> = input.internal_cidrs.iter().filter(|c| !c.is_ipv4()).collect();
+    let mut candidates: Vec<Cidr> = iface
+        .addresses
+        .iter()
+        .copied()
+        .filter(|a| !a.is_ipv4() && !is_local(a.addr()) && !ignore.contains(a))
+        .filter(|a| v6_internal.is_empty() || v6_internal.iter().any(|c| c.contains(a.addr())))
+        .collect();
+    sort_upstream(&mut candidates);
+    candidates.iter().find(|a| !is_public(a.addr())).or(candidates.first()).copied()
 }
 
 /// The WireGuard MTU for `--mtu=auto` (upstream 9.4): the default-route interface's MTU minus

@@ -96,11 +96,13 @@ impl Topology {
                 label.push(
                     m.subnets.first().map(|c| c.to_string()).unwrap_or_else(|| "<nil>".into()),
                 );
-                if let Some(ip) = m.internal_ip {
+                // A dual-stack node's other pod subnet follows the first.
+                label.extend(m.subnets.iter().skip(1).map(ToString::to_string));
+                for ip in m.internal_ip.iter().chain(&m.internal_ip6) {
                     label.push(ip.addr().to_string());
                 }
                 if leader {
-                    if let Some(wg) = s.wireguard_ip {
+                    for wg in s.wireguard_ip.iter().chain(&s.wireguard_ip6) {
                         label.push(wg.to_string());
                     }
                     if let Some(e) = &s.endpoint {

@@ -30,6 +30,10 @@ pub struct Node {
     pub internal_ip: Option<Cidr>,
     /// Whether the private IP was set by the administrator (`force-internal-ip`).
     pub internal_ip_forced: bool,
+    /// The node's IPv6 private IP on a dual-stack LAN, with its interface mask, when
+    /// `internal_ip` is IPv4 (`None` otherwise: a single-stack LAN keeps its one address in
+    /// `internal_ip`, whatever its family).
+    pub internal_ip6: Option<Cidr>,
     /// Cilium's `cilium_host` address in cilium compatibility mode.
     pub cni_compatibility_ip: Option<Cidr>,
     /// Unix seconds of the node's last check-in.
@@ -45,6 +49,9 @@ pub struct Node {
     pub subnets: Vec<Cidr>,
     /// The WireGuard address the node published as leader (`10.4.0.1/16`).
     pub wireguard_ip: Option<Cidr>,
+    /// The IPv6 WireGuard address the node published as leader of a dual-stack mesh
+    /// (`fd04::1/64`); `wireguard_ip` then holds the IPv4 one.
+    pub wireguard_ip6: Option<Cidr>,
     /// Endpoints the node observed for NAT-ed peers, by public key.
     pub discovered_endpoints: Option<BTreeMap<Key, SocketAddr>>,
     /// Extra CIDRs routable through this node's location.
@@ -57,6 +64,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node's private IPs: `internal_ip`, then `internal_ip6`.
+    pub fn internal_ips(&self) -> impl Iterator<Item = Cidr> + '_ {
+        self.internal_ip.iter().chain(&self.internal_ip6).copied()
+    }
+
     /// The first pod CIDR (upstream's single `Subnet`).
     pub fn subnet(&self) -> Option<Cidr> {
         self.subnets.first().copied()

@@ -40,15 +40,22 @@ pub enum OfflineError {
 pub struct Overrides {
     /// `--mesh-granularity` (`None` = `auto`).
     pub granularity: Option<Granularity>,
-    /// `--subnet`.
+    /// `--subnet` (the IPv4 one when given once per family).
     pub subnet: Option<Cidr>,
+    /// The IPv6 `--subnet` when given once per family.
+    pub subnet6: Option<Cidr>,
     /// `--port`.
     pub port: Option<u16>,
 }
 
 impl Overrides {
     fn explicit(&self) -> Explicit {
-        Explicit { granularity: self.granularity, subnet: self.subnet, port: self.port }
+        Explicit {
+            granularity: self.granularity,
+            subnet: self.subnet,
+            subnet6: self.subnet6,
+            port: self.port,
+        }
     }
 }
 
@@ -96,6 +103,8 @@ pub struct OfflineMesh {
     pub granularity: Granularity,
     /// The WireGuard subnet in force.
     pub subnet: Cidr,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh.
+    pub subnet6: Option<Cidr>,
     /// The listen port (`--port`, default 51820).
     pub port: u16,
 }
@@ -129,6 +138,7 @@ impl OfflineMesh {
             peers: snapshot.peers.iter().filter(|p| p.is_ready()).cloned().collect(),
             granularity: settings.granularity,
             subnet: settings.subnet,
+            subnet6: settings.subnet6,
             port: settings.port,
         })
     }
@@ -148,6 +158,7 @@ impl OfflineMesh {
             port,
             key: PrivateKey::from_bytes([0; 32]),
             subnet: self.subnet,
+            subnet6: self.subnet6,
             service_cidrs: service,
             persistent_keepalive: keepalive,
         })?)
@@ -320,6 +331,7 @@ impl OfflineMesh {
             ignored: &snapshot.ignored,
             granularity: settings.granularity,
             subnet: settings.subnet,
+            subnet6: settings.subnet6,
             service_cidrs: &[],
         })
     }

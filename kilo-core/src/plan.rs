@@ -68,6 +68,9 @@ pub struct PlanInterface {
     /// `None` on non-leaders: the host leaves the link's addresses as they are (as upstream;
     /// the link is down).
     pub address: Option<Cidr>,
+    /// In a dual-stack mesh, the leader's IPv6 WireGuard CIDR (`fd04::1/64`), the interface's
+    /// other address besides link-local ones.
+    pub address6: Option<Cidr>,
     /// Whether the link is up: leaders only; a non-leader's link is down.
     pub up: bool,
     /// The configuration the WireGuard device must hold, DNS endpoints not yet resolved: the
@@ -75,6 +78,14 @@ pub struct PlanInterface {
     /// leader only (a non-leader has none, contract C8). The host applies it as it is, after
     /// resolving DNS endpoints ([`crate::dns`]).
     pub wireguard: Config,
+}
+
+impl PlanInterface {
+    /// The addresses the interface must hold (besides link-local ones): `address`, then
+    /// `address6`; empty on non-leaders.
+    pub fn addresses(&self) -> Vec<Cidr> {
+        self.address.into_iter().chain(self.address6).collect()
+    }
 }
 
 /// Everything the agent applies on one node.
@@ -145,6 +156,7 @@ impl Plan {
             interface: PlanInterface {
                 name: options.interfaces.kilo.clone(),
                 address: leader.then_some(topology.wireguard_cidr),
+                address6: topology.wireguard_cidr6.filter(|_| leader),
                 up: leader,
                 wireguard: device_config(topology, wireguard.as_ref()),
             },
@@ -204,6 +216,8 @@ struct JsonPlan<'a> {
 struct JsonInterface<'a> {
     name: &'a str,
     address: Option<Cidr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address6: Option<Cidr>,
     up: bool,
 }
 
@@ -269,6 +283,7 @@ impl Serialize for Plan {
             interface: JsonInterface {
                 name: &self.interface.name,
                 address: self.interface.address,
+                address6: self.interface.address6,
                 up: self.interface.up,
             },
             wireguard: self.wireguard.as_ref().map(json_wireguard),
@@ -300,6 +315,7 @@ mod tests {
             port: 51821,
             key: fixtures::private_key(),
             subnet: fixtures::subnet(),
+            subnet6: None,
             service_cidrs: &[],
             persistent_keepalive: Duration::ZERO,
         })
@@ -340,6 +356,7 @@ mod tests {
             PlanInterface {
                 name: "kilo0".into(),
                 address: Some("10.4.0.2/16".parse().unwrap()),
+                address6: None,
                 up: true,
                 wireguard: conf.clone(),
             }
@@ -361,6 +378,7 @@ mod tests {
                 PlanInterface {
                     name: "kilo0".into(),
                     address: None,
+                    address6: None,
                     up: false,
                     wireguard: Config { interface: own_interface(), peers: Vec::new() },
                 }

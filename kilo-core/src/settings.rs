@@ -42,8 +42,10 @@ pub fn default_subnet() -> Cidr {
 pub struct Explicit {
     /// `--mesh-granularity` (`None` also for kgctl's `auto`).
     pub granularity: Option<Granularity>,
-    /// `--subnet`.
+    /// `--subnet` (the IPv4 one when given once per family).
     pub subnet: Option<Cidr>,
+    /// The IPv6 `--subnet` when `--subnet` is given once per family (dual stack).
+    pub subnet6: Option<Cidr>,
     /// `--port`.
     pub port: Option<u16>,
 }
@@ -78,6 +80,22 @@ pub enum Origin {
     Default,
 }
 
+impl Explicit {
+    /// Explicit settings with `--subnet` given as a list of at most one CIDR per family (the
+    /// command lines' repeated `--subnet`); an empty list leaves the subnet unset.
+    ///
+    /// # Errors
+    /// Two CIDRs of one family.
+    pub fn with_subnets(
+        granularity: Option<Granularity>,
+        subnets: &[Cidr],
+        port: Option<u16>,
+    ) -> Result<Explicit, crate::cidr::SameFamilyError> {
+        let (subnet, subnet6) = crate::cidr::per_family(subnets)?;
+        Ok(Explicit { granularity, subnet, subnet6, port })
+    }
+}
+
 /// The mesh settings in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -85,6 +103,9 @@ pub struct Settings {
     pub granularity: Granularity,
     /// The WireGuard subnet, masked to its network.
     pub subnet: Cidr,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh (then [`Settings::subnet`] is IPv4),
+    /// masked to its network.
+    pub subnet6: Option<Cidr>,
     /// Where [`Settings::subnet`] came from (`kgctl connect` needs a subnet that is not the
     /// default).
     pub subnet_origin: Origin,
@@ -112,6 +133,12 @@ pub fn from_kubernetes_nodes(nodes: &[Node]) -> MeshSettings {
     MeshSettings {
         granularity: nodes.first().and_then(|n| n.granularity),
         subnet: nodes.iter().rev().find_map(|n| n.wireguard_ip).map(|c| c.network()),
+        subnet6: nodes
+            .iter()
+            .rev()
+            .find_map(|n| n.wireguard_ip6)
+            .filter(|c| !c.is_ipv4())
+            .map(|c| c.network()),
         port: None,
         static_mesh: false,
     }
@@ -264,9 +291,14 @@ pub fn resolve(explicit: &Explicit, source: Source<'_>) -> Settings {
         Source::KubernetesAgent => (MeshSettings::default(), ReadinessPolicy::Live),
     };
     let (granularity, _) = pick(explicit.granularity, reported.granularity, Granularity::Location);
-    let (subnet, subnet_origin) = pick(explicit.subnet, reported.subnet, default_subnet());
+    // The ranges are one value: explicit ones replace the source's, both families at once.
+    let explicit_ranges = explicit.subnet.map(|s| (s, explicit.subnet6));
+    let reported_ranges = reported.subnet.map(|s| (s, reported.subnet6));
+    let ((subnet, subnet6), subnet_origin) =
+        pick(explicit_ranges, reported_ranges, (default_subnet(), None));
+    let subnet6 = subnet6.filter(|s6| s6.is_ipv4() != subnet.is_ipv4()).map(|c| c.network());
     let (port, _) = pick(explicit.port, reported.port, DEFAULT_PORT);
-    Settings { granularity, subnet: subnet.network(), subnet_origin, port, readiness }
+    Settings { granularity, subnet: subnet.network(), subnet6, subnet_origin, port, readiness }
 }
 
 #[cfg(test)]
@@ -290,12 +322,13 @@ mod tests {
         MeshSettings {
             granularity: Some(granularity),
             subnet: Some(cidr(subnet)),
+            subnet6: None,
             port: Some(port),
             static_mesh,
         }
     }
 
-    const NOTHING: Explicit = Explicit { granularity: None, subnet: None, port: None };
+    const NOTHING: Explicit = Explicit { granularity: None, subnet: None, subnet6: None, port: None };
 
     #[test]
     fn with_nothing_given_and_nothing_reported_the_defaults_apply() {
@@ -321,6 +354,7 @@ mod tests {
             Settings {
                 granularity: Granularity::Full,
                 subnet: cidr("10.9.0.0/16"),
+                subnet6: None,
                 subnet_origin: Origin::Source,
                 port: 51821,
                 readiness: ReadinessPolicy::Snapshot,
@@ -371,6 +405,7 @@ mod tests {
             Settings {
                 granularity: Granularity::Full,
                 subnet: cidr("10.6.0.0/24"),
+                subnet6: None,
                 subnet_origin: Origin::Source,
                 port: 51820,
                 readiness: ReadinessPolicy::Live,
@@ -395,6 +430,7 @@ mod tests {
         let flags = Explicit {
             granularity: Some(Granularity::Location),
             subnet: Some(cidr("10.8.1.9/24")),
+            subnet6: None,
             port: Some(6000),
         };
         assert_eq!(
@@ -402,6 +438,7 @@ mod tests {
             Settings {
                 granularity: Granularity::Location,
                 subnet: cidr("10.8.1.0/24"),
+                subnet6: None,
                 subnet_origin: Origin::Explicit,
                 port: 6000,
                 readiness: ReadinessPolicy::Live,
@@ -417,6 +454,7 @@ mod tests {
             Settings {
                 granularity: Granularity::Location,
                 subnet: cidr("10.4.0.0/16"),
+                subnet6: None,
                 subnet_origin: Origin::Default,
                 port: 6000,
                 readiness: ReadinessPolicy::Live,
@@ -509,6 +547,7 @@ mod tests {
                 settings: MeshSettings {
                     granularity: Some(Granularity::Full),
                     subnet: Some(cidr("10.9.0.0/24")),
+                    subnet6: None,
                     port: None,
                     static_mesh: false,
                 },

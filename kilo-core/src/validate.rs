@@ -2,7 +2,7 @@
 //! to do. Errors are states the mesh cannot work in, or that silently divert traffic; warnings are
 //! states that work but are probably not meant.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::admission::{Cluster, ClusterIndex, Refusal};
@@ -81,6 +81,8 @@ pub struct ValidationInput<'a> {
     pub granularity: Granularity,
     /// The WireGuard subnet.
     pub subnet: Cidr,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh.
+    pub subnet6: Option<Cidr>,
     /// The service CIDRs (`--service-cidr`), which no peer may route.
     pub service_cidrs: &'a [Cidr],
 }
@@ -139,19 +141,22 @@ pub fn validate(input: &ValidationInput<'_>) -> Vec<Finding> {
     nodes(input, &mut out);
     peers(input, &mut out);
     allowed_location_ips(input, &mut out);
+    lan_families(input, &mut out);
     let needed = segment_count(input.nodes, input.granularity);
-    let capacity = Allocator::new(input.subnet).capacity();
-    if (needed as u128) > capacity {
-        out.push(finding(
-            Severity::Error,
-            vec![],
-            format!(
-                "WireGuard subnet {} has {capacity} addresses but the mesh has {needed} segments in {} granularity",
-                input.subnet.network(),
-                input.granularity
-            ),
-            "use a larger --subnet",
-        ));
+    for subnet in std::iter::once(input.subnet).chain(input.subnet6) {
+        let capacity = Allocator::new(subnet).capacity();
+        if (needed as u128) > capacity {
+            out.push(finding(
+                Severity::Error,
+                vec![],
+                format!(
+                    "WireGuard subnet {} has {capacity} addresses but the mesh has {needed} segments in {} granularity",
+                    subnet.network(),
+                    input.granularity
+                ),
+                "use a larger --subnet",
+            ));
+        }
     }
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
@@ -222,7 +227,7 @@ fn nodes(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
 }
 
 fn peers(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
-    let wireguard_subnets = [input.subnet];
+    let wireguard_subnets: Vec<Cidr> = std::iter::once(input.subnet).chain(input.subnet6).collect();
     // The admission rules, against the nodes and the peers listed before each peer (so that each
     // overlapping pair is reported once); the nodes are indexed once for all the peers.
     let mut admission = ClusterIndex::new(Cluster {
@@ -266,6 +271,60 @@ fn peers(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
             objects.push(peer(&p.name));
             objects.extend(refusal.node().map(node));
             out.push(finding(Severity::Error, objects, refusal.to_string(), refusal.hint()));
+        }
+    }
+}
+
+/// Nodes that share a location (location granularity) reach the other locations through the
+/// leader, over their private network, one address family at a time: a node of such a location
+/// without a private IP of a family the mesh routes cannot reach that family elsewhere whenever
+/// it is not the leader (Linux routes IPv6 only through an IPv6 next hop, and Kilo routes IPv4
+/// only through an IPv4 one).
+fn lan_families(input: &ValidationInput<'_>, out: &mut Vec<Finding>) {
+    if input.granularity != Granularity::Location {
+        return;
+    }
+    // Pod subnets of the family make it an error; only peers' allowed IPs, a warning (the
+    // location's pods still reach each other; those peers are reached from the leader only).
+    let routed = |v4: bool| {
+        if input.nodes.iter().any(|n| n.subnets.iter().any(|s| s.is_ipv4() == v4)) {
+            Some(Severity::Error)
+        } else {
+            input
+                .peers
+                .iter()
+                .any(|p| p.allowed_ips.iter().any(|a| a.is_ipv4() == v4))
+                .then_some(Severity::Warning)
+        }
+    };
+    let mut locations: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
+    for n in input.nodes.iter().filter(|n| n.internal_ip.is_some()) {
+        locations.entry(&n.location).or_default().push(n);
+    }
+    for (location, members) in locations.into_iter().filter(|(_, m)| m.len() > 1) {
+        for (v4, family, other) in [(true, "IPv4", "IPv6"), (false, "IPv6", "IPv4")] {
+            let Some(severity) = routed(v4) else { continue };
+            let lacking: Vec<ObjectRef> = members
+                .iter()
+                .filter(|n| !n.internal_ips().any(|c| c.is_ipv4() == v4))
+                .map(|n| node(&n.name))
+                .collect();
+            if lacking.is_empty() {
+                continue;
+            }
+            out.push(finding(
+                severity,
+                lacking,
+                format!(
+                    "location {location:?} shares a LAN without {family} private IPs on these \
+                     nodes: a node that is not the leader reaches other locations' {family} \
+                     destinations through the leader's {family} private IP, and a route cannot \
+                     go through an {other} next hop, so those routes are left out"
+                ),
+                "give every node of the location a private IP of that family (kg publishes it as \
+                 kilo.squat.ai/internal-ip6; a mesh file lists both in internal-ip), or put the \
+                 node in a location of its own",
+            ));
         }
     }
 }
@@ -317,6 +376,7 @@ mod tests {
             ignored: &[],
             granularity: Granularity::Location,
             subnet: subnet.parse().unwrap(),
+            subnet6: None,
             service_cidrs: &[],
         })
     }

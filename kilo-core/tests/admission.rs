@@ -326,8 +326,11 @@ fn findings(nodes: &[Node], peers: &[Peer], service_cidrs: &[Cidr]) -> Vec<Strin
         peers,
         invalid: &[] as &[Invalid],
         ignored: &[],
-        granularity: Granularity::Location,
+        // Full granularity: these nodes mix families on one LAN, which location granularity
+        // reports too (see `validate`); here only the hijacks are looked at.
+        granularity: Granularity::Full,
         subnet: cidr(WIREGUARD[0]),
+        subnet6: None,
         service_cidrs,
     })
     .into_iter()

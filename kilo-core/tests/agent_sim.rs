@@ -81,6 +81,7 @@ impl Sim {
             let public = format!("203.0.113.{}", i + 1).parse().unwrap();
             let facts = HostFacts {
                 private_ip: Some(cidr(private)),
+                private_ip6: None,
                 public_ip: Some(public),
                 cni_compatibility_ip: None,
             };
@@ -291,6 +292,7 @@ fn a_changed_address_is_republished_but_a_forced_endpoint_never_is() {
     // a's public address changes (a new lease): its published endpoint follows (contract C9).
     let facts = HostFacts {
         private_ip: Some(cidr("192.168.1.1/24")),
+        private_ip6: None,
         public_ip: Some("203.0.113.99".parse().unwrap()),
         cni_compatibility_ip: None,
     };
@@ -432,7 +434,12 @@ fn peer_routes_that_would_take_over_a_node_are_refused_in_every_family() {
         refused("allowed IP 192.168.2.1/32 covers the internal IP 192.168.2.1 of node \"c\""),
         3
     );
-    assert_eq!(refused("route to fd05::/64 left out"), 1, "{:?}", sim.warnings);
+    assert_eq!(
+        refused("1 IPv6 routes through the location's leader left out: the leader has no IPv6"),
+        1,
+        "{:?}",
+        sim.warnings
+    );
 }
 
 #[test]

@@ -72,6 +72,8 @@ fn non_leader_with_ipv4_endpoint_writes_empty_strings_for_none() {
             ("kilo.squat.ai/granularity", "location"),
             ("kilo.squat.ai/cni-compatibility-ip", ""),
             ("kilo.squat.ai/leader-health", ""),
+            ("kilo.squat.ai/internal-ip6", ""),
+            ("kilo.squat.ai/wireguard-ip6", ""),
         ])
     );
 }
@@ -106,7 +108,85 @@ fn leader_with_ipv6_endpoint_and_wireguard_ip() {
             ("kilo.squat.ai/granularity", "full"),
             ("kilo.squat.ai/cni-compatibility-ip", "10.0.1.7/32"),
             ("kilo.squat.ai/leader-health", "v1 lead=3 down=b@2"),
+            ("kilo.squat.ai/internal-ip6", ""),
+            ("kilo.squat.ai/wireguard-ip6", ""),
         ])
+    );
+}
+
+/// A dual-stack leader keeps upstream's annotations IPv4 (what an upstream agent in the same
+/// cluster reads) and publishes its IPv6 addresses in the two annotations upstream ignores; an
+/// agent reading them back gets the same node.
+#[test]
+fn a_dual_stack_leader_keeps_the_upstream_annotations_ipv4_and_round_trips() {
+    let node = Node {
+        name: "a".into(),
+        endpoint: ep("10.1.0.1:51820"),
+        key: fixtures::key(1),
+        internal_ip: Some(cidr("192.168.0.1/24")),
+        internal_ip6: Some(cidr("fd00:50::1/64")),
+        last_seen: 7,
+        wireguard_ip: Some(cidr("10.4.0.1/16")),
+        wireguard_ip6: Some(cidr("fd04::1/64")),
+        subnets: vec![cidr("10.2.1.0/24"), cidr("fd02:1::/64")],
+        granularity: Some(Granularity::Location),
+        discovered_endpoints: Some(BTreeMap::new()),
+        ..Node::default()
+    };
+    let written = agent_annotations(&node);
+    assert_eq!(written[key::INTERNAL_IP], "192.168.0.1/24");
+    assert_eq!(written[key::WIREGUARD_IP], "10.4.0.1/16");
+    assert_eq!(written[key::INTERNAL_IP6], "fd00:50::1/64");
+    assert_eq!(written[key::WIREGUARD_IP6], "fd04::1/64");
+    let pod_cidrs = ["10.2.1.0/24".to_string(), "fd02:1::/64".to_string()];
+    let labels = BTreeMap::new();
+    let (read, issues) = kilo_core::annotations::node_from_object(
+        &kilo_core::annotations::NodeObject {
+            name: "a",
+            annotations: &written,
+            labels: &labels,
+            pod_cidrs: &pod_cidrs,
+        },
+        kilo_core::annotations::DEFAULT_TOPOLOGY_LABEL,
+    );
+    assert!(issues.is_empty(), "{issues:?}");
+    assert_eq!(read, node);
+}
+
+/// IPv6 annotations that cannot complete the node are ignored with an issue each, and a second
+/// pod CIDR of one family too; the rest of the node is read.
+#[test]
+fn ipv6_annotations_that_do_not_fit_are_ignored_with_an_issue() {
+    let annotations: BTreeMap<String, String> = [
+        (key::INTERNAL_IP, "fd00::5/64"),
+        (key::INTERNAL_IP6, "fd00::6/64"),
+        (key::WIREGUARD_IP, "10.4.0.1/16"),
+        (key::WIREGUARD_IP6, "10.5.0.1/16"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    let pod_cidrs = ["10.2.1.0/24".to_string(), "10.2.9.0/24".to_string()];
+    let labels = BTreeMap::new();
+    let (read, issues) = kilo_core::annotations::node_from_object(
+        &kilo_core::annotations::NodeObject {
+            name: "a",
+            annotations: &annotations,
+            labels: &labels,
+            pod_cidrs: &pod_cidrs,
+        },
+        kilo_core::annotations::DEFAULT_TOPOLOGY_LABEL,
+    );
+    assert_eq!(read.internal_ip, Some(cidr("fd00::5/64")));
+    assert_eq!((read.internal_ip6, read.wireguard_ip6), (None, None));
+    assert_eq!(read.subnets, vec![cidr("10.2.1.0/24")]);
+    let found: Vec<String> = issues.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "kilo.squat.ai/internal-ip6=\"fd00::6/64\": the IPv4 annotation it completes holds IPv6; ignored",
+            "spec.podCIDRs=\"10.2.9.0/24\": a second pod CIDR of one address family (Kubernetes allows one per family); ignored",
+            "kilo.squat.ai/wireguard-ip6=\"10.5.0.1/16\": not an IPv6 CIDR; ignored",
+        ]
     );
 }
 

@@ -13,6 +13,7 @@ fn topology(granularity: Granularity, peers: &[kilo_core::Peer]) -> Topology {
         port: 0,
         key: PrivateKey::from_bytes([0; 32]),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: std::time::Duration::ZERO,
     })

@@ -100,6 +100,7 @@ impl Sim {
             Snapshot { nodes: self.cluster.values().cloned().collect(), ..Snapshot::default() };
         let facts = HostFacts {
             private_ip: Some(cidr(private)),
+            private_ip6: None,
             public_ip: Some(format!("203.0.113.{}", i + 1).parse().unwrap()),
             cni_compatibility_ip: None,
         };

@@ -95,6 +95,7 @@ fn topology(mesh: &Mesh, hostname: &str) -> Topology {
         port: fixtures::PORT,
         key: fixtures::private_key(),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: Duration::ZERO,
     })

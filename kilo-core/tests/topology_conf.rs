@@ -32,6 +32,7 @@ fn build(
         port: fixtures::PORT,
         key: fixtures::private_key(),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: keepalive,
     })

@@ -188,6 +188,7 @@ fn build(
         port: fixtures::PORT,
         key: fixtures::private_key(),
         subnet,
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: Duration::from_secs(5),
     })

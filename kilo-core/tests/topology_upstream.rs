@@ -33,6 +33,7 @@ fn topology(nodes: &[Node], granularity: Granularity, hostname: &str) -> Topolog
         port: fixtures::PORT,
         key: fixtures::private_key(),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: Duration::ZERO,
     })
@@ -52,6 +53,7 @@ fn member(name: &str) -> Member {
         name: name.into(),
         subnets: vec![c(subnet)],
         internal_ip: internal.map(c),
+        internal_ip6: None,
         cni_compatibility_ip: None,
     }
 }
@@ -80,6 +82,7 @@ impl Seg<'_> {
             persistent_keepalive: self.keepalive,
             allowed_ips: cs(self.allowed_ips),
             wireguard_ip: Some(ip(self.wg)),
+            wireguard_ip6: None,
             allowed_location_ips: cs(self.alips),
             election: kilo_core::health::Election::upstream(),
         }
@@ -181,8 +184,10 @@ fn expected(
         leader,
         persistent_keepalive: Duration::ZERO,
         private_ip: private_ip.map(c),
+        private_ip6: None,
         subnets: vec![c(subnet)],
         wireguard_cidr: c(wireguard_cidr),
+        wireguard_cidr6: None,
         segments,
         peers: fixtures::peers(),
         discovered_endpoints: BTreeMap::new(),
@@ -403,6 +408,7 @@ fn an_unknown_hostname_is_an_error_naming_it() {
         port: 51820,
         key: fixtures::private_key(),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: Duration::ZERO,
     })
@@ -423,6 +429,7 @@ fn a_subnet_smaller_than_the_segment_count_is_subnet_full() {
             port: 51820,
             key: fixtures::private_key(),
             subnet: c(subnet),
+            subnet6: None,
             service_cidrs: &[],
             persistent_keepalive: Duration::ZERO,
         })
@@ -450,6 +457,7 @@ fn duplicate_node_or_peer_names_are_errors() {
         port: 51820,
         key: fixtures::private_key(),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: Duration::ZERO,
     })
@@ -466,6 +474,7 @@ fn duplicate_node_or_peer_names_are_errors() {
         port: 51820,
         key: fixtures::private_key(),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: Duration::ZERO,
     })

@@ -372,9 +372,10 @@ impl Host {
             report.wireguard += self.device.apply(&diff).await?;
         }
 
-        if let Some(address) = plan.interface.address {
+        let addresses = plan.interface.addresses();
+        if !addresses.is_empty() {
             let link = self.netlink.link(&name).await?;
-            report.links += self.netlink.set_only_address(&link, address).await?;
+            report.links += self.netlink.set_only_addresses(&link, &addresses).await?;
         }
         report.links +=
             usize::from(self.netlink.ensure_link_state(&name, plan.interface.up).await?);

@@ -76,6 +76,7 @@ fn whole_plan(hostname: &str, forward_rules: bool) -> Plan {
         port: 51821,
         key: fixtures::private_key(),
         subnet: fixtures::subnet(),
+        subnet6: None,
         service_cidrs: &[],
         persistent_keepalive: Duration::ZERO,
     })

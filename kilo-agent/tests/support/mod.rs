@@ -237,6 +237,7 @@ pub async fn three_nodes(cluster: &Cluster) -> Vec<Running> {
         });
         let facts = HostFacts {
             private_ip: Some(cidr(private)),
+            private_ip6: None,
             public_ip: Some(format!("203.0.113.{}", i + 1).parse().unwrap()),
             cni_compatibility_ip: None,
         };

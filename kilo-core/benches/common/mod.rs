@@ -124,6 +124,7 @@ impl Mesh {
             port: kilo_gen::PORT,
             key: PrivateKey::from_bytes([7; 32]),
             subnet: "10.4.0.0/16".parse().expect("a CIDR"),
+            subnet6: None,
             service_cidrs: &self.service_cidrs,
             persistent_keepalive: Duration::ZERO,
         })

@@ -27,6 +27,9 @@ pub mod key {
     pub const FORCE_ENDPOINT: &str = "kilo.squat.ai/force-endpoint";
     /// The node's private IP with its interface mask, or `""` (kg).
     pub const INTERNAL_IP: &str = "kilo.squat.ai/internal-ip";
+    /// The node's IPv6 private IP on a dual-stack LAN, or `""` (kg; upstream ignores it).
+    /// Only read beside an IPv4 [`INTERNAL_IP`].
+    pub const INTERNAL_IP6: &str = "kilo.squat.ai/internal-ip6";
     /// A user-set private IP; `""` or `"-"` means the node has none.
     pub const FORCE_INTERNAL_IP: &str = "kilo.squat.ai/force-internal-ip";
     /// The node's WireGuard public key, base64 (kg).
@@ -41,6 +44,9 @@ pub mod key {
     pub const PERSISTENT_KEEPALIVE: &str = "kilo.squat.ai/persistent-keepalive";
     /// The leader's WireGuard address with the Kilo subnet's mask, or `""` (kg).
     pub const WIREGUARD_IP: &str = "kilo.squat.ai/wireguard-ip";
+    /// The leader's IPv6 WireGuard address in a dual-stack mesh, with the IPv6 range's mask, or
+    /// `""` (kg; upstream ignores it). Only read beside an IPv4 [`WIREGUARD_IP`].
+    pub const WIREGUARD_IP6: &str = "kilo.squat.ai/wireguard-ip6";
     /// NAT-discovered endpoints of peers, JSON, or `""` (kg).
     pub const DISCOVERED_ENDPOINTS: &str = "kilo.squat.ai/discovered-endpoints";
     /// Comma-separated extra CIDRs routable in the node's location (user).
@@ -69,6 +75,8 @@ pub const AGENT_ANNOTATION_KEYS: &[&str] = &[
     key::GRANULARITY,
     key::CNI_COMPATIBILITY_IP,
     key::LEADER_HEALTH,
+    key::INTERNAL_IP6,
+    key::WIREGUARD_IP6,
 ];
 
 /// The Kubernetes Node fields Kilo reads.
@@ -119,6 +127,8 @@ pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
         (key::GRANULARITY, node.granularity.map(|g| g.as_str().to_string()).unwrap_or_default()),
         (key::CNI_COMPATIBILITY_IP, opt(node.cni_compatibility_ip)),
         (key::LEADER_HEALTH, node.health.as_ref().map(ToString::to_string).unwrap_or_default()),
+        (key::INTERNAL_IP6, opt(node.internal_ip6)),
+        (key::WIREGUARD_IP6, opt(node.wireguard_ip6)),
     ];
     values.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
@@ -127,7 +137,8 @@ pub fn agent_annotations(node: &Node) -> BTreeMap<String, String> {
 /// endpoint (DNS first), key, WireGuard IP, internal IP, CNI compatibility IP, leader, location,
 /// name, subnets (same networks, every one of them: upstream has a single one), readiness (not last-seen itself), keepalive, discovered
 /// endpoints (IP and port per key; `None` differs from empty), allowed location IPs (ordered) and
-/// granularity; and the leader-health verdict, which upstream does not have. `no_internal_ip` is not compared, as upstream does not.
+/// granularity; and the leader-health verdict and the IPv6 internal and WireGuard IPs, which
+/// upstream does not have. `no_internal_ip` is not compared, as upstream does not.
 pub fn nodes_equal(a: &Node, b: &Node, now: i64) -> bool {
     let subnets_equal = a.subnets.len() == b.subnets.len()
         && a.subnets.iter().zip(&b.subnets).all(|(x, y)| x.network() == y.network());
@@ -145,6 +156,8 @@ pub fn nodes_equal(a: &Node, b: &Node, now: i64) -> bool {
         && a.key == b.key
         && a.wireguard_ip == b.wireguard_ip
         && a.internal_ip == b.internal_ip
+        && a.internal_ip6 == b.internal_ip6
+        && a.wireguard_ip6 == b.wireguard_ip6
         && a.cni_compatibility_ip == b.cni_compatibility_ip
         && a.leader == b.leader
         && a.location == b.location

@@ -55,6 +55,24 @@ impl<'a> Reader<'a> {
     }
 
     /// A decimal i64 annotation (Go's `strconv.ParseInt(s, 10, 64)`), `0` when it does not parse.
+    /// An IPv6 CIDR annotation that completes `first` (of the same kind, from the singular
+    /// annotation) on a dual-stack node: ignored, with an issue, when it is not IPv6 or when
+    /// `first` is not IPv4.
+    fn cidr6(&mut self, key: &str, first: Option<Cidr>) -> Option<Cidr> {
+        let cidr = self.cidr(key, true)?;
+        if cidr.is_ipv4() {
+            let value = self.get(key).unwrap_or_default();
+            self.issue(key, value, "not an IPv6 CIDR; ignored");
+            return None;
+        }
+        if first.is_some_and(|f| !f.is_ipv4()) {
+            let value = self.get(key).unwrap_or_default();
+            self.issue(key, value, "the IPv4 annotation it completes holds IPv6; ignored");
+            return None;
+        }
+        Some(cidr)
+    }
+
     fn int(&mut self, key: &str, what: &str) -> i64 {
         let Some(value) = self.get(key) else { return 0 };
         match value.parse::<i64>() {
@@ -106,6 +124,8 @@ pub fn node_from_object(
     let published_ip = r.cidr(key::INTERNAL_IP, true);
     let internal_ip_forced = no_internal_ip || forced_ip.is_some();
     let internal_ip = if no_internal_ip { None } else { forced_ip.or(published_ip) };
+    let published_ip6 = r.cidr6(key::INTERNAL_IP6, internal_ip);
+    let internal_ip6 = if no_internal_ip || internal_ip.is_none() { None } else { published_ip6 };
 
     let key = match r.get(key::KEY).map(|value| (value, go::parse_key(value))) {
         None => Key::ZERO,
@@ -133,15 +153,22 @@ pub fn node_from_object(
         None => obj.labels.get(topology_label).cloned().unwrap_or_default(),
     };
 
-    let mut subnets = Vec::with_capacity(obj.pod_cidrs.len());
+    let mut subnets: Vec<Cidr> = Vec::with_capacity(obj.pod_cidrs.len());
     for text in obj.pod_cidrs {
         match parse_network(text) {
+            Ok(cidr) if subnets.iter().any(|s| s.is_ipv4() == cidr.is_ipv4()) => r.issue(
+                "spec.podCIDRs",
+                text,
+                "a second pod CIDR of one address family (Kubernetes allows one per family); \
+                 ignored",
+            ),
             Ok(cidr) => subnets.push(cidr),
             Err(_) => r.issue("spec.podCIDRs", text, "not a CIDR such as 10.2.0.0/24; ignored"),
         }
     }
 
     let wireguard_ip = r.cidr(key::WIREGUARD_IP, true);
+    let wireguard_ip6 = r.cidr6(key::WIREGUARD_IP6, wireguard_ip);
     let cni_compatibility_ip = r.cidr(key::CNI_COMPATIBILITY_IP, true);
 
     let discovered_endpoints = match r.get(key::DISCOVERED_ENDPOINTS) {
@@ -210,6 +237,7 @@ pub fn node_from_object(
         no_internal_ip,
         internal_ip,
         internal_ip_forced,
+        internal_ip6,
         cni_compatibility_ip,
         last_seen,
         leader: obj.annotations.contains_key(key::LEADER),
@@ -217,6 +245,7 @@ pub fn node_from_object(
         persistent_keepalive,
         subnets,
         wireguard_ip,
+        wireguard_ip6,
         discovered_endpoints,
         allowed_location_ips,
         granularity,

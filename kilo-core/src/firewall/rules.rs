@@ -171,7 +171,7 @@ impl Topology {
                     for c in &seg.allowed_location_ips {
                         forward_pair(pre, c, Forwarded::AllowedLocationIps);
                     }
-                    for ip in seg.members.iter().filter_map(|m| m.internal_ip) {
+                    for ip in seg.members.iter().flat_map(|m| m.internal_ip.iter().chain(&m.internal_ip6)) {
                         forward_pair(pre, &Cidr::host(ip.addr()), Forwarded::PrivateIps);
                     }
                 }
@@ -182,9 +182,9 @@ impl Topology {
             }
         }
         for seg in &self.segments {
-            if let Some(wg) = seg.wireguard_ip {
+            for wg in seg.wireguard_ip.iter().chain(&seg.wireguard_ip6) {
                 pre.push(nat_return(
-                    &Cidr::host(wg),
+                    &Cidr::host(*wg),
                     "Kilo: do not NAT packets destined for WireGuared IPs",
                 ));
             }

@@ -23,12 +23,13 @@ fn none(out: &mut String, lines: usize) {
 fn interface(out: &mut String, plan: &Plan) {
     heading(out, "Interface");
     let i = &plan.interface;
-    match (i.address, i.up) {
-        (Some(a), true) => writeln!(out, "  {} {a} up", i.name),
-        (Some(a), false) => writeln!(out, "  {} {a} down", i.name),
-        (None, up) => writeln!(out, "  {} {} (no address)", i.name, if up { "up" } else { "down" }),
+    let state = if i.up { "up" } else { "down" };
+    let addresses: Vec<String> = i.addresses().iter().map(ToString::to_string).collect();
+    if addresses.is_empty() {
+        writeln!(out, "  {} {state} (no address)", i.name).ok();
+    } else {
+        writeln!(out, "  {} {} {state}", i.name, addresses.join(" ")).ok();
     }
-    .ok();
     if let Some(t) = plan.tunnel_address {
         let _ = writeln!(out, "  tunnel address {t}");
     }

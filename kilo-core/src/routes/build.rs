@@ -45,14 +45,32 @@ fn dedup<T: Eq + Hash>(items: Vec<T>) -> Vec<T> {
     items.into_iter().zip(keep).filter_map(|(i, k)| k.then_some(i)).collect()
 }
 
-fn private_ip(m: &Member) -> Option<IpAddr> {
-    m.internal_ip.map(|c| c.addr())
+/// A member's private IP of `v4`'s family (IPv4 when `v4`), if it has one.
+fn private_ip(m: &Member, v4: bool) -> Option<IpAddr> {
+    m.internal_ip.into_iter().chain(m.internal_ip6).map(|c| c.addr()).find(|a| a.is_ipv4() == v4)
 }
 
-/// A member's next hop inside the location (`enc.Gw(nil, privIP_i, cniIP_i, cidr_i)`).
-fn member_gw(enc: &EncapsulatorConfig, m: &Member, subnet: Option<Cidr>) -> Option<IpAddr> {
-    let subnet = subnet.or_else(|| m.subnets.first().copied());
-    enc.encapsulator.gw(None, private_ip(m), m.cni_compatibility_ip.map(|c| c.addr()), subnet)
+/// A member's private IPs (both families on a dual-stack LAN).
+fn private_ips(m: &Member) -> impl Iterator<Item = IpAddr> + '_ {
+    m.internal_ip.into_iter().chain(m.internal_ip6).map(|c| c.addr())
+}
+
+/// A segment's WireGuard IP of `v4`'s family.
+fn wireguard_ip(seg: &Segment, v4: bool) -> Option<IpAddr> {
+    seg.wireguard_ip.into_iter().chain(seg.wireguard_ip6).find(|a| a.is_ipv4() == v4)
+}
+
+/// A member's next hop inside the location (`enc.Gw(nil, privIP_i, cniIP_i, cidr_i)`) towards
+/// destinations of `v4`'s family: the private IP and pod CIDR of that family.
+fn member_gw(
+    enc: &EncapsulatorConfig,
+    m: &Member,
+    subnet: Option<Cidr>,
+    v4: bool,
+) -> Option<IpAddr> {
+    let subnet = subnet.or_else(|| m.subnets.iter().copied().find(|s| s.is_ipv4() == v4));
+    let cni = m.cni_compatibility_ip.map(|c| c.addr()).filter(|a| a.is_ipv4() == v4);
+    enc.encapsulator.gw(None, private_ip(m, v4), cni, subnet)
 }
 
 /// Collects routes and rules for one node.
@@ -62,20 +80,24 @@ struct Builder<'a> {
     enc: &'a EncapsulatorConfig,
     routes: Vec<Route>,
     rules: Vec<Rule>,
+    warnings: Vec<String>,
 }
 
 impl Builder<'_> {
-    fn our_ip(&self) -> Option<IpAddr> {
-        self.topology.private_ip.map(|c| c.addr())
+    /// Our private IP of `v4`'s family.
+    fn our_ip(&self, v4: bool) -> Option<IpAddr> {
+        self.topology.private_ip_of(v4)
     }
 
     /// Upstream's `encapsulateRoute`: through the tunnel (with our private IP as source) when
-    /// the strategy says so for the route's gateway.
+    /// the strategy says so for the route's gateway. Only IPv4 routes are encapsulated: the
+    /// tunnels (IPIP, and the CNIs' in compatibility mode) carry IPv4; IPv6 goes over the LAN
+    /// as it is.
     fn push_encapsulated(&mut self, mut r: Route) {
-        if self.enc.encapsulates(self.topology.private_ip, r.via) {
+        if r.dst.is_ipv4() && self.enc.encapsulates(self.topology.private_ip, r.via) {
             r.dev.clone_from(&self.ifaces.tunnel);
             if r.src.is_none() {
-                r.src = self.our_ip();
+                r.src = self.our_ip(true);
             }
         }
         self.routes.push(r);
@@ -98,28 +120,29 @@ impl Builder<'_> {
     /// Routes to the other nodes of a segment treated as local when `--local` is set (7.1 step
     /// 2 and the first bullet of 7.2); `leader` adds the `iif` rule.
     fn local_members(&mut self, seg: &Segment, leader: bool) {
-        let ours = self.our_ip();
+        let ours = self.our_ip(true).or(self.our_ip(false));
         for m in &seg.members {
-            let theirs = private_ip(m);
+            let theirs = private_ip(m, true).or_else(|| private_ip(m, false));
             if theirs.is_some() && theirs == ours {
                 continue;
             }
             for subnet in &m.subnets {
-                let gw = member_gw(self.enc, m, Some(*subnet));
+                let gw = member_gw(self.enc, m, Some(*subnet), subnet.is_ipv4());
                 if gw.is_none() {
                     continue;
                 }
                 let r = route(*subnet, gw, &self.ifaces.private, None, MAIN_TABLE, true);
                 self.push_encapsulated(r);
             }
-            let Some(theirs) = theirs else { continue };
+            // The tunnel carries IPv4 only: private IPs reached through it are IPv4.
+            let Some(theirs) = private_ip(m, true) else { continue };
             if !self.enc.encapsulates(self.topology.private_ip, Some(theirs)) {
                 continue;
             }
             let host = Cidr::host(theirs);
-            let gw = member_gw(self.enc, m, None);
+            let gw = member_gw(self.enc, m, None, true);
             let tunnel = self.ifaces.tunnel.clone();
-            self.routes.push(route(host, gw, &tunnel, ours, KILO_TABLE, true));
+            self.routes.push(route(host, gw, &tunnel, self.our_ip(true), KILO_TABLE, true));
             for from in self.rule_sources(theirs) {
                 self.rules.push(rule(from, Some(host), None));
             }
@@ -132,13 +155,13 @@ impl Builder<'_> {
     /// Compatibility modes on a leader without `--local` (7.2, second bullet): private IPs of
     /// the location reached through the CNI's tunnel when its gateway is not the private IP.
     fn compat_members(&mut self, seg: &Segment) {
-        let ours = self.our_ip();
+        let ours = self.our_ip(true);
         for m in &seg.members {
-            let Some(theirs) = private_ip(m) else { continue };
+            let Some(theirs) = private_ip(m, true) else { continue };
             if Some(theirs) == ours {
                 continue;
             }
-            let Some(gw) = member_gw(self.enc, m, None) else { continue };
+            let Some(gw) = member_gw(self.enc, m, None, true) else { continue };
             if gw == theirs {
                 continue;
             }
@@ -151,19 +174,34 @@ impl Builder<'_> {
 
     fn non_leader(&mut self, local: bool) {
         let t = self.topology;
-        let gw = t.segments.iter().find(|s| s.location == t.location).and_then(|s| {
-            let leader = s.members.get(s.leader)?;
-            self.enc.encapsulator.gw(
-                t.nat_endpoint_ip(s),
-                private_ip(leader),
-                leader.cni_compatibility_ip.map(|c| c.addr()),
-                leader.subnets.first().copied(),
-            )
-        });
+        // The leader, over the LAN, per family: IPv4 destinations through its IPv4 private IP,
+        // IPv6 ones through its IPv6 private IP (a route never crosses families).
+        let gw_of = |v4: bool| {
+            t.segments.iter().find(|s| s.location == t.location).and_then(|s| {
+                let leader = s.members.get(s.leader)?;
+                self.enc.encapsulator.gw(
+                    t.nat_endpoint_ip(s),
+                    private_ip(leader, v4),
+                    leader.cni_compatibility_ip.map(|c| c.addr()).filter(|a| a.is_ipv4() == v4),
+                    leader.subnets.iter().copied().find(|c| c.is_ipv4() == v4),
+                )
+            })
+        };
+        let (gw4, gw6) = (gw_of(true), gw_of(false));
+        let gw = |dst: &Cidr| if dst.is_ipv4() { gw4 } else { gw6 };
+        // A family the leader has no next hop of, while it has one of the other family, cannot
+        // be reached through it: those destinations are left out, with one warning.
+        let unreachable = |v4: bool| {
+            let (this, other) = if v4 { (gw4, gw6) } else { (gw6, gw4) };
+            this.is_none() && other.is_some()
+        };
+        let mut left_out = [0usize; 2];
+        let before = self.routes.len();
         let dev = self.ifaces.private.clone();
         for seg in &t.segments {
-            if let Some(wg) = seg.wireguard_ip {
-                self.push_encapsulated(route(Cidr::host(wg), gw, &dev, None, MAIN_TABLE, true));
+            for wg in seg.wireguard_ip.into_iter().chain(seg.wireguard_ip6) {
+                let dst = Cidr::host(wg);
+                self.push_encapsulated(route(dst, gw(&dst), &dev, None, MAIN_TABLE, true));
             }
             if seg.location == t.location {
                 if local {
@@ -172,66 +210,90 @@ impl Builder<'_> {
                 continue;
             }
             let subnets = seg.members.iter().flat_map(|m| m.subnets.iter().copied());
-            let privates = seg.members.iter().filter_map(private_ip).map(Cidr::host);
+            let privates = seg.members.iter().flat_map(private_ips).map(Cidr::host);
             let dsts: Vec<Cidr> =
                 subnets.chain(privates).chain(seg.allowed_location_ips.iter().copied()).collect();
             for dst in dsts {
-                self.push_encapsulated(route(dst, gw, &dev, None, MAIN_TABLE, true));
+                self.push_encapsulated(route(dst, gw(&dst), &dev, None, MAIN_TABLE, true));
             }
         }
         for peer in &t.peers {
             for aip in &peer.allowed_ips {
-                self.push_encapsulated(route(*aip, gw, &dev, None, MAIN_TABLE, true));
+                self.push_encapsulated(route(*aip, gw(aip), &dev, None, MAIN_TABLE, true));
+            }
+        }
+        let mut kept = Vec::with_capacity(self.routes.len());
+        for r in self.routes.drain(before..) {
+            let v4 = r.dst.is_ipv4();
+            if r.table == MAIN_TABLE && unreachable(v4) {
+                left_out[usize::from(!v4)] += 1;
+            } else {
+                kept.push(r);
+            }
+        }
+        self.routes.extend(kept);
+        for (count, (family, other)) in left_out.into_iter().zip([("IPv4", "IPv6"), ("IPv6", "IPv4")]) {
+            if count > 0 {
+                self.warnings.push(format!(
+                    "{count} {family} routes through the location's leader left out: the leader \
+                     has no {family} private IP, and Linux does not route {family} through an \
+                     {other} next hop on the LAN (give the location's nodes {family} addresses on \
+                     their private network, or give this node a location of its own)"
+                ));
             }
         }
     }
 
     fn leader(&mut self, local: bool) {
         let t = self.topology;
-        let src = self.our_ip();
+        let src = |dst: &Cidr| t.private_ip_of(dst.is_ipv4());
         let kilo = self.ifaces.kilo.clone();
         // At most one route per member subnet, private IP, allowed location IP and peer allowed
         // IP: one allocation instead of a dozen regrowths at 10,000 nodes.
         let members: usize =
-            t.segments.iter().flat_map(|s| &s.members).map(|m| m.subnets.len() + 1).sum();
+            t.segments.iter().flat_map(|s| &s.members).map(|m| m.subnets.len() + 2).sum();
         let others: usize = t.segments.iter().map(|s| s.allowed_location_ips.len()).sum::<usize>()
             + t.peers.iter().map(|p| p.allowed_ips.len()).sum::<usize>();
         self.routes.reserve(members + others);
+        let has_private = t.private_ip.is_some();
         for seg in &t.segments {
             if t.is_local_like(seg) {
-                if local && src.is_some() {
+                if local && has_private {
                     self.local_members(seg, true);
-                } else if !local && src.is_some() && self.enc.strategy != Encapsulation::Never {
+                } else if !local && has_private && self.enc.strategy != Encapsulation::Never {
                     self.compat_members(seg);
                 }
                 continue;
             }
-            let wg = seg.wireguard_ip;
+            let wg = |dst: &Cidr| wireguard_ip(seg, dst.is_ipv4());
             let endpoint_ip = t.nat_endpoint_ip(seg);
             for m in &seg.members {
                 for subnet in &m.subnets {
-                    self.routes.push(route(*subnet, wg, &kilo, src, MAIN_TABLE, true));
+                    self.routes.push(route(*subnet, wg(subnet), &kilo, src(subnet), MAIN_TABLE, true));
                 }
-                match private_ip(m) {
-                    Some(ip) if Some(ip) != endpoint_ip => {
-                        self.routes.push(route(Cidr::host(ip), wg, &kilo, src, MAIN_TABLE, true));
-                    }
-                    _ => {}
+                for ip in private_ips(m).filter(|ip| Some(*ip) != endpoint_ip) {
+                    let dst = Cidr::host(ip);
+                    self.routes.push(route(dst, wg(&dst), &kilo, src(&dst), MAIN_TABLE, true));
                 }
             }
             for alip in &seg.allowed_location_ips {
-                self.routes.push(route(*alip, wg, &kilo, src, MAIN_TABLE, true));
+                self.routes.push(route(*alip, wg(alip), &kilo, src(alip), MAIN_TABLE, true));
             }
         }
         for peer in &t.peers {
             for aip in &peer.allowed_ips {
-                self.routes.push(route(*aip, None, &kilo, src, MAIN_TABLE, false));
+                self.routes.push(route(*aip, None, &kilo, src(aip), MAIN_TABLE, false));
             }
         }
     }
 }
 
 impl Topology {
+    /// The local node's private IP of `v4`'s family (IPv4 when `v4`), if it has one.
+    pub fn private_ip_of(&self, v4: bool) -> Option<IpAddr> {
+        self.private_ip.into_iter().chain(self.private_ip6).map(|c| c.addr()).find(|a| a.is_ipv4() == v4)
+    }
+
     /// Whether `seg` is handled like the local segment: it is the local segment, or (in `cross`
     /// granularity) it shares the local node's location (Appendix A).
     pub(crate) fn is_local_like(&self, seg: &Segment) -> bool {
@@ -280,13 +342,20 @@ impl Topology {
         local: bool,
         enc: &EncapsulatorConfig,
     ) -> (Vec<Route>, Vec<Rule>, Vec<String>) {
-        let mut b = Builder { topology: self, ifaces, enc, routes: Vec::new(), rules: Vec::new() };
+        let mut b = Builder {
+            topology: self,
+            ifaces,
+            enc,
+            routes: Vec::new(),
+            rules: Vec::new(),
+            warnings: Vec::new(),
+        };
         if self.leader {
             b.leader(local);
         } else {
             b.non_leader(local);
         }
-        let mut warnings = Vec::new();
+        let mut warnings = std::mem::take(&mut b.warnings);
         let routes = dedup(b.routes)
             .into_iter()
             .filter_map(|mut r| {
@@ -326,13 +395,13 @@ impl Topology {
     ) -> Vec<Route> {
         let mut routes = Vec::new();
         for seg in &self.segments {
-            let wg = seg.wireguard_ip;
             let subnets = seg.members.iter().flat_map(|m| m.subnets.iter().copied());
-            let privates = seg.members.iter().filter_map(private_ip).map(Cidr::host);
+            let privates = seg.members.iter().flat_map(private_ips).map(Cidr::host);
             for dst in subnets.chain(privates).chain(seg.allowed_location_ips.iter().copied()) {
+                let wg = wireguard_ip(seg, dst.is_ipv4());
                 routes.push(route(dst, wg, kilo_iface, None, MAIN_TABLE, true));
             }
-            if let Some(wg) = wg {
+            for wg in seg.wireguard_ip.into_iter().chain(seg.wireguard_ip6) {
                 routes.push(route(Cidr::host(wg), None, kilo_iface, None, MAIN_TABLE, false));
             }
         }
@@ -349,7 +418,7 @@ impl Topology {
                     s.allowed_ips.iter().chain(&s.allowed_location_ips).any(|c| c.covers(aip))
                 })
                 .or_else(|| self.segments.first());
-            let wg = carrier.and_then(|s| s.wireguard_ip);
+            let wg = carrier.and_then(|s| wireguard_ip(s, aip.is_ipv4()));
             routes.push(route(*aip, wg, kilo_iface, None, MAIN_TABLE, true));
         }
         dedup(routes)

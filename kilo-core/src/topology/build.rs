@@ -140,9 +140,13 @@ impl Topology {
             port,
             key,
             subnet,
+            subnet6,
             service_cidrs,
             persistent_keepalive,
         } = input;
+        // A second range is used only beside a first of the other family (settings keep the
+        // IPv4 range first).
+        let subnet6 = subnet6.filter(|s6| s6.is_ipv4() != subnet.is_ipv4());
         let local = nodes.iter().find(|n| n.name == hostname).ok_or_else(|| {
             TopologyError::UnknownNode { hostname: hostname.to_string(), nodes: nodes.len() }
         })?;
@@ -210,43 +214,65 @@ impl Topology {
             leader,
             persistent_keepalive,
             private_ip: local.internal_ip,
+            private_ip6: local.internal_ip6,
             subnets: local.subnets.clone(),
             wireguard_cidr: subnet,
+            wireguard_cidr6: subnet6,
             segments,
             peers: deduplicate_peer_ips(&guarded),
             discovered_endpoints: local.discovered_endpoints.clone().unwrap_or_default(),
             service_cidrs: service_cidrs.to_vec(),
             warnings,
         };
-        t.allocate(subnet, &discovering)?;
+        t.allocate(subnet, subnet6, &discovering)?;
         Ok(t)
     }
 
     /// Allocates WireGuard IPs in segment order (5.5), merging discovered endpoints (5.4) and
-    /// filtering allowed-location IPs (5.6) inside the same loop, as upstream does.
-    fn allocate(&mut self, subnet: Cidr, groups: &[Vec<&Node>]) -> Result<(), TopologyError> {
+    /// filtering allowed-location IPs (5.6) inside the same loop, as upstream does. A dual-stack
+    /// mesh gives segment `i` the `i`-th address of each range.
+    fn allocate(
+        &mut self,
+        subnet: Cidr,
+        subnet6: Option<Cidr>,
+        groups: &[Vec<&Node>],
+    ) -> Result<(), TopologyError> {
         let mut allocator = Allocator::new(subnet);
+        let mut allocator6 = subnet6.map(Allocator::new);
         let count = self.segments.len();
-        let full = || TopologyError::SubnetFull {
+        let full = |subnet: Cidr| TopologyError::SubnetFull {
             subnet: subnet.network(),
             capacity: Allocator::new(subnet).capacity(),
             segments: count,
         };
-        if u128::try_from(count).map_or(true, |n| n > allocator.capacity()) {
-            return Err(full());
+        for range in std::iter::once(subnet).chain(subnet6) {
+            if u128::try_from(count).map_or(true, |n| n > Allocator::new(range).capacity()) {
+                return Err(full(range));
+            }
         }
         // Built before any WireGuard /32 is appended; those are tracked by `allocated`.
         let mut index = Containment::new(&self.segments);
         let mut locations = LocationIndex::new(&self.segments, &self.peers);
         for (i, group) in groups.iter().enumerate() {
-            let ip = allocator.next_ip().ok_or_else(full)?;
-            let host = Cidr::host(ip.addr());
+            let ip = allocator.next_ip().ok_or_else(|| full(subnet))?;
+            let ip6 = match (&mut allocator6, subnet6) {
+                (Some(a), Some(s6)) => Some(a.next_ip().ok_or_else(|| full(s6))?),
+                _ => None,
+            };
             let segment = &mut self.segments[i];
             segment.wireguard_ip = Some(ip.addr());
-            segment.allowed_ips.push(host);
+            segment.allowed_ips.push(Cidr::host(ip.addr()));
             index.allocated(subnet, i + 1);
+            if let (Some(ip6), Some(s6)) = (ip6, subnet6) {
+                segment.wireguard_ip6 = Some(ip6.addr());
+                segment.allowed_ips.push(Cidr::host(ip6.addr()));
+                index.allocated(s6, i + 1);
+            }
             if self.leader && segment.location == self.location {
                 self.wireguard_cidr = ip;
+                if ip6.is_some() {
+                    self.wireguard_cidr6 = ip6;
+                }
             }
             for node in group {
                 for (k, addr) in node.discovered_endpoints.iter().flatten() {
@@ -279,13 +305,12 @@ fn new_segment(
         allowed_ips.extend(node.subnets.iter().copied());
         allowed_location_ips
             .extend(node.allowed_location_ips.iter().copied().filter(|c| seen.insert(*c)));
-        if let Some(ip) = node.internal_ip {
-            allowed_ips.push(Cidr::host(ip.addr()));
-        }
+        allowed_ips.extend(node.internal_ips().map(|ip| Cidr::host(ip.addr())));
         members.push(Member {
             name: node.name.clone(),
             subnets: node.subnets.clone(),
             internal_ip: node.internal_ip,
+            internal_ip6: node.internal_ip6,
             cni_compatibility_ip: node.cni_compatibility_ip,
         });
     }
@@ -301,6 +326,7 @@ fn new_segment(
         persistent_keepalive: lead.persistent_keepalive,
         allowed_ips,
         wireguard_ip: None,
+        wireguard_ip6: None,
         allowed_location_ips,
         election,
     }

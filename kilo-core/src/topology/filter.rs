@@ -49,7 +49,7 @@ pub(super) struct Containment {
     first: Vec<Option<(usize, Cidr)>>,
     /// The WireGuard subnet and how many addresses it has handed out (segments `0..count`),
     /// for WireGuard /32s not present in the segments' allowed IPs when this was built.
-    wireguard: Option<(Cidr, usize)>,
+    wireguard: [Option<(Cidr, usize)>; 2],
 }
 
 impl Containment {
@@ -96,12 +96,13 @@ impl Containment {
                 }
             }
         }
-        Containment { addrs, first, wireguard: None }
+        Containment { addrs, first, wireguard: [None, None] }
     }
 
     /// Records that the allocator over `subnet` has handed out `count` addresses.
     pub(super) fn allocated(&mut self, subnet: Cidr, count: usize) {
-        self.wireguard = Some((subnet.network(), count));
+        let slot = usize::from(!subnet.is_ipv4());
+        self.wireguard[slot] = Some((subnet.network(), count));
     }
 
     /// The first allowed IP (with its segment index) whose network contains `addr`.
@@ -114,7 +115,7 @@ impl Containment {
                 s.allowed_ips.iter().find(|c| c.contains(addr)).map(|c| (j, *c))
             }),
         };
-        let wireguard = self.wireguard.and_then(|(subnet, count)| {
+        let wireguard = self.wireguard.iter().flatten().find_map(|&(subnet, count)| {
             if !subnet.contains(addr) {
                 return None;
             }

@@ -63,6 +63,8 @@ pub struct Member {
     pub subnets: Vec<Cidr>,
     /// The node's private IP with its interface mask (upstream `privateIPs`), if it has one.
     pub internal_ip: Option<Cidr>,
+    /// The node's IPv6 private IP on a dual-stack LAN (see [`crate::Node::internal_ip6`]).
+    pub internal_ip6: Option<Cidr>,
     /// The node's CNI compatibility IP (cilium), if any.
     pub cni_compatibility_ip: Option<Cidr>,
 }
@@ -84,10 +86,14 @@ pub struct Segment {
     pub endpoint: Option<Endpoint>,
     /// The leader's own `persistent-keepalive` (gates NAT endpoint substitution).
     pub persistent_keepalive: Duration,
-    /// Per member `[subnets…, internal IP/32]`, then the segment's WireGuard IP /32 (upstream order).
+    /// Per member `[subnets…, internal IP/32, IPv6 internal IP/128]`, then the segment's
+    /// WireGuard IP /32 and, in a dual-stack mesh, its IPv6 WireGuard IP /128 (upstream order,
+    /// extended).
     pub allowed_ips: Vec<Cidr>,
-    /// The segment's WireGuard IP.
+    /// The segment's WireGuard IP (in the mesh's first range: IPv4 in a dual-stack mesh).
     pub wireguard_ip: Option<IpAddr>,
+    /// The segment's IPv6 WireGuard IP in a dual-stack mesh.
+    pub wireguard_ip6: Option<IpAddr>,
     /// Allowed-location IPs after de-duplication, filtering and sorting by CIDR text.
     pub allowed_location_ips: Vec<Cidr>,
     /// How the leader was chosen (see [`crate::health`]).
@@ -109,8 +115,11 @@ pub struct TopologyInput<'a> {
     pub port: u16,
     /// The local private key (zero for offline tools such as `kgctl`).
     pub key: PrivateKey,
-    /// The WireGuard (Kilo) subnet.
+    /// The WireGuard (Kilo) subnet: the only one in a single-stack mesh, the IPv4 one in a
+    /// dual-stack mesh.
     pub subnet: Cidr,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh (`subnet` is then IPv4).
+    pub subnet6: Option<Cidr>,
     /// Service CIDRs (excluded from NAT).
     pub service_cidrs: &'a [Cidr],
     /// The local node's persistent keepalive.
@@ -134,10 +143,14 @@ pub struct Topology {
     pub persistent_keepalive: Duration,
     /// The local node's private IP.
     pub private_ip: Option<Cidr>,
+    /// The local node's IPv6 private IP on a dual-stack LAN.
+    pub private_ip6: Option<Cidr>,
     /// The local node's pod CIDRs.
     pub subnets: Vec<Cidr>,
     /// The local WireGuard address with the subnet's prefix if leader, else the WireGuard subnet.
     pub wireguard_cidr: Cidr,
+    /// The same for the IPv6 range of a dual-stack mesh.
+    pub wireguard_cidr6: Option<Cidr>,
     /// Segments sorted by key.
     pub segments: Vec<Segment>,
     /// Peers sorted by name, allowed IPs de-duplicated.

@@ -20,6 +20,7 @@ fn member(name: &str, subnet: &str, internal: Option<&str>) -> Member {
         name: name.into(),
         subnets: vec![c(subnet)],
         internal_ip: internal.map(c),
+        internal_ip6: None,
         cni_compatibility_ip: None,
     }
 }
@@ -45,6 +46,7 @@ fn segment(
         persistent_keepalive: keepalive,
         allowed_ips: allowed_ips.iter().map(|s| c(s)).collect(),
         wireguard_ip: Some(wg.parse().unwrap()),
+        wireguard_ip6: None,
         allowed_location_ips: alips.iter().map(|s| c(s)).collect(),
         election: kilo_core::health::Election::upstream(),
     }
@@ -153,8 +155,10 @@ fn topology(
         leader,
         persistent_keepalive: Duration::ZERO,
         private_ip: private_ip.map(c),
+        private_ip6: None,
         subnets: vec![c(subnet)],
         wireguard_cidr: c(wg_cidr),
+        wireguard_cidr6: None,
         segments,
         peers: fixtures::peers(),
         discovered_endpoints: BTreeMap::new(),

@@ -106,27 +106,43 @@ impl Netlink {
     }
 
     /// Makes `cidr` the only address of `link` (upstream 9.2, the leader's `kilo0` address):
-    /// removes every other address, adds `cidr` if it is missing (`ip address flush dev NAME`
-    /// then `ip address replace CIDR dev NAME`, minimally). Returns how many writes it made.
+    /// see [`Netlink::set_only_addresses`].
     pub async fn set_only_address(
         &self,
         link: &LinkInfo,
         cidr: Cidr,
     ) -> Result<usize, NetlinkError> {
+        self.set_only_addresses(link, &[cidr]).await
+    }
+
+    /// Makes `cidrs` the only addresses of `link` besides IPv6 link-local ones (`fe80::/10`,
+    /// which the kernel manages): removes every other address, adds each of `cidrs` that is
+    /// missing (`ip address flush dev NAME` then `ip address replace CIDR dev NAME`,
+    /// minimally). Returns how many writes it made.
+    pub async fn set_only_addresses(
+        &self,
+        link: &LinkInfo,
+        cidrs: &[Cidr],
+    ) -> Result<usize, NetlinkError> {
         let mut writes = 0;
-        let mut present = false;
+        let mut present = vec![false; cidrs.len()];
         for address in self.link_addresses(link).await? {
-            if address.cidr == cidr {
-                present = true;
-            } else {
+            if let Some(i) = cidrs.iter().position(|c| *c == address.cidr) {
+                present[i] = true;
+            } else if !is_link_local(address.cidr.addr()) {
                 self.delete_address(link, address.cidr).await?;
                 writes += 1;
             }
         }
-        if !present {
-            self.replace_address(link, cidr).await?;
+        for (cidr, _) in cidrs.iter().zip(present).filter(|(_, p)| !p) {
+            self.replace_address(link, *cidr).await?;
             writes += 1;
         }
         Ok(writes)
     }
+}
+
+/// Whether `ip` is an IPv6 link-local address (`fe80::/10`).
+fn is_link_local(ip: std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
