@@ -265,6 +265,7 @@ pub fn agent_config(args: &ConnectArgs) -> AgentConfig {
     config.granularity = settings.granularity;
     config.port = settings.port;
     config.subnet = settings.subnet;
+    config.subnet6 = settings.subnet6;
     config.service_cidrs = Vec::new();
     config.readiness = ReadinessPolicy::Live;
     config.publishes = false;
@@ -385,7 +386,7 @@ impl Host for PeerHost {
         None
     }
 
-    fn update_cni(&mut self, _subnet: Cidr) -> Result<bool, PeerHostError> {
+    fn update_cni(&mut self, _subnets: &[Cidr]) -> Result<bool, PeerHostError> {
         Ok(false)
     }
 

@@ -163,9 +163,9 @@ impl<B: Backend, H: Host, C: Clock> Loop<B, H, C> {
                 }
             },
             Action::DetectHost => Some(Input::HostDetected(self.host.detect().await)),
-            Action::UpdateCni(subnet) => {
-                match self.host.update_cni(subnet) {
-                    Ok(true) => tracing::info!(%subnet, "updated the CNI configuration"),
+            Action::UpdateCni(subnets) => {
+                match self.host.update_cni(&subnets) {
+                    Ok(true) => tracing::info!(?subnets, "updated the CNI configuration"),
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(error = %chain(&e), "cannot update the CNI configuration");

@@ -43,8 +43,9 @@ pub trait Host: Send + 'static {
     /// failed.
     fn detect(&mut self) -> impl Future<Output = Option<HostFacts>> + Send;
 
-    /// Sets the CNI configuration's pod range (`Action::UpdateCni`); returns whether it changed.
-    fn update_cni(&mut self, subnet: Cidr) -> Result<bool, Self::Error>;
+    /// Sets the CNI configuration's pod ranges (`Action::UpdateCni`); returns whether they
+    /// changed.
+    fn update_cni(&mut self, subnets: &[Cidr]) -> Result<bool, Self::Error>;
 
     /// Restores firewall rules someone deleted (`Action::ReconcileFirewall`).
     fn reconcile_firewall(&mut self) -> Result<(), Self::Error>;

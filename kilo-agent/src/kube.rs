@@ -124,6 +124,8 @@ pub struct WebhookOptions {
     pub key_file: PathBuf,
     /// The WireGuard subnet for the overlap check (`None`: from the nodes, else 10.4.0.0/16).
     pub subnet: Option<Cidr>,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh (`None`: from the nodes, if any).
+    pub subnet6: Option<Cidr>,
     /// Service CIDRs no Peer may route.
     pub service_cidrs: Vec<Cidr>,
     /// The cluster whose nodes and Peers are checked.
@@ -140,6 +142,7 @@ pub async fn webhook(options: WebhookOptions) -> Result<(), KubeError> {
         cert_file: options.cert_file,
         key_file: options.key_file,
         subnet: options.subnet,
+        subnet6: options.subnet6,
         service_cidrs: options.service_cidrs,
         limits: ServeLimits::default(),
         backend: options.cluster.backend_config(),

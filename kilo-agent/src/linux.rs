@@ -108,9 +108,9 @@ impl Host for LinuxHost {
         }
     }
 
-    fn update_cni(&mut self, subnet: Cidr) -> Result<bool, LinuxHostError> {
+    fn update_cni(&mut self, subnets: &[Cidr]) -> Result<bool, LinuxHostError> {
         let Some(path) = self.cni_path.as_deref() else { return Ok(false) };
-        kilo_net_linux::cni::update_cni_config(path, subnet).map_err(LinuxHostError::Cni)
+        kilo_net_linux::cni::update_cni_config(path, subnets).map_err(LinuxHostError::Cni)
     }
 
     fn reconcile_firewall(&mut self) -> Result<(), LinuxHostError> {

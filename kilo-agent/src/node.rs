@@ -276,6 +276,7 @@ fn agent_config(o: &NodeOptions, key: PrivateKey, mode: Mode) -> AgentConfig {
     config.granularity = mode.settings.granularity;
     config.port = mode.settings.port;
     config.subnet = mode.settings.subnet;
+    config.subnet6 = mode.settings.subnet6;
     config.service_cidrs = o.service_cidrs.clone();
     config.readiness = mode.settings.readiness;
     config.publishes = mode.publishes;

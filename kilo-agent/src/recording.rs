@@ -25,7 +25,7 @@ pub struct Recording {
     /// Every plan applied, in order.
     pub plans: Vec<Plan>,
     /// Every CNI update asked for, in order.
-    pub cni: Vec<Cidr>,
+    pub cni: Vec<Vec<Cidr>>,
     /// Firewall repairs asked for.
     pub firewall_reconciles: u64,
     /// Device reads asked for.
@@ -111,10 +111,10 @@ impl Host for RecordingHost {
         r.facts.clone()
     }
 
-    fn update_cni(&mut self, subnet: Cidr) -> Result<bool, RecordedError> {
+    fn update_cni(&mut self, subnets: &[Cidr]) -> Result<bool, RecordedError> {
         let mut r = self.recorder.lock();
-        let changed = r.cni.last() != Some(&subnet);
-        r.cni.push(subnet);
+        let changed = r.cni.last().map(Vec::as_slice) != Some(subnets);
+        r.cni.push(subnets.to_vec());
         Ok(changed)
     }
 

@@ -36,7 +36,7 @@ async fn agents_publish_their_nodes_and_converge_on_one_topology() {
     assert_eq!(cluster.node("b").wireguard_ip, None);
     assert_eq!(wireguard_peers(&agents[0].plan()), 1);
     // The CNI configuration follows each node's pod subnet from the start.
-    assert_eq!(agents[1].recorder.lock().cni, [cidr("10.2.2.0/24")]);
+    assert_eq!(agents[1].recorder.lock().cni, [vec![cidr("10.2.2.0/24")]]);
 }
 
 #[tokio::test(start_paused = true)]

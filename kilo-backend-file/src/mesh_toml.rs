@@ -237,8 +237,9 @@ impl Cx<'_> {
                     settings.granularity = Some(g);
                 }
                 "subnet" => {
-                    let s = f.string()?;
-                    settings.subnet = Some(parse_network(s).map_err(|e| f.err(e.to_string()))?);
+                    let ranges = f.per_family(true)?;
+                    let (first, ipv6) = kilo_core::cidr::per_family(&ranges).unwrap_or_default();
+                    (settings.subnet, settings.subnet6) = (first, ipv6);
                 }
                 "port" => settings.port = Some(f.port()?),
                 other => return Err(self.unknown(key, object, other, MESH_KEYS)),
@@ -307,11 +308,12 @@ impl Cx<'_> {
                 "public-key" => node.key = f.public_key()?,
                 "endpoint" => node.endpoint = Some(f.endpoint()?),
                 "location" => node.location = f.string()?.to_string(),
-                "internal-ip" => node.internal_ip = Some(f.cidr()?),
-                "subnet" => {
-                    let s = f.string()?;
-                    node.subnets = vec![parse_network(s).map_err(|e| f.err(e.to_string()))?];
+                "internal-ip" => {
+                    let ips = f.per_family(false)?;
+                    let (first, ipv6) = kilo_core::cidr::per_family(&ips).unwrap_or_default();
+                    (node.internal_ip, node.internal_ip6) = (first, ipv6);
                 }
+                "subnet" => node.subnets = f.per_family(true)?,
                 "leader" => node.leader = f.boolean()?,
                 "persistent-keepalive" => node.persistent_keepalive = f.keepalive()?,
                 "allowed-location-ips" => node.allowed_location_ips = f.cidrs()?,
@@ -432,6 +434,33 @@ impl<'a, 'i> Field<'a, 'i> {
 
     fn cidr(&self) -> Result<Cidr, FileError> {
         self.string()?.parse::<Cidr>().map_err(|e| self.err(e.to_string()))
+    }
+
+    /// A CIDR string, or an array of at most one CIDR per address family (dual stack), in the
+    /// order written; masked to the network when `network`.
+    fn per_family(&self, network: bool) -> Result<Vec<Cidr>, FileError> {
+        let parse = |f: &Field<'_, '_>| -> Result<Cidr, FileError> {
+            let s = f.string()?;
+            let c = if network { parse_network(s) } else { s.parse::<Cidr>() };
+            c.map_err(|e| f.err(e.to_string()))
+        };
+        let cidrs = match self.value.get_ref() {
+            DeValue::Array(items) => items
+                .iter()
+                .map(|item| {
+                    parse(&Field { cx: self.cx, object: self.object, key: self.key, value: item })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            DeValue::String(_) => vec![parse(self)?],
+            _ => {
+                return Err(self.wrong("a CIDR string, or an array of one CIDR per address family"));
+            }
+        };
+        if cidrs.is_empty() {
+            return Err(self.err("want one CIDR, or one per address family; found an empty array"));
+        }
+        kilo_core::cidr::per_family(&cidrs).map_err(|e| self.err(e.to_string()))?;
+        Ok(cidrs)
     }
 
     fn cidrs(&self) -> Result<Vec<Cidr>, FileError> {

@@ -147,6 +147,7 @@ async fn the_served_webhook_without_a_client_refuses_every_peer_saying_why() {
         cert_file: dir.join("tls.crt"),
         key_file: dir.join("tls.key"),
         subnet: None,
+        subnet6: None,
         service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
         limits: ServeLimits::default(),
         backend: KubeBackendConfig::default(),

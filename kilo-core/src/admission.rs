@@ -544,7 +544,8 @@ impl<'a> Takeover<'a> {
     fn node_refusal(&self, allowed_ip: Cidr, node: &Node) -> Option<Refusal> {
         let net = allowed_ip.network();
         let name = || node.name.clone();
-        if let Some(internal_ip) = node.internal_ips().map(|c| c.addr()).find(|ip| net.contains(*ip))
+        if let Some(internal_ip) =
+            node.internal_ips().map(|c| c.addr()).find(|ip| net.contains(*ip))
         {
             return Some(Refusal::InternalIp { allowed_ip, node: name(), internal_ip });
         }

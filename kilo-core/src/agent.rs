@@ -232,6 +232,10 @@ pub struct ObservedPeer {
 /// Exhaustive on purpose: a new input is a change every driver must make, so it breaks them at
 /// compile time.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a node is moved once per event; boxing would allocate for every event"
+)]
 pub enum Input {
     /// The backend's whole state (start-up, or a re-read file).
     Reset(Snapshot),
@@ -317,8 +321,9 @@ pub enum Action {
     /// Re-detect the host's addresses (upstream 9.1) and report them as
     /// [`Input::HostDetected`]; the resync continues then.
     DetectHost,
-    /// Make the CNI configuration's pod range this subnet (upstream 9.5), if it differs.
-    UpdateCni(Cidr),
+    /// Make the CNI configuration's pod ranges these subnets (upstream 9.5, which has one; a
+    /// dual-stack node has one per family, in the node's order), if they differ.
+    UpdateCni(Vec<Cidr>),
     /// Restore firewall rules someone deleted (upstream's periodic iptables reconcile).
     ReconcileFirewall,
     /// Ping the targets (other segments' WireGuard addresses, reached through the leader), wait
@@ -588,12 +593,14 @@ impl Agent {
                     .any(|n| n.name != self.config.hostname && !n.persistent_keepalive.is_zero()))
     }
 
-    /// The local node's pod subnet for the CNI configuration, when the agent manages it.
-    fn cni_subnet(&self) -> Option<Cidr> {
+    /// The local node's pod subnets for the CNI configuration, when the agent manages it and
+    /// the node has one.
+    fn cni_subnets(&self) -> Option<Vec<Cidr>> {
         if !self.config.plan.cni {
             return None;
         }
-        self.nodes.get(&self.config.hostname).and_then(Node::subnet)
+        let node = self.nodes.get(&self.config.hostname)?;
+        (!node.subnets.is_empty()).then(|| node.subnets.clone())
     }
 
     /// Handles one input at Unix time `now`.
@@ -689,8 +696,8 @@ impl Agent {
         if resync || reset {
             // The CNI configuration follows the local pod subnet: at start (and every time the
             // source lists the whole mesh again) and at every resync.
-            if let Some(subnet) = self.cni_subnet() {
-                actions.push(Action::UpdateCni(subnet));
+            if let Some(subnets) = self.cni_subnets() {
+                actions.push(Action::UpdateCni(subnets));
             }
         }
         self.status.invalid = self.invalid.len();

@@ -77,6 +77,10 @@ pub struct Snapshot {
 /// A change reported by a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a node is moved once per event; boxing would allocate for every event"
+)]
 pub enum Event {
     /// A node was added or changed.
     NodeChanged(Node),

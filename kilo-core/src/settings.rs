@@ -196,6 +196,10 @@ pub fn peer_not_ready(peer: &Peer) -> Option<&'static str> {
 /// One object of a dump of Kubernetes objects, as the file backend read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a node is moved once per event; boxing would allocate for every event"
+)]
 pub enum Listed {
     /// A node that translated, ready or not.
     Node(Node),
@@ -328,7 +332,8 @@ mod tests {
         }
     }
 
-    const NOTHING: Explicit = Explicit { granularity: None, subnet: None, subnet6: None, port: None };
+    const NOTHING: Explicit =
+        Explicit { granularity: None, subnet: None, subnet6: None, port: None };
 
     #[test]
     fn with_nothing_given_and_nothing_reported_the_defaults_apply() {

@@ -1,5 +1,5 @@
-//! The CNI configuration update (upstream 9.5, `--cni=true`): keep the host-local IPAM range of
-//! the conflist equal to the node's pod CIDR.
+//! The CNI configuration update (upstream 9.5, `--cni=true`): keep the host-local IPAM ranges of
+//! the conflist equal to the node's pod CIDRs (one range set per family on a dual-stack node).
 
 use std::fs;
 use std::io::Write;
@@ -58,24 +58,48 @@ pub enum CniError {
 /// `ipam.type` is set (host-local semantics), as written (host bits kept). `None` when there is
 /// none or it does not parse.
 pub fn current_pod_cidr(conflist: &Value) -> Option<Cidr> {
-    let plugins = conflist.get("plugins")?.as_array()?;
-    let ipam = plugins
+    current_pod_cidrs(conflist).into_iter().next()
+}
+
+/// The conflist's current pod CIDRs: the first subnet of each range set of `ipam.ranges` (one
+/// set per family on a dual-stack node) of the first plugin whose `ipam.type` is set, as written.
+/// Empty when there is none; a subnet that does not parse ends the list.
+pub fn current_pod_cidrs(conflist: &Value) -> Vec<Cidr> {
+    let Some(plugins) = conflist.get("plugins").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let Some(ipam) = plugins
         .iter()
         .filter_map(|p| p.get("ipam"))
-        .find(|ipam| ipam.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty()))?;
-    let subnet = ipam
-        .get("ranges")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_array)
+        .find(|ipam| ipam.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty()))
+    else {
+        return Vec::new();
+    };
+    ipam.get("ranges")
+        .and_then(Value::as_array)
+        .into_iter()
         .flatten()
-        .find_map(|range| range.get("subnet"))?;
-    subnet.as_str()?.parse().ok()
+        .filter_map(Value::as_array)
+        .map_while(|set| set.iter().find_map(|r| r.get("subnet")?.as_str()?.parse().ok()))
+        .collect()
 }
 
 /// Sets `ipam.ranges = [[{"subnet": POD_CIDR}]]` in every plugin that has an `ipam` object.
 /// `path` only names the file in errors.
 pub fn set_pod_cidr(conflist: &mut Value, pod_cidr: Cidr, path: &Path) -> Result<(), CniError> {
+    set_pod_cidrs(conflist, &[pod_cidr], path)
+}
+
+/// Sets `ipam.ranges = [[{"subnet": CIDR1}], [{"subnet": CIDR2}]]` (one range set per pod CIDR,
+/// as host-local takes a dual-stack node's ranges) in every plugin that has an `ipam` object.
+/// `path` only names the file in errors.
+pub fn set_pod_cidrs(
+    conflist: &mut Value,
+    pod_cidrs: &[Cidr],
+    path: &Path,
+) -> Result<(), CniError> {
+    let ranges: Vec<Value> =
+        pod_cidrs.iter().map(|c| json!([{ "subnet": c.to_string() }])).collect();
     let plugins = conflist
         .get_mut("plugins")
         .and_then(Value::as_array_mut)
@@ -84,7 +108,7 @@ pub fn set_pod_cidr(conflist: &mut Value, pod_cidr: Cidr, path: &Path) -> Result
     for ipam in
         plugins.iter_mut().filter_map(|p| p.get_mut("ipam")).filter_map(Value::as_object_mut)
     {
-        ipam.insert("ranges".to_string(), json!([[{ "subnet": pod_cidr.to_string() }]]));
+        ipam.insert("ranges".to_string(), Value::Array(ranges.clone()));
         found = true;
     }
     if found { Ok(()) } else { Err(CniError::NoIpam { path: path.to_path_buf() }) }
@@ -97,18 +121,19 @@ pub fn render(conflist: &Value) -> String {
     sorted.to_string()
 }
 
-/// Brings the conflist at `path` to `pod_cidr` (upstream `updateCNIConfig`): when its current
-/// CIDR already equals `pod_cidr` nothing is written; otherwise the ranges are rewritten and
-/// the file replaced atomically (compact, keys sorted, mode 0644). Returns whether it wrote.
-pub fn update_cni_config(path: &Path, pod_cidr: Cidr) -> Result<bool, CniError> {
+/// Brings the conflist at `path` to `pod_cidrs` (upstream `updateCNIConfig`, which has one):
+/// when its current CIDRs already equal `pod_cidrs` nothing is written; otherwise the ranges
+/// are rewritten and the file replaced atomically (compact, keys sorted, mode 0644). Returns
+/// whether it wrote.
+pub fn update_cni_config(path: &Path, pod_cidrs: &[Cidr]) -> Result<bool, CniError> {
     let text = fs::read_to_string(path)
         .map_err(|e| CniError::Read { path: path.to_path_buf(), message: e.to_string() })?;
     let mut conflist: Value = serde_json::from_str(&text)
         .map_err(|e| CniError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-    if current_pod_cidr(&conflist) == Some(pod_cidr) {
+    if current_pod_cidrs(&conflist) == pod_cidrs {
         return Ok(false);
     }
-    set_pod_cidr(&mut conflist, pod_cidr, path)?;
+    set_pod_cidrs(&mut conflist, pod_cidrs, path)?;
     write_atomically(path, render(&conflist).as_bytes())?;
     Ok(true)
 }

@@ -37,7 +37,7 @@ fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
 fn the_shipped_conflist_gets_the_pod_cidr_compact_with_sorted_keys_and_mode_0644() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, SHIPPED);
-    assert!(cni::update_cni_config(&path, c("10.2.1.0/24")).unwrap());
+    assert!(cni::update_cni_config(&path, &[c("10.2.1.0/24")]).unwrap());
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         text,
@@ -53,14 +53,14 @@ fn the_shipped_conflist_gets_the_pod_cidr_compact_with_sorted_keys_and_mode_0644
 fn an_unchanged_pod_cidr_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, SHIPPED);
-    assert!(cni::update_cni_config(&path, c("10.2.1.0/24")).unwrap());
+    assert!(cni::update_cni_config(&path, &[c("10.2.1.0/24")]).unwrap());
     let before = std::fs::metadata(&path).unwrap().modified().unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    assert!(!cni::update_cni_config(&path, c("10.2.1.0/24")).unwrap());
+    assert!(!cni::update_cni_config(&path, &[c("10.2.1.0/24")]).unwrap());
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), before);
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "untouched");
     // A different pod CIDR is rewritten.
-    assert!(cni::update_cni_config(&path, c("10.2.7.0/24")).unwrap());
+    assert!(cni::update_cni_config(&path, &[c("10.2.7.0/24")]).unwrap());
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(cni::current_pod_cidr(&v), Some(c("10.2.7.0/24")));
@@ -96,7 +96,7 @@ fn bad_conflists_give_errors_that_name_the_file() {
     ];
     for (text, is_expected) in cases {
         let path = write(&dir, text);
-        let err = cni::update_cni_config(&path, c("10.2.1.0/24")).unwrap_err();
+        let err = cni::update_cni_config(&path, &[c("10.2.1.0/24")]).unwrap_err();
         assert!(is_expected(&err), "{text}: {err:?}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         assert_eq!(
@@ -106,7 +106,7 @@ fn bad_conflists_give_errors_that_name_the_file() {
         );
     }
     let missing = dir.path().join("missing.conflist");
-    let err = cni::update_cni_config(&missing, c("10.2.1.0/24")).unwrap_err();
+    let err = cni::update_cni_config(&missing, &[c("10.2.1.0/24")]).unwrap_err();
     assert!(
         matches!(err, CniError::Read { .. }) && err.to_string().contains("missing.conflist"),
         "{err}"

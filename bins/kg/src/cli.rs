@@ -98,9 +98,10 @@ pub struct Cli {
     /// Service CIDRs, excluded from NAT (repeatable, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub service_cidr: Vec<String>,
-    /// The WireGuard subnet.
-    #[arg(long, default_value = "10.4.0.0/16")]
-    pub subnet: String,
+    /// The WireGuard subnet; once per address family for a dual-stack mesh (`--subnet
+    /// 10.4.0.0/16 --subnet fd04::/64`, or comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "10.4.0.0/16")]
+    pub subnet: Vec<String>,
     /// The node label that gives a node's location when it has no location annotation.
     #[arg(long, default_value = "topology.kubernetes.io/region")]
     pub topology_label: String,
@@ -258,9 +259,10 @@ pub struct WebhookArgs {
     /// The plain HTTP address of `/metrics` (empty: none).
     #[arg(long, default_value = ":1107")]
     pub listen_metrics: String,
-    /// The WireGuard subnet for the overlap check (default: from the nodes, else 10.4.0.0/16).
-    #[arg(long = "subnet", id = "webhook_subnet")]
-    pub subnet: Option<String>,
+    /// The WireGuard subnet for the overlap check, once per address family in a dual-stack mesh
+    /// (default: from the nodes, else 10.4.0.0/16).
+    #[arg(long = "subnet", id = "webhook_subnet", value_delimiter = ',')]
+    pub subnet: Vec<String>,
     /// Service CIDRs no Peer may route (repeatable, comma-separated).
     #[arg(long = "service-cidr", id = "webhook_service_cidr", value_delimiter = ',')]
     pub service_cidr: Vec<String>,

@@ -26,13 +26,23 @@ fn cluster(cli: &Cli) -> Cluster {
     }
 }
 
+/// `--subnet`, given once per address family at most: the first range (IPv4 when both are
+/// given) and the IPv6 one of a dual-stack mesh, masked to their networks.
+fn subnets(values: &[String]) -> Result<(Option<Cidr>, Option<Cidr>)> {
+    let cidrs = values
+        .iter()
+        .map(|v| {
+            v.parse::<Cidr>()
+                .map(|c| c.network())
+                .map_err(|_| anyhow!("failed to parse {v:?} as CIDR"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    kilo_core::cidr::per_family(&cidrs).context("--subnet")
+}
+
 /// The agent's options; every flag is checked here, before the first side effect.
 pub fn node(cli: &Cli) -> Result<NodeOptions> {
-    let subnet: Cidr = cli
-        .subnet
-        .parse()
-        .map(|c: Cidr| c.network())
-        .map_err(|_| anyhow!("failed to parse {:?} as CIDR", cli.subnet))?;
+    let (subnet, subnet6) = subnets(&cli.subnet)?;
     let hostname = if cli.hostname.is_empty() {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -77,7 +87,9 @@ pub fn node(cli: &Cli) -> Result<NodeOptions> {
     // Flags that were not given leave the field to the mesh source, then to the default (the
     // flags' defaults are the defaults of `kilo_core::settings`).
     options.explicit.granularity = cli.given("mesh_granularity").then_some(granularity);
-    options.explicit.subnet = cli.given("subnet").then_some(subnet);
+    if cli.given("subnet") {
+        (options.explicit.subnet, options.explicit.subnet6) = (subnet, subnet6);
+    }
     options.explicit.port = cli.given("port").then_some(port);
     options.key_file = cli.key_file.clone().into();
     options.interface = cli.interface.clone();
@@ -128,6 +140,7 @@ pub fn webhook(cli: &Cli, args: &WebhookArgs) -> Result<WebhookOptions> {
     let address = |flag: &str, value: &str| {
         kilo_agent::http::listen_address(value).parse().with_context(|| format!("{flag} {value}"))
     };
+    let (webhook_subnet, webhook_subnet6) = subnets(&args.subnet)?;
     Ok(WebhookOptions {
         listen: address("--listen", &args.listen)?,
         listen_metrics: (!args.listen_metrics.is_empty())
@@ -135,7 +148,8 @@ pub fn webhook(cli: &Cli, args: &WebhookArgs) -> Result<WebhookOptions> {
             .transpose()?,
         cert_file: args.cert_file.clone().into(),
         key_file: args.key_file.clone().into(),
-        subnet: args.subnet.as_deref().map(str::parse).transpose().context("--subnet")?,
+        subnet: webhook_subnet,
+        subnet6: webhook_subnet6,
         service_cidrs: args
             .service_cidr
             .iter()

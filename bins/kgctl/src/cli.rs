@@ -31,9 +31,10 @@ pub struct Cli {
     /// The WireGuard listen port (default: the mesh file's `[mesh] port`, else 51820, as `kg`).
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
-    /// The WireGuard subnet (default: the source's, else 10.4.0.0/16).
-    #[arg(long, global = true)]
-    pub subnet: Option<Cidr>,
+    /// The WireGuard subnet, once per address family for a dual-stack mesh (default: the
+    /// source's, else 10.4.0.0/16).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub subnet: Vec<Cidr>,
     /// The node label that gives a node's location when it has no location annotation.
     #[arg(long, global = true, default_value = "topology.kubernetes.io/region")]
     pub topology_label: String,

@@ -107,7 +107,8 @@ fn explicit(cli: &Cli) -> Result<Explicit> {
     };
     let mut explicit = Explicit::default();
     explicit.granularity = granularity;
-    explicit.subnet = cli.subnet;
+    (explicit.subnet, explicit.subnet6) =
+        kilo_core::cidr::per_family(&cli.subnet).context("--subnet")?;
     explicit.port = cli.port;
     Ok(explicit)
 }

@@ -34,7 +34,7 @@ pub fn check_peer(spec: &PeerSpec, name: &str, view: &ClusterView) -> Result<(),
     if !view.listed {
         return Err(PeerRejection::ClusterUnknown { reason: view.not_listed_reason.clone() });
     }
-    let subnets = [view.subnet()];
+    let subnets = view.subnets();
     let cluster = Cluster {
         nodes: &view.nodes,
         peers: &view.peers,

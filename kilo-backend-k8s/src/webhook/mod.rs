@@ -55,8 +55,10 @@ pub struct ClusterView {
     pub nodes: Vec<Node>,
     /// The valid peers.
     pub peers: Vec<Peer>,
-    /// The WireGuard subnet, if configured (`--subnet`).
+    /// The WireGuard subnet, if configured (`--subnet`; the IPv4 one when given per family).
     pub configured_subnet: Option<Cidr>,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh, if configured (`--subnet` per family).
+    pub configured_subnet6: Option<Cidr>,
     /// The service CIDRs (`--service-cidr`).
     pub service_cidrs: Vec<Cidr>,
     /// Whether the nodes and peers have been listed. Until then every Peer is refused.
@@ -70,10 +72,22 @@ impl ClusterView {
     /// ([`kilo_core::settings`]: the last listed `wireguard-ip`'s network), else 10.4.0.0/16.
     /// (The networks of every node's `wireguard-ip` are checked as well.)
     pub fn subnet(&self) -> Cidr {
+        self.settings().subnet
+    }
+
+    /// The WireGuard subnets: [`ClusterView::subnet`] and, in a dual-stack mesh, the IPv6 one
+    /// (configured, else derived from the nodes' `wireguard-ip6` annotations).
+    pub fn subnets(&self) -> Vec<Cidr> {
+        let settings = self.settings();
+        std::iter::once(settings.subnet).chain(settings.subnet6).collect()
+    }
+
+    fn settings(&self) -> kilo_core::settings::Settings {
         use kilo_core::settings::{Explicit, Source, resolve};
         let mut explicit = Explicit::default();
         explicit.subnet = self.configured_subnet;
-        resolve(&explicit, Source::KubernetesNodes { nodes: &self.nodes, live: true }).subnet
+        explicit.subnet6 = self.configured_subnet6;
+        resolve(&explicit, Source::KubernetesNodes { nodes: &self.nodes, live: true })
     }
 
     /// Replaces nodes and peers with a snapshot's: the view is listed.
@@ -278,6 +292,9 @@ pub struct WebhookConfig {
     /// The WireGuard subnet; `None`: derived from the nodes' `wireguard-ip` annotations, else
     /// 10.4.0.0/16.
     pub subnet: Option<Cidr>,
+    /// The IPv6 WireGuard subnet of a dual-stack mesh (`--subnet` given per family); `None`:
+    /// derived from the nodes' `wireguard-ip6` annotations, if any.
+    pub subnet6: Option<Cidr>,
     /// `--service-cidr`: the service CIDRs no Peer may route.
     pub service_cidrs: Vec<Cidr>,
     /// Timeouts and the connection cap of both listeners.
@@ -297,6 +314,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .field("subnet", &self.subnet)
+            .field("subnet6", &self.subnet6)
             .field("service_cidrs", &self.service_cidrs)
             .field("limits", &self.limits)
             .field("backend", &self.backend)
@@ -316,6 +334,7 @@ pub async fn serve_webhook(config: WebhookConfig) -> Result<(), WebhookError> {
     let https = bind(config.listen).await?;
     let state = WebhookState::with_view(ClusterView {
         configured_subnet: config.subnet,
+        configured_subnet6: config.subnet6,
         service_cidrs: config.service_cidrs,
         ..ClusterView::default()
     });

@@ -171,7 +171,9 @@ impl Topology {
                     for c in &seg.allowed_location_ips {
                         forward_pair(pre, c, Forwarded::AllowedLocationIps);
                     }
-                    for ip in seg.members.iter().flat_map(|m| m.internal_ip.iter().chain(&m.internal_ip6)) {
+                    for ip in
+                        seg.members.iter().flat_map(|m| m.internal_ip.iter().chain(&m.internal_ip6))
+                    {
                         forward_pair(pre, &Cidr::host(ip.addr()), Forwarded::PrivateIps);
                     }
                 }

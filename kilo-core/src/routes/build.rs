@@ -232,7 +232,9 @@ impl Builder<'_> {
             }
         }
         self.routes.extend(kept);
-        for (count, (family, other)) in left_out.into_iter().zip([("IPv4", "IPv6"), ("IPv6", "IPv4")]) {
+        for (count, (family, other)) in
+            left_out.into_iter().zip([("IPv4", "IPv6"), ("IPv6", "IPv4")])
+        {
             if count > 0 {
                 self.warnings.push(format!(
                     "{count} {family} routes through the location's leader left out: the leader \
@@ -269,7 +271,14 @@ impl Builder<'_> {
             let endpoint_ip = t.nat_endpoint_ip(seg);
             for m in &seg.members {
                 for subnet in &m.subnets {
-                    self.routes.push(route(*subnet, wg(subnet), &kilo, src(subnet), MAIN_TABLE, true));
+                    self.routes.push(route(
+                        *subnet,
+                        wg(subnet),
+                        &kilo,
+                        src(subnet),
+                        MAIN_TABLE,
+                        true,
+                    ));
                 }
                 for ip in private_ips(m).filter(|ip| Some(*ip) != endpoint_ip) {
                     let dst = Cidr::host(ip);
@@ -291,7 +300,11 @@ impl Builder<'_> {
 impl Topology {
     /// The local node's private IP of `v4`'s family (IPv4 when `v4`), if it has one.
     pub fn private_ip_of(&self, v4: bool) -> Option<IpAddr> {
-        self.private_ip.into_iter().chain(self.private_ip6).map(|c| c.addr()).find(|a| a.is_ipv4() == v4)
+        self.private_ip
+            .into_iter()
+            .chain(self.private_ip6)
+            .map(|c| c.addr())
+            .find(|a| a.is_ipv4() == v4)
     }
 
     /// Whether `seg` is handled like the local segment: it is the local segment, or (in `cross`

@@ -10,6 +10,11 @@
 //!   LAN, a `pods` bridge with 10.2.N.1/24 (the "pod"), `net.ipv4.ip_forward=1`;
 //! - `peer`: the external peer `laptop`, `wan0` 203.0.113.100/24, `wg0` 10.5.0.1/32.
 //!
+//! A [`Family::Dual`] cluster adds IPv6 beside every IPv4 address of the LANs, pods and peer
+//! (`fd00:1::11/64` on `a1`'s LAN, `fd02:1::1/64` on its pods, `fd05::1/128` on the peer's
+//! `wg0`) over the same IPv4 WAN; a [`Family::Ipv6`] cluster has IPv6 only, its WAN included
+//! (`2001:db8::11/64`).
+//!
 //! No packet leaves these namespaces.
 
 #![allow(dead_code)]
@@ -152,6 +157,14 @@ impl Netns {
         sh("ip", &["netns", "add", &name])?;
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
+        // IPv6 addresses usable at once (no duplicate address detection); a kernel without IPv6
+        // has no such setting.
+        let _ = ns.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ]);
         Ok(ns)
     }
 
@@ -223,11 +236,53 @@ impl Drop for Process {
     }
 }
 
+/// The address families of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 only (the default).
+    Ipv4,
+    /// IPv4 and IPv6 LANs, pods, WireGuard ranges and peer, over an IPv4 WAN.
+    Dual,
+    /// IPv6 only, the WAN included.
+    Ipv6,
+}
+
+impl Family {
+    /// Whether the cluster's pods have IPv4 addresses.
+    pub fn v4(self) -> bool {
+        self != Family::Ipv6
+    }
+
+    /// Whether the cluster's pods have IPv6 addresses.
+    pub fn v6(self) -> bool {
+        self != Family::Ipv4
+    }
+}
+
+/// The IPv6 twin of an IPv4 address of the harness (`192.168.1.11/24` → `fd00:1::11/64`,
+/// `10.2.3.1` → `fd02:3::1`, `203.0.113.21` → `2001:db8::21`).
+pub fn v6_of(v4: &str) -> String {
+    let (addr, prefix) = v4.split_once('/').map_or((v4, None), |(a, p)| (a, Some(p)));
+    let o: Vec<&str> = addr.split('.').collect();
+    let twin = match (o[0], o[1]) {
+        ("192", "168") => format!("fd00:{}::{}", o[2], o[3]),
+        ("10", second) => format!("fd{second:0>2}:{}::{}", o[2], o[3]),
+        _ => format!("2001:db8::{}", o[3]),
+    };
+    match prefix {
+        Some("32") => format!("{twin}/128"),
+        Some(_) => format!("{twin}/64"),
+        None => twin,
+    }
+}
+
 /// The mesh file's variable parts.
 #[derive(Debug, Clone)]
 pub struct MeshSpec {
     /// `[mesh] granularity`.
     pub granularity: &'static str,
+    /// The address families.
+    pub family: Family,
     /// The node of location `a` with `leader = true`.
     pub leader: &'static str,
     /// Nodes left out of the file.
@@ -237,7 +292,7 @@ pub struct MeshSpec {
 impl MeshSpec {
     /// All nodes, `a1` leads location `a`.
     pub fn new(granularity: &'static str) -> MeshSpec {
-        MeshSpec { granularity, leader: "a1", removed: Vec::new() }
+        MeshSpec { granularity, family: Family::Ipv4, leader: "a1", removed: Vec::new() }
     }
 }
 
@@ -259,6 +314,8 @@ pub struct Cluster {
     pub mesh: PathBuf,
     /// The temporary directory of keys, logs and sockets.
     pub dir: tempfile::TempDir,
+    /// The address families.
+    pub family: Family,
 }
 
 impl Cluster {
@@ -296,6 +353,7 @@ impl Cluster {
             prefix: format!("{}{index}", Cluster::prefix()),
             mesh,
             dir,
+            family: spec.family,
         };
         let prefix = cluster.prefix.clone();
         for hub in ["wan", "lana", "lanb"] {
@@ -308,7 +366,8 @@ impl Cluster {
             cluster.add_host(host)?;
         }
         cluster.namespaces.push(("peer".into(), Netns::new(format!("{prefix}peer"))?));
-        cluster.plug("peer", "wan0", "wan", &format!("{PEER_WAN}/24"))?;
+        let peer_wan = cluster.wan(PEER_WAN);
+        cluster.plug("peer", "wan0", "wan", &format!("{peer_wan}/{}", cluster.wan_prefix()))?;
         cluster.keys.push(("laptop".into(), keypair()?));
         cluster.write_mesh(spec)?;
         Ok(cluster)
@@ -321,12 +380,31 @@ impl Cluster {
         {
             let ns = Netns::new(format!("{}{name}", cluster.prefix))?;
             ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            if cluster.family.v6() {
+                ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+            }
             cluster.namespaces.push((name.to_string(), ns));
-            cluster.plug(name, "wan0", "wan", &format!("{wan}/24"))?;
-            cluster.plug(name, "lan0", &format!("lan{location}"), lan)?;
+            let wan = format!("{}/{}", cluster.wan(wan), cluster.wan_prefix());
+            cluster.plug(name, "wan0", "wan", &wan)?;
+            let hub = format!("lan{location}");
+            if cluster.family.v4() {
+                cluster.plug(name, "lan0", &hub, lan)?;
+            }
+            if cluster.family.v6() {
+                let lan0 = if cluster.family.v4() { None } else { Some(v6_of(lan)) };
+                match lan0 {
+                    Some(first) => cluster.plug(name, "lan0", &hub, &first)?,
+                    None => {
+                        cluster.ns(name).ip(&["addr", "add", &v6_of(lan), "dev", "lan0"])?;
+                    }
+                }
+            }
             let ns = cluster.ns(name);
             ns.ip(&["link", "add", "pods", "type", "bridge"])?;
-            ns.ip(&["addr", "add", &format!("10.2.{pod}.1/24"), "dev", "pods"])?;
+            for pod_ip in cluster.pod_ips(pod) {
+                let prefix = if pod_ip.contains(':') { 64 } else { 24 };
+                ns.ip(&["addr", "add", &format!("{pod_ip}/{prefix}"), "dev", "pods"])?;
+            }
             ns.ip(&["link", "set", "pods", "up"])?;
             let keys = keypair()?;
             let key_file = cluster.dir.path().join(format!("{name}.key"));
@@ -370,28 +448,149 @@ impl Cluster {
     /// Writes the mesh file for `spec` (a new file renamed over the old one).
     pub fn write_mesh(&self, spec: &MeshSpec) -> Result<()> {
         let mut toml = format!("[mesh]\ngranularity = \"{}\"\n", spec.granularity);
+        let f = self.family;
+        let list = |v4: String| -> String {
+            match f {
+                Family::Ipv4 => format!("\"{v4}\""),
+                Family::Dual => format!("[\"{v4}\", \"{}\"]", v6_of(&v4)),
+                Family::Ipv6 => format!("\"{}\"", v6_of(&v4)),
+            }
+        };
+        if f != Family::Ipv4 {
+            toml +=
+                &format!("subnet = {}\n", list("10.4.0.0/16".into()).replace(":0::0/64", "::/64"));
+        }
         for (name, location, wan, lan, pod) in NODES {
             if spec.removed.contains(&name) {
                 continue;
             }
+            let endpoint = match f {
+                Family::Ipv6 => format!("[{}]:51820", self.wan(wan)),
+                _ => format!("{wan}:51820"),
+            };
             toml += &format!(
-                "\n[[node]]\nname = \"{name}\"\npublic-key = \"{}\"\nendpoint = \"{wan}:51820\"\n\
-                 location = \"{location}\"\ninternal-ip = \"{lan}\"\nsubnet = \"10.2.{pod}.0/24\"\n",
-                self.key(name).public
+                "\n[[node]]\nname = \"{name}\"\npublic-key = \"{}\"\nendpoint = \"{endpoint}\"\n\
+                 location = \"{location}\"\ninternal-ip = {}\nsubnet = {}\n",
+                self.key(name).public,
+                list(lan.to_string()),
+                list(format!("10.2.{pod}.0/24"))
+                    .replace(&format!(":{pod}::0/64"), &format!(":{pod}::/64")),
             );
             if name == spec.leader {
                 toml += "leader = true\n";
             }
         }
+        let peer_wan = match f {
+            Family::Ipv6 => format!("[{}]", self.wan(PEER_WAN)),
+            _ => PEER_WAN.to_string(),
+        };
+        let peer_ips = match f {
+            Family::Ipv4 => "\"10.5.0.1/32\"".to_string(),
+            Family::Dual => "\"10.5.0.1/32\", \"fd05::1/128\"".to_string(),
+            Family::Ipv6 => "\"fd05::1/128\"".to_string(),
+        };
         toml += &format!(
-            "\n[[peer]]\nname = \"laptop\"\npublic-key = \"{}\"\nallowed-ips = [\"10.5.0.1/32\"]\n\
-             endpoint = \"{PEER_WAN}:51820\"\n",
+            "\n[[peer]]\nname = \"laptop\"\npublic-key = \"{}\"\nallowed-ips = [{peer_ips}]\n\
+             endpoint = \"{peer_wan}:51820\"\n",
             self.key("laptop").public
         );
         let tmp = self.dir.path().join("mesh.toml.new");
         std::fs::write(&tmp, toml)?;
         std::fs::rename(&tmp, &self.mesh)?;
         Ok(())
+    }
+
+    /// A WAN address of the harness in this cluster's WAN family.
+    pub fn wan(&self, v4: &str) -> String {
+        if self.family == Family::Ipv6 { v6_of(v4) } else { v4.to_string() }
+    }
+
+    fn wan_prefix(&self) -> u8 {
+        if self.family == Family::Ipv6 { 64 } else { 24 }
+    }
+
+    /// The pod addresses of pod subnet `pod` in this cluster's families (`10.2.1.1`,
+    /// `fd02:1::1`).
+    pub fn pod_ips(&self, pod: u8) -> Vec<String> {
+        let v4 = format!("10.2.{pod}.1");
+        let mut out = Vec::new();
+        if self.family.v4() {
+            out.push(v4.clone());
+        }
+        if self.family.v6() {
+            out.push(v6_of(&v4));
+        }
+        out
+    }
+
+    /// The peer's addresses on `wg0` in this cluster's families.
+    pub fn peer_ips(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.family.v4() {
+            out.push("10.5.0.1");
+        }
+        if self.family.v6() {
+            out.push("fd05::1");
+        }
+        out
+    }
+
+    /// Pings every pod address of every family from every node in `nodes` (from its own pod
+    /// address of that family, `ping -I`) and from the peer (from its `wg0` address), retrying
+    /// up to `within`; an error lists the failures with the routes and the agents' logs' tails.
+    pub fn ping_pods(&self, nodes: &[&str], within: Duration) -> Result<()> {
+        let mut failures = Vec::new();
+        let mut sources: Vec<(&str, Vec<String>)> = NODES
+            .iter()
+            .filter(|(name, ..)| nodes.contains(name))
+            .map(|&(name, .., pod)| (name, self.pod_ips(pod)))
+            .collect();
+        sources.push(("peer", self.peer_ips().into_iter().map(String::from).collect()));
+        for (from, source_ips) in &sources {
+            for &(name, .., pod) in NODES.iter().filter(|(name, ..)| nodes.contains(name)) {
+                for dst in self.pod_ips(pod) {
+                    let v6 = dst.contains(':');
+                    let Some(src) = source_ips.iter().find(|s| s.contains(':') == v6) else {
+                        continue;
+                    };
+                    if !self.ping_from(from, src, &dst, within) {
+                        failures.push(format!("{from} {src} -> {dst} ({name})"));
+                    }
+                }
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let mut report = format!("pings failed: {}\n", failures.join(", "));
+        for (name, ..) in NODES {
+            report += &format!("--- routes on {name}:\n{}", self.ns(name).ip(&["route"])?);
+            report += &self.ns(name).ip(&["-6", "route"])?;
+            let log = self.log(name);
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            report += &format!("--- log of {name} (tail):\n");
+            for line in tail.into_iter().rev() {
+                report += line;
+                report += "\n";
+            }
+        }
+        bail!(report)
+    }
+
+    /// Whether `ping -c1 -W1 -I src dst` from namespace `from` succeeds within `within`.
+    pub fn ping_from(&self, from: &str, src: &str, dst: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(out) = self.ns(from).exec(&["ping", "-c1", "-W1", "-q", "-I", src, dst])
+                && out.status.success()
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Starts `kg` on node `name`.
@@ -455,7 +654,10 @@ impl Cluster {
         })
         .with_context(|| format!("the peer's WireGuard: {}", read(&log_path)))?;
         let peer = self.ns("peer");
-        peer.ip(&["addr", "add", "10.5.0.1/32", "dev", "wg0"])?;
+        for ip in self.peer_ips() {
+            let host = if ip.contains(':') { format!("{ip}/128") } else { format!("{ip}/32") };
+            peer.ip(&["addr", "add", &host, "dev", "wg0"])?;
+        }
         peer.ip(&["link", "set", "wg0", "up"])?;
         for line in showconf.lines() {
             if let Some(ips) = line.strip_prefix("AllowedIPs = ") {
