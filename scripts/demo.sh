@@ -4,11 +4,13 @@
 #
 # Builds two locations and an external peer, all inside namespaces this script creates:
 #   WAN "internet" 203.0.113.0/24 (a bridge in kd-wan)
-#   location a: nodes a1 (leader) and a2 on LAN 192.168.1.0/24; location b: node b1 on 192.168.2.0/24
-#   pod subnets 10.2.N.0/24 on a bridge in each node (10.2.N.1 is "the pod")
-#   external peer "laptop" 10.5.0.1/32 on the WAN, running a userspace WireGuard daemon
+#   location a: nodes a1 (leader) and a2 on a dual-stack LAN 192.168.1.0/24 + fd00:1::/64;
+#   location b: node b1 on 192.168.2.0/24 + fd00:2::/64
+#   dual-stack pod subnets 10.2.N.0/24 + fd02:N::/64 on a bridge in each node (10.2.N.1 and
+#   fd02:N::1 are "the pod"); WireGuard ranges 10.4.0.0/16 and fd04::/64
+#   external peer "laptop" 10.5.0.1/32 + fd05::1/128 on the WAN, running a userspace WireGuard daemon
 # starts one kg per node (userspace WireGuard, file backend), prints `kgctl graph`, pings every pod
-# from every node and from the peer, and tears everything down on exit.
+# in both families from every node's pod and from the peer, and tears everything down on exit.
 # Exit status 0 only if every ping succeeded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +43,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-netns() { ip netns add "$P$1"; NAMESPACES+=("$P$1"); ip -n "$P$1" link set lo up; }
+netns() {
+  ip netns add "$P$1"; NAMESPACES+=("$P$1"); ip -n "$P$1" link set lo up
+  # IPv6 addresses usable at once (no duplicate address detection).
+  ip netns exec "$P$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+}
 bridge() { ip -n "$P$1" link add "$2" type bridge; ip -n "$P$1" link set "$2" up; }
 # plug NS IFACE HUB-NS BRIDGE ADDR: a veth from namespace NS (named IFACE) into a bridge
 plug() {
@@ -57,17 +63,20 @@ netns lana; bridge lana br0
 netns lanb; bridge lanb br0
 declare -A WAN=([a1]=203.0.113.11 [a2]=203.0.113.12 [b1]=203.0.113.21)
 declare -A LAN=([a1]=192.168.1.11/24 [a2]=192.168.1.12/24 [b1]=192.168.2.21/24)
+declare -A LAN6=([a1]=fd00:1::11/64 [a2]=fd00:1::12/64 [b1]=fd00:2::21/64)
 declare -A LANNS=([a1]=lana [a2]=lana [b1]=lanb)
 declare -A POD=([a1]=1 [a2]=2 [b1]=3)
 declare -A LOC=([a1]=a [a2]=a [b1]=b)
 NODES=(a1 a2 b1)
 for n in "${NODES[@]}"; do
   netns "$n"
-  ip netns exec "$P$n" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$P$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
   plug "$n" wan0 wan br0 "${WAN[$n]}/24"
   plug "$n" lan0 "${LANNS[$n]}" br0 "${LAN[$n]}"
+  ip -n "$P$n" addr add "${LAN6[$n]}" dev lan0
   ip -n "$P$n" link add pods type bridge
   ip -n "$P$n" addr add "10.2.${POD[$n]}.1/24" dev pods
+  ip -n "$P$n" addr add "fd02:${POD[$n]}::1/64" dev pods
   ip -n "$P$n" link set pods up
 done
 netns peer
@@ -82,6 +91,7 @@ MESH=$WORK/mesh.toml
 {
   echo '[mesh]'
   echo 'granularity = "location"'
+  echo 'subnet = ["10.4.0.0/16", "fd04::/64"]'
   for n in "${NODES[@]}"; do
     echo
     echo '[[node]]'
@@ -89,15 +99,15 @@ MESH=$WORK/mesh.toml
     echo "public-key = \"$(cat "$WORK/$n.pub")\""
     echo "endpoint = \"${WAN[$n]}:51820\""
     echo "location = \"${LOC[$n]}\""
-    echo "internal-ip = \"${LAN[$n]}\""
-    echo "subnet = \"10.2.${POD[$n]}.0/24\""
+    echo "internal-ip = [\"${LAN[$n]}\", \"${LAN6[$n]}\"]"
+    echo "subnet = [\"10.2.${POD[$n]}.0/24\", \"fd02:${POD[$n]}::/64\"]"
     [[ $n == a1 ]] && echo 'leader = true'
   done
   echo
   echo '[[peer]]'
   echo 'name = "laptop"'
   echo "public-key = \"$(cat "$WORK/laptop.pub")\""
-  echo 'allowed-ips = ["10.5.0.1/32"]'
+  echo 'allowed-ips = ["10.5.0.1/32", "fd05::1/128"]'
   echo 'endpoint = "203.0.113.100:51820"'
 } >"$MESH"
 cat "$MESH"
@@ -124,6 +134,7 @@ PIDS+=($!)
 for _ in $(seq 100); do grep -q ready "$WORK/laptop.log" && break; sleep 0.1; done
 grep -q ready "$WORK/laptop.log" || { cat "$WORK/laptop.log"; exit 1; }
 ip -n "${P}peer" addr add 10.5.0.1/32 dev wg0
+ip -n "${P}peer" addr add fd05::1/128 dev wg0
 ip -n "${P}peer" link set wg0 up
 for cidr in $(sed -n 's/^AllowedIPs = //p' "$WORK/laptop.conf" | tr ',' ' '); do
   ip -n "${P}peer" route replace "$cidr" dev wg0
@@ -143,21 +154,24 @@ done
 echo "== kgctl graph"
 "$KGCTL" --backend file --file "$MESH" graph
 
-echo "== routes on a2 (not the leader: location b goes through a1)"
+echo "== routes on a2 (not the leader: location b goes through a1, each family through its address)"
 ip -n "${P}a2" route show | sed 's/^/   /'
+ip -n "${P}a2" -6 route show | grep -v '^fe80' | sed 's/^/   /'
 
 FAILED=0
-ping_from() { # NS LABEL DEST
+ping_from() { # NS SOURCE DEST: ping DEST from address SOURCE in namespace NS
   local ok=0
   for _ in $(seq 10); do
-    if ip netns exec "$P$1" ping -c1 -W1 "$3" >/dev/null 2>&1; then ok=1; break; fi
+    if ip netns exec "$P$1" ping -c1 -W1 -I "$2" "$3" >/dev/null 2>&1; then ok=1; break; fi
   done
-  if ((ok)); then printf '   %-8s -> %-10s ok\n' "$2" "$3"; else printf '   %-8s -> %-10s FAILED\n' "$2" "$3"; FAILED=1; fi
+  if ((ok)); then printf '   %-4s %-10s -> %-10s ok\n' "$1" "$2" "$3"; else printf '   %-4s %-10s -> %-10s FAILED\n' "$1" "$2" "$3"; FAILED=1; fi
 }
-echo "== pings (every pod from every node and from the peer)"
+echo "== pings (every pod, IPv4 and IPv6, from every node's pod address and from the peer)"
 for src in "${NODES[@]}" peer; do
+  if [[ $src == peer ]]; then from4=10.5.0.1 from6=fd05::1; else from4=10.2.${POD[$src]}.1 from6=fd02:${POD[$src]}::1; fi
   for dst in "${NODES[@]}"; do
-    ping_from "$src" "$src" "10.2.${POD[$dst]}.1"
+    ping_from "$src" "$from4" "10.2.${POD[$dst]}.1"
+    ping_from "$src" "$from6" "fd02:${POD[$dst]}::1"
   done
 done
 if ((FAILED)); then

@@ -396,3 +396,119 @@ async fn a_leader_whose_data_path_fails_is_replaced_through_the_api_server() {
         agent.abort();
     }
 }
+
+/// The IPv6 twin of an IPv4 address of [`NODES`] (`10.2.1.0/24` → `fd02:1::/64`,
+/// `192.168.1.2/24` → `fd00:1::2/64`).
+fn v6(v4: &str) -> String {
+    let (addr, _) = v4.split_once('/').unwrap_or((v4, ""));
+    let o: Vec<&str> = addr.split('.').collect();
+    match o[0] {
+        "10" => format!("fd{:0>2}:{}::/64", o[1], o[2]),
+        _ => format!("fd00:{}::{}/64", o[2], o[3]),
+    }
+}
+
+/// A dual-stack cluster: every agent has `--subnet` per family, every node two pod CIDRs and a
+/// private IP of each family. Through the API server they converge on routes of both families,
+/// and what they publish keeps upstream's annotations IPv4 (an upstream agent in the same
+/// cluster reads them as before), the IPv6 side in `internal-ip6` and `wireguard-ip6`.
+#[tokio::test]
+async fn dual_stack_agents_publish_ipv4_where_upstream_reads_and_route_both_families() {
+    let server = FakeApiServer::start().await;
+    for (name, location, pod, _, _) in NODES {
+        server.put(
+            Collection::Nodes,
+            json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": {"topology.kubernetes.io/region": location}},
+                "spec": {"podCIDR": pod, "podCIDRs": [pod, v6(pod)]},
+            }),
+        );
+    }
+    let mut agents = Vec::new();
+    let mut recorders = Vec::new();
+    for index in 0..3 {
+        let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
+        let (_, _, _, private, public) = NODES[index];
+        let facts = HostFacts {
+            private_ip: Some(cidr(private)),
+            private_ip6: Some(cidr(&v6(private))),
+            public_ip: Some(public.parse().unwrap()),
+            cni_compatibility_ip: None,
+        };
+        let (host, recorder) = RecordingHost::new(Some(facts));
+        let mut config = config(index);
+        config.subnet6 = Some(cidr("fd04::/64"));
+        agents.push(tokio::spawn(async move {
+            let run = kilo_agent::run(
+                Agent::new(config),
+                backend,
+                host,
+                SystemClock,
+                RunOptions::default(),
+                Shared::new(),
+                std::future::pending::<()>(),
+            );
+            run.await.unwrap();
+        }));
+        recorders.push(recorder);
+    }
+
+    let via = |plan: &Plan, dst: &str, gw: &str| {
+        plan.routes.iter().any(|r| r.dst == cidr(dst) && r.via == Some(gw.parse().unwrap()))
+    };
+    wait_until(&recorders, 10, "both families routed everywhere", |observed| {
+        let (Some(a), Some(b)) = (observed.plans.get("a"), observed.plans.get("b")) else {
+            return false;
+        };
+        via(b, "10.2.3.0/24", "192.168.1.1")
+            && via(b, "fd02:3::/64", "fd00:1::1")
+            && via(a, "fd02:3::/64", "fd04::2")
+    })
+    .await;
+    let observed = observe(&recorders);
+    let a = &observed.plans["a"];
+    assert_eq!(
+        (a.interface.address, a.interface.address6),
+        (Some(cidr("10.4.0.1/16")), Some(cidr("fd04::1/64")))
+    );
+    let to_c = a.routes.iter().find(|r| r.dst == cidr("fd02:3::/64")).unwrap();
+    assert_eq!((to_c.dev.as_str(), to_c.src), ("kilo0", Some("fd00:1::1".parse().unwrap())));
+    let c_peer = &a.wireguard.as_ref().unwrap().peers[0];
+    for allowed in ["10.2.3.0/24", "fd02:3::/64", "10.4.0.2/32", "fd04::2/128"] {
+        assert!(c_peer.allowed_ips.contains(&cidr(allowed)), "{allowed}: {c_peer:?}");
+    }
+
+    // What the leaders published: upstream's annotations IPv4, the IPv6 side beside them.
+    let published = [
+        ("a", "192.168.1.1/24", "fd00:1::1/64", "10.4.0.1/16", "fd04::1/64"),
+        ("c", "192.168.2.1/24", "fd00:2::1/64", "10.4.0.2/16", "fd04::2/64"),
+    ];
+    for (name, internal, internal6, wireguard, wireguard6) in published {
+        let annotations =
+            || server.get(Collection::Nodes, name).unwrap()["metadata"]["annotations"].clone();
+        let landed = tokio::time::timeout(Duration::from_secs(5), async {
+            while annotations()["kilo.squat.ai/wireguard-ip6"] != wireguard6 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(landed.is_ok(), "node {name}: {:#}", annotations());
+        let got = annotations();
+        let value = |k: &str| got[k].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            [
+                value("kilo.squat.ai/internal-ip"),
+                value("kilo.squat.ai/internal-ip6"),
+                value("kilo.squat.ai/wireguard-ip"),
+                value("kilo.squat.ai/wireguard-ip6"),
+            ],
+            [internal, internal6, wireguard, wireguard6],
+            "node {name}"
+        );
+    }
+    for agent in agents {
+        agent.abort();
+        let _ = agent.await;
+    }
+}

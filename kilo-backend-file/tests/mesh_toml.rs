@@ -74,6 +74,7 @@ fn examples_at_the_repository_top_level_match_the_test_data() {
         ("three-locations.toml", "three-locations.toml"),
         ("nat.toml", "nat.toml"),
         ("hijack.toml", "hijack.toml"),
+        ("dual-stack.toml", "dual-stack.toml"),
         ("upstream-fixture.yaml", "upstream-fixture.yaml"),
     ] {
         let a = std::fs::read_to_string(top.join(example)).unwrap();
@@ -104,6 +105,88 @@ fn a_node_subnet_is_masked_like_a_pod_cidr_but_internal_ip_keeps_host_bits() {
     .unwrap();
     assert_eq!(s.nodes[0].subnets[0].to_string(), "10.2.0.0/24");
     assert_eq!(s.nodes[0].internal_ip.unwrap().to_string(), "10.0.0.5/24");
+}
+
+#[test]
+fn the_dual_stack_example_reads_one_cidr_per_family() {
+    let s = load(&data("dual-stack.toml"), &Options::default()).unwrap();
+    let c = |t: &str| t.parse::<kilo_core::Cidr>().unwrap();
+    assert_eq!(
+        (s.settings.subnet, s.settings.subnet6),
+        (Some(c("10.4.0.0/16")), Some(c("fd04::/64")))
+    );
+    let lab2 = local_node(&s, "lab-2").unwrap();
+    assert_eq!(lab2.subnets, vec![c("10.2.2.0/24"), c("fd02:2::/64")]);
+    assert_eq!(
+        (lab2.internal_ip, lab2.internal_ip6),
+        (Some(c("192.168.10.2/24")), Some(c("fd00:10::2/64")))
+    );
+    assert_eq!(s.peers[0].allowed_ips, vec![c("10.5.0.1/32"), c("fd05::1/128")]);
+    assert!(s.invalid.is_empty());
+}
+
+#[test]
+fn subnet_and_internal_ip_take_a_string_or_one_cidr_per_family_in_either_order() {
+    let c = |t: &str| t.parse::<kilo_core::Cidr>().unwrap();
+    let s = parse(&format!(
+        "[mesh]\nsubnet = [\"fd04::/64\", \"10.4.0.1/16\"]\n\n[[node]]\nname = \"a\"\n\
+         public-key = \"{K1}\"\nsubnet = [\"fd02:1::1/64\", \"10.2.1.1/24\"]\n\
+         internal-ip = [\"fd00::5/64\", \"10.0.0.5/24\"]\n\n[[node]]\nname = \"b\"\n\
+         public-key = \"{K2}\"\nsubnet = [\"fd02:2::/64\"]\ninternal-ip = \"fd00::6/64\"\n"
+    ))
+    .unwrap();
+    // The mesh's first range is the IPv4 one, whatever the order written.
+    assert_eq!(
+        (s.settings.subnet, s.settings.subnet6),
+        (Some(c("10.4.0.0/16")), Some(c("fd04::/64")))
+    );
+    // Pod subnets keep the order written (the first is the node's primary), masked.
+    assert_eq!(s.nodes[0].subnets, vec![c("fd02:1::/64"), c("10.2.1.0/24")]);
+    assert_eq!(
+        (s.nodes[0].internal_ip, s.nodes[0].internal_ip6),
+        (Some(c("10.0.0.5/24")), Some(c("fd00::5/64")))
+    );
+    // A single IPv6 value is the node's only one.
+    assert_eq!(s.nodes[1].subnets, vec![c("fd02:2::/64")]);
+    assert_eq!((s.nodes[1].internal_ip, s.nodes[1].internal_ip6), (Some(c("fd00::6/64")), None));
+}
+
+#[test]
+fn two_cidrs_of_one_family_or_an_empty_array_are_errors_naming_the_line() {
+    let err =
+        error("[mesh]\ngranularity = \"full\"\nsubnet = [\"10.4.0.0/16\", \"10.5.0.0/16\"]\n");
+    assert_eq!(
+        err,
+        "mesh.toml:3: [mesh]: subnet: 10.4.0.0/16 and 10.5.0.0/16 are both IPv4: give at most one \
+         CIDR per address family"
+    );
+    let err = error(&format!(
+        "[[node]]\nname = \"a\"\npublic-key = \"{K1}\"\nsubnet = [\"fd02:1::/64\", \"fd02:2::/64\"]\n"
+    ));
+    assert_eq!(
+        err,
+        "mesh.toml:4: node \"a\": subnet: fd02:1::/64 and fd02:2::/64 are both IPv6: give at most \
+         one CIDR per address family"
+    );
+    let err = error(&format!(
+        "[[node]]\nname = \"a\"\npublic-key = \"{K1}\"\ninternal-ip = [\"10.0.0.1/24\", \"10.0.0.2/24\"]\n"
+    ));
+    assert!(
+        err.starts_with(
+            "mesh.toml:4: node \"a\": internal-ip: 10.0.0.1/24 and 10.0.0.2/24 are both IPv4"
+        ),
+        "{err}"
+    );
+    let err = error("[mesh]\nsubnet = []\n");
+    assert_eq!(
+        err,
+        "mesh.toml:2: [mesh]: subnet: want one CIDR, or one per address family; found an empty array"
+    );
+    let err = error("[mesh]\nsubnet = 7\n");
+    assert!(
+        err.starts_with("mesh.toml:2: [mesh]: subnet: want a CIDR string, or an array"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -264,7 +264,7 @@ async fn publish_local_before_the_node_was_seen_sends_every_agent_annotation() {
     let seen = seen.lock().unwrap();
     let expected = serde_json::to_value(agent_annotations(&local())).unwrap();
     assert_eq!(seen.patches[0].2, json!({"metadata": {"annotations": expected}}));
-    assert_eq!(expected.as_object().unwrap().len(), 9);
+    assert_eq!(expected.as_object().unwrap().len(), 11);
 }
 
 #[tokio::test]
@@ -294,6 +294,8 @@ async fn clean_up_sends_a_merge_patch_removing_every_agent_annotation() {
             "kilo.squat.ai/granularity": null,
             "kilo.squat.ai/cni-compatibility-ip": null,
             "kilo.squat.ai/leader-health": null,
+            "kilo.squat.ai/internal-ip6": null,
+            "kilo.squat.ai/wireguard-ip6": null,
         }}})
     );
 }

@@ -186,8 +186,13 @@ impl Topology {
             graph.add_edge(a, b, kind);
         }
 
-        let net = self.wireguard_cidr.network();
-        MeshGraph { graph, clusters, label: net.to_string() }
+        // The mesh's WireGuard range, and in a dual-stack mesh its IPv6 range after it.
+        let label = std::iter::once(self.wireguard_cidr)
+            .chain(self.wireguard_cidr6)
+            .map(|c| c.network().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        MeshGraph { graph, clusters, label }
     }
 
     /// The mesh in Graphviz DOT, as `kgctl graph` prints it (without the final newline that

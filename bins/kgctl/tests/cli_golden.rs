@@ -41,6 +41,13 @@ const EXAMPLES: &[Example] = &[
         peer: Some("rogue"),
         valid: false,
     },
+    Example {
+        file: "examples/dual-stack.toml",
+        leader: "lab-1",
+        follower: Some("lab-2"),
+        peer: Some("laptop"),
+        valid: true,
+    },
 ];
 
 fn golden_dir() -> PathBuf {
