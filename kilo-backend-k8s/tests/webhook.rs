@@ -479,3 +479,51 @@ async fn metrics_are_prometheus_text_unless_openmetrics_is_asked_for_and_labels_
     assert!(text.starts_with("# HELP admission_requests The number"), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
+
+/// A dual-stack node's IPv6 side (`kilo.squat.ai/internal-ip6`, `wireguard-ip6`) is protected
+/// like its IPv4 side; the IPv6 WireGuard range comes from `--subnet` given per family, else from
+/// the nodes' `wireguard-ip6`.
+#[test]
+fn the_ipv6_side_of_a_dual_stack_node_and_the_ipv6_range_are_protected() {
+    let e = Node {
+        name: "e".into(),
+        key: key(5),
+        internal_ip: Some(cidr("192.168.9.1/24")),
+        internal_ip6: Some(cidr("fd00:9::1/64")),
+        subnets: vec![cidr("10.2.9.0/24"), cidr("fd02:9::/64")],
+        wireguard_ip: Some(cidr("10.4.0.3/16")),
+        wireguard_ip6: Some(cidr("fd04::3/64")),
+        ..Node::default()
+    };
+    let mut view = ClusterView { nodes: vec![e], listed: true, ..ClusterView::default() };
+    assert_eq!(view.subnets(), [cidr("10.4.0.0/16"), cidr("fd04::/64")]);
+    let cases = [
+        (
+            "fd00:9::1/128",
+            "allowed IP fd00:9::1/128 covers the internal IP fd00:9::1 of node \"e\": the peer would take that node's traffic",
+        ),
+        (
+            "fd02:9::/56",
+            "allowed IP fd02:9::/56 overlaps the pod subnet fd02:9::/64 of node \"e\": the peer would take that traffic",
+        ),
+        (
+            "fd04::77/128",
+            "allowed IP fd04::77/128 overlaps the WireGuard subnet fd04::/64: the peer would take the mesh's WireGuard traffic",
+        ),
+    ];
+    for (allowed_ip, message) in cases {
+        assert_eq!(answer(&view, "CREATE", &[allowed_ip], 7), denied(message), "{allowed_ip}");
+    }
+    // A configured IPv6 range replaces the derived one (the published addresses stay protected).
+    view.configured_subnet = Some(cidr("10.8.0.0/16"));
+    view.configured_subnet6 = Some(cidr("fd08::/64"));
+    assert_eq!(view.subnets(), [cidr("10.8.0.0/16"), cidr("fd08::/64")]);
+    assert_eq!(
+        answer(&view, "CREATE", &["fd08::1/128"], 7),
+        denied(
+            "allowed IP fd08::1/128 overlaps the WireGuard subnet fd08::/64: the peer would take \
+             the mesh's WireGuard traffic"
+        )
+    );
+    assert_eq!(answer(&view, "CREATE", &["fd05::1/128", "10.5.0.1/32"], 7), allowed());
+}

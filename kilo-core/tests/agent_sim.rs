@@ -498,3 +498,34 @@ fn the_device_is_polled_only_while_a_leader_has_something_to_discover() {
     // b does not lead: its device has no peers to learn from.
     assert!(!sim.agents[1].handle_timeout(sim.now + 10).contains(&Action::ObserveDevice));
 }
+
+/// Upstream's agent, given a peer with IPv6 allowed IPs in an IPv4 cluster, installed a different
+/// subset of routes on each reconcile. Here every resync plans exactly the same routes, rules and
+/// firewall rules on every node, and logs the left-out IPv6 routes once.
+#[test]
+fn ipv6_peer_allowed_ips_in_an_ipv4_cluster_plan_the_same_routes_at_every_resync() {
+    let mut sim = three_nodes();
+    let peer = Peer {
+        name: "v6".into(),
+        allowed_ips: vec![cidr("10.5.0.2/32"), cidr("fd05::2/128"), cidr("fd06::/64")],
+        public_key: kilo_core::Key::from_bytes([8; 32]),
+        ..Peer::default()
+    };
+    sim.broadcast(Input::PeerChanged(peer));
+    let first = sim.plans.clone();
+    assert!(first["a"].routes.iter().any(|r| r.dst == cidr("fd06::/64") && r.dev == "kilo0"));
+    for _ in 0..5 {
+        sim.now += 30;
+        sim.broadcast(Input::Resync);
+        for (name, plan) in &sim.plans {
+            let before = &first[name];
+            assert_eq!(
+                (&plan.routes, &plan.rules, &plan.firewall),
+                (&before.routes, &before.rules, &before.firewall),
+                "{name}"
+            );
+        }
+    }
+    let left_out = sim.warnings.iter().filter(|w| w.contains("2 IPv6 routes through")).count();
+    assert_eq!(left_out, 1, "{:?}", sim.warnings);
+}
