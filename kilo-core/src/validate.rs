@@ -408,6 +408,84 @@ mod tests {
         assert!(!found.iter().any(|f| f.objects == vec![peer("a"), peer("a")]));
     }
 
+    /// Two nodes of location "lab" and one elsewhere, with pod subnets of both families; the
+    /// lab's private IPs as given.
+    fn lab(a: &[&str], b: &[&str], peer_v6_only: bool) -> (Vec<Node>, Vec<Peer>) {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let ips = |list: &[&str]| {
+            let all: Vec<Cidr> = list.iter().map(|s| c(s)).collect();
+            crate::cidr::per_family(&all).unwrap()
+        };
+        let node = |name: &str, location: &str, n: u8, (ip, ip6): (Option<Cidr>, Option<Cidr>)| {
+            let subnets = if peer_v6_only {
+                vec![c(&format!("10.2.{n}.0/24"))]
+            } else {
+                vec![c(&format!("10.2.{n}.0/24")), c(&format!("fd02:{n}::/64"))]
+            };
+            Node {
+                name: name.into(),
+                location: location.into(),
+                key: crate::Key::from_bytes([n; 32]),
+                internal_ip: ip,
+                internal_ip6: ip6,
+                subnets,
+                ..Node::default()
+            }
+        };
+        let nodes = vec![
+            node("a", "lab", 1, ips(a)),
+            node("b", "lab", 2, ips(b)),
+            node("c", "cloud", 3, ips(&["10.0.0.3/24", "fd00:20::3/64"])),
+        ];
+        let peers = vec![Peer {
+            name: "p".into(),
+            allowed_ips: vec![c("fd05::1/128")],
+            public_key: crate::Key::from_bytes([9; 32]),
+            ..Peer::default()
+        }];
+        (nodes, peers)
+    }
+
+    #[test]
+    fn a_location_whose_lan_lacks_a_family_the_pods_use_is_an_error_naming_its_nodes() {
+        let lan = |found: Vec<Finding>| -> Vec<String> {
+            found
+                .iter()
+                .filter(|f| f.message.contains("shares a LAN"))
+                .map(ToString::to_string)
+                .collect()
+        };
+        // A dual-stack LAN: nothing to say.
+        let (nodes, peers) =
+            lab(&["192.168.1.1/24", "fd00:1::1/64"], &["192.168.1.2/24", "fd00:1::2/64"], false);
+        assert_eq!(lan(run(&nodes, &peers, "10.4.0.0/16")), Vec::<String>::new());
+        // b has no IPv6 private IP: whichever leads, IPv6 cannot cross the LAN to or from it.
+        let (nodes, peers) = lab(&["192.168.1.1/24", "fd00:1::1/64"], &["192.168.1.2/24"], false);
+        assert_eq!(
+            lan(run(&nodes, &peers, "10.4.0.0/16")),
+            ["error: node \"b\": location \"lab\" shares a LAN without IPv6 private IPs on these \
+              nodes: a node that is not the leader reaches other locations' IPv6 destinations \
+              through the leader's IPv6 private IP, and a route cannot go through an IPv4 next \
+              hop, so those routes are left out; give every node of the location a private IP of \
+              that family (kg publishes it as kilo.squat.ai/internal-ip6; a mesh file lists both \
+              in internal-ip), or put the node in a location of its own"]
+        );
+        // An IPv6-only LAN with IPv4 pods: the same, for IPv4.
+        let (nodes, peers) = lab(&["fd00:1::1/64"], &["fd00:1::2/64"], false);
+        let found = lan(run(&nodes, &peers, "10.4.0.0/16"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(
+            "error: node \"a\", node \"b\": location \"lab\" shares a LAN without IPv4"
+        ));
+        // Only a peer uses IPv6: a warning.
+        let (nodes, peers) = lab(&["192.168.1.1/24"], &["192.168.1.2/24"], true);
+        let found = lan(run(&nodes, &peers, "10.4.0.0/16"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(
+            "warning: node \"a\", node \"b\": location \"lab\" shares a LAN without IPv6"
+        ));
+    }
+
     #[test]
     fn a_subnet_too_small_for_the_segments_is_an_error() {
         let found = run(&fixtures::nodes(), &[], "10.4.0.0/31");
