@@ -63,7 +63,7 @@ pub fn current_pod_cidr(conflist: &Value) -> Option<Cidr> {
 
 /// The conflist's current pod CIDRs: the first subnet of each range set of `ipam.ranges` (one
 /// set per family on a dual-stack node) of the first plugin whose `ipam.type` is set, as written.
-/// Empty when there is none; a subnet that does not parse ends the list.
+/// Empty when there is none; range sets without a subnet that parses are skipped.
 pub fn current_pod_cidrs(conflist: &Value) -> Vec<Cidr> {
     let Some(plugins) = conflist.get("plugins").and_then(Value::as_array) else {
         return Vec::new();
@@ -80,7 +80,7 @@ pub fn current_pod_cidrs(conflist: &Value) -> Vec<Cidr> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_array)
-        .map_while(|set| set.iter().find_map(|r| r.get("subnet")?.as_str()?.parse().ok()))
+        .filter_map(|set| set.iter().find_map(|r| r.get("subnet")?.as_str()?.parse().ok()))
         .collect()
 }
 

@@ -112,3 +112,24 @@ fn bad_conflists_give_errors_that_name_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn a_dual_stack_node_gets_one_host_local_range_set_per_pod_cidr_and_rewrites_only_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, SHIPPED);
+    let both = [c("10.2.1.0/24"), c("fd02:1::/64")];
+    assert!(cni::update_cni_config(&path, &both).unwrap());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        v["plugins"][0]["ipam"],
+        serde_json::json!({"type": "host-local", "ranges": [[{"subnet": "10.2.1.0/24"}], [{"subnet": "fd02:1::/64"}]]})
+    );
+    assert_eq!(cni::current_pod_cidrs(&v), both);
+    assert!(!cni::update_cni_config(&path, &both).unwrap(), "unchanged: not rewritten");
+    // Back to one family: the IPv6 range goes.
+    assert!(cni::update_cni_config(&path, &both[..1]).unwrap());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["plugins"][0]["ipam"]["ranges"], serde_json::json!([[{"subnet": "10.2.1.0/24"}]]));
+}

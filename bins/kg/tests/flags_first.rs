@@ -97,6 +97,10 @@ fn every_bad_flag_is_one_error_line_before_any_key_file_or_interface_exists() {
         (&[("--port", Some("0"))], "invalid port"),
         (&[("--port", Some("70000"))], "invalid port"),
         (&[("--subnet", Some("10.4.0.0/99"))], "\"10.4.0.0/99\""),
+        (
+            &[("--subnet", Some("10.4.0.0/16,10.5.0.0/16"))],
+            "--subnet: 10.4.0.0/16 and 10.5.0.0/16 are both IPv4",
+        ),
         (&[("--mtu", Some("large"))], "--mtu"),
         (&[("--service-cidr", Some("nope"))], "--service-cidr"),
         (&[("--internal-cidr", Some("10.0.0.0/33"))], "--internal-cidr"),
