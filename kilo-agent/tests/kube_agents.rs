@@ -427,9 +427,8 @@ async fn dual_stack_agents_publish_ipv4_where_upstream_reads_and_route_both_fami
     }
     let mut agents = Vec::new();
     let mut recorders = Vec::new();
-    for index in 0..3 {
+    for (index, (_, _, _, private, public)) in NODES.into_iter().enumerate() {
         let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
-        let (_, _, _, private, public) = NODES[index];
         let facts = HostFacts {
             private_ip: Some(cidr(private)),
             private_ip6: Some(cidr(&v6(private))),

@@ -111,7 +111,7 @@ pub struct Plan {
     pub firewall: RuleSet,
     /// The encapsulator and strategy the routes were computed with.
     pub encapsulation: EncapsulatorConfig,
-    /// The IPIP tunnel's address (first IP of the local pod CIDR, /32), when the strategy is not
+    /// The IPIP tunnel's address (first IP of the local (IPv4) pod CIDR, /32), when the strategy is not
     /// `never`, `--local` is set and the encapsulator owns an IPIP tunnel (IPIP, Cilium).
     pub tunnel_address: Option<Cidr>,
     /// What was left out of the plan and why (allowed IPs refused by the topology, routes the
@@ -140,9 +140,9 @@ impl Plan {
         };
         firewall.extend(topology.rules(options.cni, options.iptables_forward_rules));
         let tunnel_address = if encapsulating && encapsulator.has_ipip_tunnel() {
-            topology
-                .subnets
-                .first()
+            // IPIP carries IPv4: a dual-stack node's tunnel takes its IPv4 pod CIDR's first IP.
+            let ipv4 = topology.subnets.iter().find(|s| s.is_ipv4());
+            ipv4.or(topology.subnets.first())
                 .and_then(|s| Allocator::new(*s).next_ip())
                 .map(|c| Cidr::host(c.addr()))
         } else {

@@ -5,7 +5,7 @@ use std::hash::Hash;
 use rustc_hash::FxHashSet;
 use std::net::IpAddr;
 
-use super::{EncapsulatorConfig, Interfaces, KILO_TABLE, MAIN_TABLE, Route, Rule};
+use super::{Encapsulator, EncapsulatorConfig, Interfaces, KILO_TABLE, MAIN_TABLE, Route, Rule};
 use crate::topology::{Member, Segment};
 use crate::{Cidr, Encapsulation, Topology};
 
@@ -60,17 +60,24 @@ fn wireguard_ip(seg: &Segment, v4: bool) -> Option<IpAddr> {
     seg.wireguard_ip.into_iter().chain(seg.wireguard_ip6).find(|a| a.is_ipv4() == v4)
 }
 
-/// A member's next hop inside the location (`enc.Gw(nil, privIP_i, cniIP_i, cidr_i)`) towards
-/// destinations of `v4`'s family: the private IP and pod CIDR of that family.
-fn member_gw(
+/// A member's next hop on the LAN towards destinations of `v4`'s family
+/// (`enc.Gw(endpointIP, privIP_i, cniIP_i, cidr_i)` for IPv4). IPv4: what the encapsulator says
+/// (the private IP; in compatibility modes the pod CIDR's network address or the CNI's address,
+/// reached through its tunnel). IPv6 is never encapsulated, so it always goes to the member's IPv6
+/// private IP (none without a private IP of ours: [`Encapsulator::Noop`]).
+fn lan_gw(
     enc: &EncapsulatorConfig,
     m: &Member,
+    endpoint: Option<IpAddr>,
     subnet: Option<Cidr>,
     v4: bool,
 ) -> Option<IpAddr> {
-    let subnet = subnet.or_else(|| m.subnets.iter().copied().find(|s| s.is_ipv4() == v4));
-    let cni = m.cni_compatibility_ip.map(|c| c.addr()).filter(|a| a.is_ipv4() == v4);
-    enc.encapsulator.gw(None, private_ip(m, v4), cni, subnet)
+    if !v4 {
+        return (enc.encapsulator != Encapsulator::Noop).then(|| private_ip(m, false)).flatten();
+    }
+    let subnet = subnet.or_else(|| m.subnets.iter().copied().find(|s| s.is_ipv4()));
+    let cni = m.cni_compatibility_ip.map(|c| c.addr()).filter(IpAddr::is_ipv4);
+    enc.encapsulator.gw(endpoint, private_ip(m, true), cni, subnet)
 }
 
 /// Collects routes and rules for one node.
@@ -127,7 +134,7 @@ impl Builder<'_> {
                 continue;
             }
             for subnet in &m.subnets {
-                let gw = member_gw(self.enc, m, Some(*subnet), subnet.is_ipv4());
+                let gw = lan_gw(self.enc, m, None, Some(*subnet), subnet.is_ipv4());
                 if gw.is_none() {
                     continue;
                 }
@@ -140,7 +147,7 @@ impl Builder<'_> {
                 continue;
             }
             let host = Cidr::host(theirs);
-            let gw = member_gw(self.enc, m, None, true);
+            let gw = lan_gw(self.enc, m, None, None, true);
             let tunnel = self.ifaces.tunnel.clone();
             self.routes.push(route(host, gw, &tunnel, self.our_ip(true), KILO_TABLE, true));
             for from in self.rule_sources(theirs) {
@@ -161,7 +168,7 @@ impl Builder<'_> {
             if Some(theirs) == ours {
                 continue;
             }
-            let Some(gw) = member_gw(self.enc, m, None, true) else { continue };
+            let Some(gw) = lan_gw(self.enc, m, None, None, true) else { continue };
             if gw == theirs {
                 continue;
             }
@@ -174,34 +181,37 @@ impl Builder<'_> {
 
     fn non_leader(&mut self, local: bool) {
         let t = self.topology;
-        // The leader, over the LAN, per family: IPv4 destinations through its IPv4 private IP,
-        // IPv6 ones through its IPv6 private IP (a route never crosses families).
+        // The leader, over the LAN, per family: IPv4 destinations through its IPv4 private IP
+        // (or the compatibility mode's gateway), IPv6 ones through its IPv6 private IP (a route
+        // never crosses families).
         let gw_of = |v4: bool| {
             t.segments.iter().find(|s| s.location == t.location).and_then(|s| {
                 let leader = s.members.get(s.leader)?;
-                self.enc.encapsulator.gw(
-                    t.nat_endpoint_ip(s),
-                    private_ip(leader, v4),
-                    leader.cni_compatibility_ip.map(|c| c.addr()).filter(|a| a.is_ipv4() == v4),
-                    leader.subnets.iter().copied().find(|c| c.is_ipv4() == v4),
-                )
+                let endpoint = t.nat_endpoint_ip(s);
+                lan_gw(self.enc, leader, endpoint, None, v4)
             })
         };
         let (gw4, gw6) = (gw_of(true), gw_of(false));
         let gw = |dst: &Cidr| if dst.is_ipv4() { gw4 } else { gw6 };
         // A family the leader has no next hop of, while it has one of the other family, cannot
-        // be reached through it: those destinations are left out, with one warning.
-        let unreachable = |v4: bool| {
-            let (this, other) = if v4 { (gw4, gw6) } else { (gw6, gw4) };
+        // be reached through it: those destinations are left out, with one warning per family
+        // counting distinct routes.
+        let unreachable = |dst: &Cidr| {
+            let (this, other) = if dst.is_ipv4() { (gw4, gw6) } else { (gw6, gw4) };
             this.is_none() && other.is_some()
         };
-        let mut left_out = [0usize; 2];
-        let before = self.routes.len();
+        let mut left_out: [FxHashSet<Cidr>; 2] = Default::default();
         let dev = self.ifaces.private.clone();
+        let mut through_leader = |b: &mut Self, dst: Cidr| {
+            if unreachable(&dst) {
+                left_out[usize::from(!dst.is_ipv4())].insert(dst.network());
+            } else {
+                b.push_encapsulated(route(dst, gw(&dst), &dev, None, MAIN_TABLE, true));
+            }
+        };
         for seg in &t.segments {
             for wg in seg.wireguard_ip.into_iter().chain(seg.wireguard_ip6) {
-                let dst = Cidr::host(wg);
-                self.push_encapsulated(route(dst, gw(&dst), &dev, None, MAIN_TABLE, true));
+                through_leader(self, Cidr::host(wg));
             }
             if seg.location == t.location {
                 if local {
@@ -211,36 +221,23 @@ impl Builder<'_> {
             }
             let subnets = seg.members.iter().flat_map(|m| m.subnets.iter().copied());
             let privates = seg.members.iter().flat_map(private_ips).map(Cidr::host);
-            let dsts: Vec<Cidr> =
-                subnets.chain(privates).chain(seg.allowed_location_ips.iter().copied()).collect();
-            for dst in dsts {
-                self.push_encapsulated(route(dst, gw(&dst), &dev, None, MAIN_TABLE, true));
+            for dst in subnets.chain(privates).chain(seg.allowed_location_ips.iter().copied()) {
+                through_leader(self, dst);
             }
         }
         for peer in &t.peers {
             for aip in &peer.allowed_ips {
-                self.push_encapsulated(route(*aip, gw(aip), &dev, None, MAIN_TABLE, true));
+                through_leader(self, *aip);
             }
         }
-        let mut kept = Vec::with_capacity(self.routes.len());
-        for r in self.routes.drain(before..) {
-            let v4 = r.dst.is_ipv4();
-            if r.table == MAIN_TABLE && unreachable(v4) {
-                left_out[usize::from(!v4)] += 1;
-            } else {
-                kept.push(r);
-            }
-        }
-        self.routes.extend(kept);
-        for (count, (family, other)) in
-            left_out.into_iter().zip([("IPv4", "IPv6"), ("IPv6", "IPv4")])
-        {
-            if count > 0 {
+        for (dsts, (family, other)) in left_out.iter().zip([("IPv4", "IPv6"), ("IPv6", "IPv4")]) {
+            if !dsts.is_empty() {
                 self.warnings.push(format!(
-                    "{count} {family} routes through the location's leader left out: the leader \
+                    "{} {family} routes through the location's leader left out: the leader \
                      has no {family} private IP, and Linux does not route {family} through an \
                      {other} next hop on the LAN (give the location's nodes {family} addresses on \
-                     their private network, or give this node a location of its own)"
+                     their private network, or give this node a location of its own)",
+                    dsts.len()
                 ));
             }
         }
