@@ -675,6 +675,21 @@ fn tun_counters(device: &Device) -> kilo_net_linux::wireguard::offload::TunCount
     }
 }
 
+/// The counters once they stop moving (the same twice 100 ms apart, at most 3 s): a sample taken
+/// while the writer is between counting a packet and writing it would be off by that packet.
+async fn settled_counters(device: &Device) -> kilo_net_linux::wireguard::offload::TunCounters {
+    let mut last = tun_counters(device);
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = tun_counters(device);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Large TCP transfers (both directions, IPv4 and IPv6) arrive byte for byte whether the TUN
 /// interfaces have segmentation offloads or not, and whether the two ends agree on them. With
 /// offloads the sender's reads carry super-packets (more packets than reads) and the receiver's
@@ -689,12 +704,12 @@ async fn large_tcp_transfers_arrive_intact_with_offloads_on_off_and_mixed() -> R
     for (i, offloads) in [(true, true), (false, false), (true, false)].into_iter().enumerate() {
         let (nsa, nsb, _da, _db, a, b) = offload_pair(&format!("tso{i}"), offloads).await?;
         ping(&nsb, "10.9.0.1")?;
-        let before = (tun_counters(&a), tun_counters(&b));
+        let before = (settled_counters(&a).await, settled_counters(&b).await);
         tcp_transfer(&nsb, &nsa, "10.9.0.1", 5201, LEN).with_context(|| format!("{offloads:?}"))?;
         tcp_transfer(&nsa, &nsb, "10.9.0.2", 5202, LEN).with_context(|| format!("{offloads:?}"))?;
         tcp_transfer(&nsb, &nsa, "[fd00:9::1]", 5203, LEN)
             .with_context(|| format!("{offloads:?} over IPv6"))?;
-        let (ca, cb) = (tun_counters(&a), tun_counters(&b));
+        let (ca, cb) = (settled_counters(&a).await, settled_counters(&b).await);
         for (name, on, now, then) in
             [("a", offloads.0, ca, before.0), ("b", offloads.1, cb, before.1)]
         {

@@ -1,7 +1,7 @@
 //! End-to-end, dual stack: the `e2e_mesh` cluster with IPv6 beside IPv4 on the LANs (location
-//! `a`'s two nodes share a dual-stack LAN; `a2` is not its leader), on the pods and on the
-//! external peer (configured from `kgctl showconf peer`), over an IPv4 WAN; then the same cluster
-//! IPv6-only, its WAN included. Every pod reaches every other pod in every family, pinging from
+//! `a`'s two nodes share a dual-stack LAN; `a2` is not its leader and has no endpoint: it dials
+//! out, with a keepalive), on the pods and on the external peer (configured from `kgctl showconf
+//! peer`), over an IPv4 WAN; then the same cluster IPv6-only, its WAN included. Every pod reaches every other pod in every family, pinging from
 //! the pod addresses, in location and in full granularity. Needs root.
 
 mod support;
@@ -15,6 +15,7 @@ const ALL: [&str; 3] = ["a1", "a2", "b1"];
 fn spec(granularity: &'static str, family: Family) -> MeshSpec {
     let mut spec = MeshSpec::new(granularity);
     spec.family = family;
+    spec.dial_out = vec!["a2"];
     spec
 }
 

@@ -287,12 +287,20 @@ pub struct MeshSpec {
     pub leader: &'static str,
     /// Nodes left out of the file.
     pub removed: Vec<&'static str>,
+    /// Nodes written without an endpoint (they dial out: `persistent-keepalive = 5`).
+    pub dial_out: Vec<&'static str>,
 }
 
 impl MeshSpec {
     /// All nodes, `a1` leads location `a`.
     pub fn new(granularity: &'static str) -> MeshSpec {
-        MeshSpec { granularity, family: Family::Ipv4, leader: "a1", removed: Vec::new() }
+        MeshSpec {
+            granularity,
+            family: Family::Ipv4,
+            leader: "a1",
+            removed: Vec::new(),
+            dial_out: Vec::new(),
+        }
     }
 }
 
@@ -468,8 +476,13 @@ impl Cluster {
                 Family::Ipv6 => format!("[{}]:51820", self.wan(wan)),
                 _ => format!("{wan}:51820"),
             };
+            let endpoint = if spec.dial_out.contains(&name) {
+                "persistent-keepalive = 5".to_string()
+            } else {
+                format!("endpoint = \"{endpoint}\"")
+            };
             toml += &format!(
-                "\n[[node]]\nname = \"{name}\"\npublic-key = \"{}\"\nendpoint = \"{endpoint}\"\n\
+                "\n[[node]]\nname = \"{name}\"\npublic-key = \"{}\"\n{endpoint}\n\
                  location = \"{location}\"\ninternal-ip = {}\nsubnet = {}\n",
                 self.key(name).public,
                 list(lan.to_string()),
