@@ -364,8 +364,11 @@ KNOWN_ANNOTATIONS = {
     "allowed-location-ips",
     "granularity",
     "cni-compatibility-ip",
-    # kilo-rs's own, which upstream's agent ignores: the leader-health verdict.
+    # kilo-rs's own, which upstream's agent ignores: the leader-health verdict and a dual-stack
+    # node's IPv6 addresses.
     "leader-health",
+    "internal-ip6",
+    "wireguard-ip6",
 }
 
 
