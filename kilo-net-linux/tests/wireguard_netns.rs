@@ -916,3 +916,65 @@ async fn a_session_is_rekeyed_after_two_minutes_while_traffic_flows() -> Result<
     a.delete().await?;
     Ok(())
 }
+
+/// The in-process device's timers sleep while no peer has one running (the gotatun patch in
+/// `vendor/gotatun`): whatever starts a timer must wake them. A handshake initiation lost on the
+/// way is retransmitted after REKEY_TIMEOUT (5 s), well before the sleeping timers' own 10 s; a
+/// persistent keepalive set on an idle device starts a handshake at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_device_wakes_its_timers_for_a_lost_handshake_and_a_new_keepalive() -> Result<()> {
+    if root_support::skip_unless_root() {
+        return Ok(());
+    }
+    let (nsa, nsb, _da, _db, a, b) = offload_pair("idle", (true, true)).await?;
+    let (_, pa) = key_pair(1);
+    let (_, pb) = key_pair(2);
+    // Both idle: no session, nothing in flight, so both timer tasks are asleep. A configuration
+    // write wakes a's for one walk: its next idle wake-up is 10 s away.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32", "fd00:9::2/128"])).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // b drops a's first initiation; a's retransmission, 5 s later, gets through.
+    let drop_rule = ["-p", "udp", "--dport", "51820", "-j", "DROP"];
+    let mut insert = vec!["iptables", "-I", "INPUT"];
+    insert.extend(drop_rule);
+    ensure!(nsb.exec(&insert)?.status.success(), "iptables -I in {}", nsb.name);
+    let started = std::time::Instant::now();
+    let pinger = {
+        let name = nsa.name.clone();
+        std::thread::spawn(move || {
+            run("ip", &["netns", "exec", &name, "ping", "-c1", "-W15", "10.9.0.2"])
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut delete = vec!["iptables", "-D", "INPUT"];
+    delete.extend(drop_rule);
+    ensure!(nsb.exec(&delete)?.status.success(), "iptables -D in {}", nsb.name);
+    let out = pinger.join().map_err(|_| anyhow::anyhow!("the pinger panicked"))??;
+    let took = started.elapsed();
+    ensure!(out.status.success(), "ping failed: {}", String::from_utf8_lossy(&out.stdout));
+    ensure!(took < Duration::from_secs(8), "the lost initiation was retransmitted after {took:?}");
+
+    // A fresh pair of peers on b and a, idle again; a keepalive set on a starts a handshake.
+    b.remove_peer(&pa).await?;
+    a.remove_peer(&pb).await?;
+    b.set_peer(&peer(pa, Some("192.168.50.1:51820"), &["10.9.0.1/32"])).await?;
+    a.set_peer(&peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32"])).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(b.read().await?.peer(&pa).context("a on b")?.last_handshake.is_none());
+    let mut keepalive = peer(pb, Some("192.168.50.2:51820"), &["10.9.0.2/32"]);
+    keepalive.persistent_keepalive = 25;
+    let set = std::time::Instant::now();
+    a.set_peer(&keepalive).await?;
+    loop {
+        if b.read().await?.peer(&pa).context("a on b")?.last_handshake.is_some() {
+            break;
+        }
+        ensure!(set.elapsed() < Duration::from_secs(5), "no handshake 5 s after the keepalive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.delete().await?;
+    b.delete().await?;
+    Ok(())
+}
