@@ -70,7 +70,11 @@ pub struct Tunn<R: RngCore + Send = StdRng> {
     /// The handshake currently in progress.
     handshake: handshake::Handshake,
     /// The [`N_SESSIONS`] most recent sessions.
-    sessions: [Option<session::Session>; N_SESSIONS],
+    ///
+    /// kilo-rs patch: boxed, so that an idle peer holds eight empty pointers rather than eight
+    /// session-sized slots (each with its 1 KiB replay window and two keys: about 18 kB per peer
+    /// whether or not a session exists). A session is allocated once per handshake.
+    sessions: [Option<Box<session::Session>>; N_SESSIONS],
     /// Index of the most recently used session.
     current: usize,
     /// Counter for slot selection when inserting new sessions.
@@ -346,7 +350,7 @@ impl<R: RngCore + Send> Tunn<R> {
     /// If the slot was occupied, the old session (and its [`Index`](index_table::Index)) is dropped,
     /// which automatically frees the index from the shared table.
     fn put_session(&mut self, slot: usize, session: session::Session) {
-        self.sessions[slot % N_SESSIONS] = Some(session);
+        self.sessions[slot % N_SESSIONS] = Some(Box::new(session));
     }
 
     /// Decrypt a data packet, and return a [`TunnResult::WriteToTunnel`] (`Ipv4` or `Ipv6`) if
