@@ -76,7 +76,6 @@ struct Observed {
 /// Starts agent `index` on the driver (check-ins every 30 s: nothing in this test may depend on
 /// one; a node demoted from leader publishes its empty `wireguard-ip` in the step that demotes it).
 fn spawn_agent(server: &FakeApiServer, index: usize) -> (JoinHandle<()>, Recorder) {
-    let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
     let (_, _, _, private, public) = NODES[index];
     let facts = HostFacts {
         private_ip: Some(cidr(private)),
@@ -84,11 +83,21 @@ fn spawn_agent(server: &FakeApiServer, index: usize) -> (JoinHandle<()>, Recorde
         public_ip: Some(public.parse().unwrap()),
         cni_compatibility_ip: None,
     };
+    spawn_with(server, config(index), facts)
+}
+
+/// Starts an agent with `config` on a recording host that detects `facts`.
+fn spawn_with(
+    server: &FakeApiServer,
+    config: AgentConfig,
+    facts: HostFacts,
+) -> (JoinHandle<()>, Recorder) {
+    let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
     let (host, recorder) = RecordingHost::new(Some(facts));
     let task = tokio::spawn(async move {
         let shutdown = std::future::pending::<()>();
         let run = kilo_agent::run(
-            Agent::new(config(index)),
+            Agent::new(config),
             backend,
             host,
             SystemClock,
@@ -428,28 +437,16 @@ async fn dual_stack_agents_publish_ipv4_where_upstream_reads_and_route_both_fami
     let mut agents = Vec::new();
     let mut recorders = Vec::new();
     for (index, (_, _, _, private, public)) in NODES.into_iter().enumerate() {
-        let backend = KubeBackend::new(server.client(), KubeBackendConfig::default());
         let facts = HostFacts {
             private_ip: Some(cidr(private)),
             private_ip6: Some(cidr(&v6(private))),
             public_ip: Some(public.parse().unwrap()),
             cni_compatibility_ip: None,
         };
-        let (host, recorder) = RecordingHost::new(Some(facts));
         let mut config = config(index);
         config.subnet6 = Some(cidr("fd04::/64"));
-        agents.push(tokio::spawn(async move {
-            let run = kilo_agent::run(
-                Agent::new(config),
-                backend,
-                host,
-                SystemClock,
-                RunOptions::default(),
-                Shared::new(),
-                std::future::pending::<()>(),
-            );
-            run.await.unwrap();
-        }));
+        let (agent, recorder) = spawn_with(&server, config, facts);
+        agents.push(agent);
         recorders.push(recorder);
     }
 

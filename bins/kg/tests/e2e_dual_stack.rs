@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Cluster, Family, MeshSpec};
+use support::{Cluster, Family, MeshSpec, route_line};
 
 const ALL: [&str; 3] = ["a1", "a2", "b1"];
 
@@ -17,10 +17,6 @@ fn spec(granularity: &'static str, family: Family) -> MeshSpec {
     spec.family = family;
     spec.dial_out = vec!["a2"];
     spec
-}
-
-fn route_line<'a>(routes: &'a str, dst: &str) -> Option<&'a str> {
-    routes.lines().find(|l| l.split_whitespace().next() == Some(dst))
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Cluster, MeshSpec, Process, surplus, wait_for};
+use support::{Cluster, MeshSpec, Process, route_line, surplus, wait_for};
 
 const ALL: [&str; 3] = ["a1", "a2", "b1"];
 
@@ -44,10 +44,6 @@ fn start_kg(cluster: &mut Cluster, name: &str, firewall: &str) {
         .unwrap();
     cluster.agents.retain(|(n, _)| n != name);
     cluster.agents.push((name.to_string(), Process { child, what: format!("kg on {name}") }));
-}
-
-fn route_line<'a>(routes: &'a str, dst: &str) -> Option<&'a str> {
-    routes.lines().find(|l| l.split_whitespace().next() == Some(dst))
 }
 
 #[test]

@@ -7,13 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Cluster, MeshSpec, NODES, namespaces_with, wait_for};
+use support::{Cluster, MeshSpec, NODES, namespaces_with, route_line, wait_for};
 
 const ALL: [&str; 3] = ["a1", "a2", "b1"];
-
-fn route_line<'a>(routes: &'a str, dst: &str) -> Option<&'a str> {
-    routes.lines().find(|l| l.split_whitespace().next() == Some(dst))
-}
 
 #[test]
 fn location_granularity_connects_every_pod_from_every_node_and_from_the_peer() {

@@ -572,22 +572,7 @@ impl Cluster {
                 }
             }
         }
-        if failures.is_empty() {
-            return Ok(());
-        }
-        let mut report = format!("pings failed: {}\n", failures.join(", "));
-        for (name, ..) in NODES {
-            report += &format!("--- routes on {name}:\n{}", self.ns(name).ip(&["route"])?);
-            report += &self.ns(name).ip(&["-6", "route"])?;
-            let log = self.log(name);
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            report += &format!("--- log of {name} (tail):\n");
-            for line in tail.into_iter().rev() {
-                report += line;
-                report += "\n";
-            }
-        }
-        bail!(report)
+        self.ping_report(&failures)
     }
 
     /// Whether `ping -c1 -W1 -I src dst` from namespace `from` succeeds within `within`.
@@ -747,12 +732,19 @@ impl Cluster {
                 }
             }
         }
+        self.ping_report(&failures)
+    }
+
+    /// `Ok` without failures; else an error listing them, with every node's routes (both
+    /// families) and the tail of its agent's log.
+    fn ping_report(&self, failures: &[String]) -> Result<()> {
         if failures.is_empty() {
             return Ok(());
         }
         let mut report = format!("pings failed: {}\n", failures.join(", "));
         for (name, ..) in NODES {
             report += &format!("--- routes on {name}:\n{}", self.ns(name).ip(&["route"])?);
+            report += &self.ns(name).ip(&["-6", "route"])?;
             let log = self.log(name);
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             report += &format!("--- log of {name} (tail):\n");
@@ -763,6 +755,11 @@ impl Cluster {
         }
         bail!(report)
     }
+}
+
+/// The line of `ip route` output `routes` whose destination is `dst`.
+pub fn route_line<'a>(routes: &'a str, dst: &str) -> Option<&'a str> {
+    routes.lines().find(|l| l.split_whitespace().next() == Some(dst))
 }
 
 /// Metrics text.
