@@ -80,22 +80,6 @@ pub enum Origin {
     Default,
 }
 
-impl Explicit {
-    /// Explicit settings with `--subnet` given as a list of at most one CIDR per family (the
-    /// command lines' repeated `--subnet`); an empty list leaves the subnet unset.
-    ///
-    /// # Errors
-    /// Two CIDRs of one family.
-    pub fn with_subnets(
-        granularity: Option<Granularity>,
-        subnets: &[Cidr],
-        port: Option<u16>,
-    ) -> Result<Explicit, crate::cidr::SameFamilyError> {
-        let (subnet, subnet6) = crate::cidr::per_family(subnets)?;
-        Ok(Explicit { granularity, subnet, subnet6, port })
-    }
-}
-
 /// The mesh settings in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -334,6 +318,41 @@ mod tests {
 
     const NOTHING: Explicit =
         Explicit { granularity: None, subnet: None, subnet6: None, port: None };
+
+    #[test]
+    fn dual_stack_ranges_resolve_as_one_value_ipv4_first() {
+        let v6 = |t: &str| Some(cidr(t));
+        // The source's two ranges (a mesh file), masked.
+        let mut reported = file(Granularity::Location, "10.9.0.0/16", 51820, false);
+        reported.subnet6 = v6("fd09::1/64");
+        let s = resolve(&NOTHING, Source::MeshFile(&reported));
+        assert_eq!(
+            (s.subnet, s.subnet6, s.subnet_origin),
+            (cidr("10.9.0.0/16"), v6("fd09::/64"), Origin::Source)
+        );
+        // An explicit `--subnet` replaces both: one IPv4 range is an IPv4-only mesh.
+        let explicit = Explicit { subnet: Some(cidr("10.4.0.0/16")), ..NOTHING };
+        let s = resolve(&explicit, Source::MeshFile(&reported));
+        assert_eq!(
+            (s.subnet, s.subnet6, s.subnet_origin),
+            (cidr("10.4.0.0/16"), None, Origin::Explicit)
+        );
+        // A second range of the first's family is ignored.
+        let explicit =
+            Explicit { subnet: Some(cidr("10.4.0.0/16")), subnet6: v6("10.5.0.0/16"), ..NOTHING };
+        assert_eq!(resolve(&explicit, Source::KubernetesAgent).subnet6, None);
+        // From Kubernetes nodes: the last published `wireguard-ip6`, IPv6 only.
+        let nodes = [
+            Node {
+                wireguard_ip: Some(cidr("10.4.0.1/16")),
+                wireguard_ip6: v6("fd04::1/64"),
+                ..Node::default()
+            },
+            Node { wireguard_ip: Some(cidr("10.4.0.2/16")), ..Node::default() },
+        ];
+        let s = resolve(&NOTHING, Source::KubernetesNodes { nodes: &nodes, live: true });
+        assert_eq!((s.subnet, s.subnet6), (cidr("10.4.0.0/16"), v6("fd04::/64")));
+    }
 
     #[test]
     fn with_nothing_given_and_nothing_reported_the_defaults_apply() {
