@@ -149,7 +149,6 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
     /// A fake `dot` that logs its start and end to `log`, takes `seconds`, and prints its
@@ -162,9 +161,25 @@ mod tests {
              echo \"$* $input\"\necho \"end $$\" >> '{log}'\n",
             log = log.display()
         );
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        install_script(&script, &path);
         path
+    }
+
+    /// Writes an executable script without this process ever holding it open for writing: tests
+    /// run in parallel threads, and a child forked by another test between our `open` and its own
+    /// `exec` would keep the file open for writing, so that running it fails with "Text file busy"
+    /// (ETXTBSY). `install` (a child process) writes it instead.
+    fn install_script(script: &str, path: &Path) {
+        let source = path.with_extension("src");
+        std::fs::write(&source, script).unwrap();
+        let status = std::process::Command::new("install")
+            .arg("-m")
+            .arg("755")
+            .arg(&source)
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "install {}: {status}", path.display());
     }
 
     fn log(dir: &Path) -> Vec<String> {
@@ -245,12 +260,15 @@ mod tests {
             tokio::spawn(async move { renderer.render("digraph{}", "svg", "dot").await })
         };
         let mut pid = None;
-        for _ in 0..100 {
+        for _ in 0..500 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             pid = log(dir.path()).first().map(|l| l.trim_start_matches("start ").to_string());
-            if pid.is_some() {
+            if pid.is_some() || task.is_finished() {
                 break;
             }
+        }
+        if pid.is_none() && task.is_finished() {
+            panic!("the render ended before the fake dot started: {:?}", task.await);
         }
         let pid = pid.expect("the fake dot started");
         assert!(alive(&pid));

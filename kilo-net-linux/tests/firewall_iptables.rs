@@ -267,8 +267,11 @@ impl CountingRunner {
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("run");
         let log = dir.join("log");
+        // Written by `install`, a child process: were this process to hold the script open for
+        // writing while another test thread forks, running it could fail with "Text file busy".
+        let source = dir.join("run.src");
         std::fs::write(
-            &script,
+            &source,
             format!(
                 "#!/bin/sh\necho \"$*\" >> {}\nexec ip netns exec {} \"$@\"\n",
                 log.display(),
@@ -276,8 +279,9 @@ impl CountingRunner {
             ),
         )
         .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut install = std::process::Command::new("install");
+        install.arg("-m").arg("755").arg(&source).arg(&script);
+        assert!(install.status().unwrap().success());
         CountingRunner { dir }
     }
 
