@@ -269,14 +269,20 @@ async fn changing_one_peer_leaves_the_other_peers_session_alone() -> Result<()> 
     // handshake after this pause would be more than a second later.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    // Change peer c's allowed IPs (host bits are masked away), then remove it.
-    a.set_peer(&peer(pc, None, &["10.9.0.3/32", "10.9.1.7/24"])).await?;
+    // Change peer c's allowed IPs (host bits are masked away, a network given twice is listed
+    // once, IPv4 comes first, then by address), then remove it.
+    let given = ["fd09::7/64", "10.9.1.7/24", "10.9.0.3/32", "10.9.1.0/24", "10.8.0.0/16"];
+    a.set_peer(&peer(pc, None, &given)).await?;
     let after = a.read().await?;
     let c = after.peer(&pc).context("peer c")?;
-    assert_eq!(
-        c.config.allowed_ips,
-        vec!["10.9.0.3/32".parse().unwrap(), "10.9.1.0/24".parse().unwrap()]
-    );
+    let listed: Vec<kilo_core::Cidr> = ["10.8.0.0/16", "10.9.0.3/32", "10.9.1.0/24", "fd09::/64"]
+        .map(|n| n.parse().unwrap())
+        .into();
+    assert_eq!(c.config.allowed_ips, listed);
+    // The UAPI socket (`wg show`) lists the same.
+    let Device::Userspace(device) = &a else { bail!("not a userspace device") };
+    let socket = device.read_socket().await?;
+    assert_eq!(socket.peer(&pc).context("peer c over the socket")?.config.allowed_ips, listed);
     ping(&nsa, "10.9.0.2")?;
     let b_after = a.read().await?.peer(&pb).context("peer b")?.clone();
     assert_same_handshake(&b_after, &session);

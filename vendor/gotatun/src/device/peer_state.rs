@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use tokio::sync::watch;
 
-use crate::device::AllowedIps;
+use crate::device::allowed_ips::NetworkList;
 #[cfg(feature = "daita")]
 use crate::device::daita::{DaitaHooks, DaitaSettings};
 use crate::noise::errors::WireGuardError;
@@ -46,7 +46,8 @@ pub struct PeerState {
     /// The associated tunnel struct
     pub(crate) tunnel: Tunn,
     pub(crate) endpoint: Endpoint,
-    pub(crate) allowed_ips: AllowedIps<()>,
+    /// kilo-rs patch: a list, not an `AllowedIps` (see [`NetworkList`]).
+    pub(crate) allowed_ips: NetworkList,
 
     #[cfg(feature = "daita")]
     daita_settings: Option<DaitaSettings>,
@@ -67,7 +68,7 @@ impl PeerState {
         Self {
             tunnel,
             endpoint: Endpoint { addr: endpoint },
-            allowed_ips: allowed_ips.iter().map(|ip| (ip, ())).collect(),
+            allowed_ips: allowed_ips.iter().collect(),
             #[cfg(feature = "daita")]
             daita_settings,
             #[cfg(feature = "daita")]
@@ -182,7 +183,7 @@ impl PeerState {
     }
 
     pub fn allowed_ips(&self) -> impl Iterator<Item = IpNetwork> + '_ {
-        self.allowed_ips.iter().map(|((), network)| network)
+        self.allowed_ips.iter()
     }
 
     pub fn time_since_last_handshake(&self) -> Option<std::time::Duration> {
