@@ -87,13 +87,21 @@ impl<B: Backend, H: Host, C: Clock> Loop<B, H, C> {
 
     async fn execute(&mut self, actions: Vec<Action>) {
         let mut queue: VecDeque<Action> = actions.into();
+        let mut large = false;
         while let Some(action) = queue.pop_front() {
+            large |= matches!(action, Action::Apply(_) | Action::ObserveDevice);
             if let Some(input) = self.carry_out(action).await {
                 let now = self.clock.now();
                 queue.extend(self.agent.handle(now, input));
             }
         }
         self.sync_metrics();
+        if large {
+            // An apply or a device reading allocates in proportion to the mesh for a moment
+            // (the plan and its stages, the kernel's and the device's answers); now that all of
+            // it is dropped, its pages go back to the kernel rather than stay resident.
+            crate::memory::release_freed_heap();
+        }
     }
 
     /// Carries out one action; returns the input it yields, if any.

@@ -24,6 +24,7 @@ pub mod keyfile;
 pub mod kube;
 pub mod linux;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod probe;
