@@ -157,7 +157,8 @@ fn the_webhook_without_its_certificate_says_what_it_needs() {
 
 #[test]
 fn no_help_text_refers_to_a_path_outside_the_repository() {
-    let foreign = ["/work/", "shared/", "../", "contract", "ARCHITECTURE.md", "upstream-kilo"];
+    // A development machine's directory, or any path that climbs out of the repository.
+    let foreign = ["/work/", "../"];
     for sub in [&[][..], &["pubkey"], &["version"], &["webhook"], &["crds"], &["completion"]] {
         let mut args = sub.to_vec();
         args.push("--help");
